@@ -1,0 +1,1 @@
+"""Contracts shared by the trainer and the worker: settings, scan decoding, messages, tables."""

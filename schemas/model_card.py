@@ -1,0 +1,105 @@
+"""The model artifact contract: where the trainer publishes and what the worker loads.
+
+A model root holds one directory per published version and a `CURRENT` file naming the
+version the workers serve:
+
+    MODEL_ROOT/
+      CURRENT                    -> "20261125-223000-ab12cd"
+      20261125-223000-ab12cd/
+        model.keras              the Keras model: (N, 64, 64, 1) float [0, 1] -> (N, 3) softmax
+        card.json                ModelCard below
+        card.md, *.png           for people
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+CURRENT_POINTER = "CURRENT"
+CLASS_NAMES = ("healthy", "non-urgent", "urgent")
+URGENT_CLASS = 2
+
+
+class ModelCard(BaseModel):
+    """What a worker needs to serve a model, and what a person needs to trust it."""
+
+    version: str
+    created_at: str
+    classes: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
+    input_shape: list[int] = Field(default_factory=lambda: [64, 64, 1])
+    preprocessing: str = (
+        "schemas.scans: grayscale, pad to square with black, Lanczos resize to 64x64, "
+        "uint8 / 255 -> float32 in [0, 1]"
+    )
+    urgent_threshold: float = Field(
+        ge=0, le=1, description="Flag urgent when P(class 2) >= this (chosen on validation)."
+    )
+    urgent_target_recall: float = 0.95
+    selected_candidate: str = ""
+    data_fingerprint: str = ""
+    class_counts: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training_seconds: float = 0.0
+    library_versions: dict[str, str] = Field(default_factory=dict)
+    synthetic_data: bool = False
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable model under a model root or directory; the message says what to do."""
+
+
+def read_card(model_dir: str | os.PathLike[str]) -> ModelCard:
+    """The card of one published model directory."""
+    path = Path(model_dir) / CARD_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{model_dir}: no {CARD_FILE}; is this a published model directory?"
+        )
+    return ModelCard.model_validate_json(path.read_text())
+
+
+def write_card(model_dir: str | os.PathLike[str], card: ModelCard) -> Path:
+    path = Path(model_dir) / CARD_FILE
+    path.write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
+    return path
+
+
+def resolve_model_dir(path: str | os.PathLike[str]) -> Path:
+    """A model directory, or a model root whose CURRENT pointer names one."""
+    path = Path(path).expanduser()
+    if (path / MODEL_FILE).is_file():
+        return path
+    pointer = path / CURRENT_POINTER
+    if pointer.is_file():
+        version = pointer.read_text().strip()
+        target = path / version
+        if version and "/" not in version and (target / MODEL_FILE).is_file():
+            return target
+        raise ModelNotFoundError(f"{pointer} names {version!r}, which holds no {MODEL_FILE}")
+    raise ModelNotFoundError(
+        f"{path}: no published model (neither {MODEL_FILE} nor a {CURRENT_POINTER} pointer); "
+        "run `triage train` first or set TRIAGE_MODEL_DIR"
+    )
+
+
+def set_current(model_root: str | os.PathLike[str], version: str) -> Path:
+    """Point the model root's CURRENT at `version`, atomically (workers may be reading it)."""
+    root = Path(model_root)
+    if not (root / version / MODEL_FILE).is_file():
+        raise ModelNotFoundError(
+            f"{root / version}: no {MODEL_FILE}; publish it before pointing at it"
+        )
+    descriptor, temporary = tempfile.mkstemp(dir=root, prefix=".CURRENT.")
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(version + "\n")
+    os.replace(temporary, root / CURRENT_POINTER)
+    return root / CURRENT_POINTER

@@ -1,0 +1,335 @@
+"""The model-input contract: any accepted file or array becomes a 64x64 uint8 grayscale scan.
+
+Trainer and worker both call these functions, so a scan is prepared the same way for training
+and for serving. The canonical form is what the database stores (4,096 bytes a scan);
+`to_model_input` turns a stack of them into the float tensor the model eats.
+
+Rules (stated once, tested in tests/schemas):
+- grayscale is enforced: RGB is converted by luminance (ITU-R 601-2), RGBA and LA are
+  composited on black first, palette images are expanded;
+- intensities: uint8 (and integers within 0..255) are kept; floats within [0, 1] are scaled by
+  255; anything else (16-bit, Hounsfield units, other float ranges) is min-max scaled per image;
+- geometry: padded to square with black, centred, then resized to 64x64 with Lanczos
+  (the preparation of the reference lung-CT data set);
+- refused with `ScanError`: empty, NaN or infinite values, non-numeric dtypes, wrong number of
+  dimensions, images over `max_pixels` (checked from the header, before decoding), files over
+  `max_file_bytes`, zero-byte files, corrupt or truncated files, DICOM without pixel data or in
+  a compressed transfer syntax that cannot be decoded here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCAN_SIZE = 64
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+ARRAY_SUFFIXES = {".npy", ".npz"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+SCAN_SUFFIXES = IMAGE_SUFFIXES | ARRAY_SUFFIXES | DICOM_SUFFIXES
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class ScanError(ValueError):
+    """A scan that cannot be used, naming the input and the reason."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DecodedScan:
+    """One canonical scan and where it came from (`file.npy[3]` for a scan inside a stack)."""
+
+    source: str
+    pixels: np.ndarray  # (64, 64) uint8
+
+
+def to_model_input(scans: np.ndarray) -> np.ndarray:
+    """Canonical uint8 scans (N, 64, 64) -> float32 (N, 64, 64, 1) in [0, 1]."""
+    scans = np.asarray(scans)
+    if scans.ndim == 2:
+        scans = scans[None]
+    if scans.shape[1:] != (SCAN_SIZE, SCAN_SIZE) or scans.dtype != np.uint8:
+        raise ValueError(
+            f"model input must be uint8 scans of shape (N, {SCAN_SIZE}, {SCAN_SIZE}), "
+            f"got {scans.dtype} {scans.shape}"
+        )
+    return (scans.astype(np.float32) / 255.0)[..., None]
+
+
+def canonicalize(
+    image: np.ndarray, source: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """One image array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (64, 64) uint8."""
+    image = np.asarray(image)
+    if image.dtype == object or not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+        raise ScanError(source, f"dtype {image.dtype} is not numeric pixel data")
+    if np.issubdtype(image.dtype, np.complexfloating):
+        raise ScanError(source, "complex values are not pixel data")
+    if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
+        image = _to_gray(image, source)
+    if image.ndim != 2:
+        raise ScanError(source, f"expected a 2-D grayscale image, got shape {image.shape}")
+    if image.size == 0:
+        raise ScanError(source, f"image is empty (shape {image.shape})")
+    if image.size > max_pixels:
+        raise ScanError(source, f"image has {image.size} pixels, over the cap of {max_pixels}")
+    gray = _to_uint8(image, source)
+    if gray.shape == (SCAN_SIZE, SCAN_SIZE):
+        return gray
+    return _pad_and_resize(gray)
+
+
+def canonicalize_stack(
+    images: np.ndarray, source: str, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list[DecodedScan]:
+    """An array holding one image or a stack (N, H, W[, C]) -> one DecodedScan per image."""
+    images = np.asarray(images)
+    if images.ndim == 2 or (
+        images.ndim == 3 and images.shape[-1] in (3, 4) and images.shape[0] > 4
+    ):
+        return [DecodedScan(source, canonicalize(images, source, max_pixels))]
+    if images.ndim == 4 and images.shape[-1] in (1, 3, 4):
+        pass
+    elif images.ndim != 3:
+        raise ScanError(
+            source, f"expected an image (H, W) or a stack (N, H, W), got shape {images.shape}"
+        )
+    if len(images) == 0:
+        raise ScanError(source, "the stack holds no images")
+    if (
+        images.dtype == np.uint8
+        and images.shape[1:3] == (SCAN_SIZE, SCAN_SIZE)
+        and images.ndim == 3
+    ):
+        return [DecodedScan(f"{source}[{i}]", image) for i, image in enumerate(images)]
+    return [
+        DecodedScan(f"{source}[{i}]", canonicalize(image, f"{source}[{i}]", max_pixels))
+        for i, image in enumerate(images)
+    ]
+
+
+def read_scan_file(
+    path: str | os.PathLike[str],
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[DecodedScan]:
+    """Decode a PNG, JPEG, NPY, NPZ or DICOM file into canonical scans (a stack gives many)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise ScanError(source, f"cannot read file ({error.strerror or error})") from None
+    if not path.is_file():
+        raise ScanError(source, "not a regular file")
+    if size == 0:
+        raise ScanError(source, "file is empty (0 bytes)")
+    if size > max_file_bytes:
+        raise ScanError(source, f"file is {size} bytes, over the cap of {max_file_bytes}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in IMAGE_SUFFIXES:
+            return [DecodedScan(source, _read_image(path, source, max_pixels))]
+        if suffix == ".npy":
+            return canonicalize_stack(_load_npy(path, source), source, max_pixels)
+        if suffix == ".npz":
+            return canonicalize_stack(_load_npz_images(path, source), source, max_pixels)
+        if suffix in DICOM_SUFFIXES or _looks_like_dicom(path):
+            return _read_dicom(path, source, max_pixels)
+    except ScanError:
+        raise
+    except PermissionError:
+        raise ScanError(source, "permission denied") from None
+    except OSError as error:
+        raise ScanError(source, f"cannot read file ({error})") from None
+    raise ScanError(
+        source, f"unsupported file type {suffix or '(no suffix)'}; use PNG, JPEG, NPY, NPZ or DICOM"
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _to_gray(image: np.ndarray, source: str) -> np.ndarray:
+    channels = image.shape[-1]
+    if channels == 1:
+        return image[..., 0]
+    values = image.astype(np.float64)
+    if channels == 4:  # composite on black: colour times alpha
+        alpha = values[..., 3:4]
+        scale = 255.0 if image.dtype == np.uint8 or values[..., 3].max() > 1 else 1.0
+        values = values[..., :3] * (alpha / scale)
+    gray = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
+    return (
+        gray.astype(np.float64)
+        if image.dtype != np.uint8
+        else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    )
+
+
+def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ScanError(source, "image holds NaN or infinite values")
+    low, high = float(values.min()), float(values.max())
+    if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        values = values * 255.0
+    elif np.issubdtype(image.dtype, np.integer) and low >= 0 and high <= 255:
+        pass
+    elif high > low:
+        values = (values - low) * (255.0 / (high - low))
+    else:
+        values = np.zeros_like(values)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _pad_and_resize(gray: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    height, width = gray.shape
+    side = max(height, width)
+    square = np.zeros((side, side), dtype=np.uint8)
+    top, left = (side - height) // 2, (side - width) // 2
+    square[top : top + height, left : left + width] = gray
+    resized = Image.fromarray(square, mode="L").resize(
+        (SCAN_SIZE, SCAN_SIZE), Image.Resampling.LANCZOS
+    )
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def _read_image(path: Path, source: str, max_pixels: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ScanError(
+                    source,
+                    f"image is {width}x{height} pixels, over the cap of {max_pixels} (not decoded)",
+                )
+            if getattr(img, "n_frames", 1) > 1:
+                raise ScanError(source, f"image has {img.n_frames} frames; send one scan per file")
+            img.load()
+            return canonicalize(_pil_to_array(img), source, max_pixels)
+    except ScanError:
+        raise
+    except UnidentifiedImageError:
+        raise ScanError(
+            source, "not a readable PNG or JPEG image (unknown or corrupt format)"
+        ) from None
+    except Image.DecompressionBombError as error:
+        raise ScanError(source, f"image refused as a decompression bomb ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ScanError(source, f"corrupt or truncated image ({error})") from None
+
+
+def _pil_to_array(img) -> np.ndarray:  # noqa: ANN001 - PIL.Image.Image
+    if img.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F"):
+        return np.asarray(img)
+    if img.mode == "1":
+        return np.asarray(img.convert("L"))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        return np.asarray(img.convert("RGBA"))
+    return np.asarray(img.convert("RGB"))
+
+
+def _load_npy(path: Path, source: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ScanError(source, "NPY holds Python objects (pickled data is refused)") from None
+        raise ScanError(source, f"not a valid NPY file ({error})") from None
+    except (OSError, EOFError) as error:
+        raise ScanError(source, f"not a valid NPY file ({error})") from None
+
+
+def _load_npz_images(path: Path, source: str) -> np.ndarray:
+    """The `images` array of an NPZ (or its only array)."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if "images" in names:
+                return archive["images"]
+            if len(names) == 1:
+                return archive[names[0]]
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise ScanError(source, "NPZ holds Python objects (pickled data is refused)") from None
+        raise ScanError(source, f"not a valid NPZ file ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ScanError(source, f"not a valid NPZ file ({error})") from None
+    raise ScanError(source, f"NPZ has no `images` array (found: {', '.join(names) or 'nothing'})")
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(128)
+        return handle.read(4) == b"DICM"
+
+
+def _read_dicom(path: Path, source: str, max_pixels: int) -> list[DecodedScan]:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=False)
+    except InvalidDicomError:
+        raise ScanError(source, "not a DICOM file (no DICM preamble)") from None
+    except Exception as error:  # pydicom raises many types for corrupt files
+        raise ScanError(source, f"corrupt DICOM file ({type(error).__name__})") from None
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
+        raise ScanError(source, "DICOM has no pixel data")
+    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if rows * columns == 0:
+        raise ScanError(source, "DICOM has no image size (Rows/Columns)")
+    if rows * columns > max_pixels:
+        raise ScanError(source, f"DICOM is {columns}x{rows} pixels, over the cap of {max_pixels}")
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # missing codec, truncated pixel data
+        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and syntax.is_compressed:
+            raise ScanError(
+                source,
+                f"compressed DICOM ({syntax.name}) cannot be decoded here; send it uncompressed",
+            ) from None
+        raise ScanError(
+            source, f"DICOM pixel data cannot be read ({type(error).__name__})"
+        ) from None
+    pixels = _apply_dicom_luts(dataset, pixels)
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
+        return [
+            DecodedScan(f"{source}[{i}]", canonicalize(frame, f"{source}[{i}]", max_pixels))
+            for i, frame in enumerate(pixels)
+        ]
+    return [DecodedScan(source, canonicalize(pixels, source, max_pixels))]
+
+
+def _apply_dicom_luts(dataset, pixels: np.ndarray) -> np.ndarray:  # noqa: ANN001 - pydicom Dataset
+    """Rescale to modality units (HU for CT), then apply the stored window if there is one."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if str(dataset.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
+        pixels = apply_modality_lut(pixels, dataset)
+        if "WindowCenter" in dataset and "WindowWidth" in dataset:
+            pixels = apply_voi_lut(pixels, dataset, index=0)
+    return np.asarray(pixels, dtype=np.float64) if pixels.dtype != np.uint8 else pixels

@@ -1,0 +1,109 @@
+"""SQLAlchemy tables: the database is the ledger of every scan, Redis only carries ids.
+
+scans         one row per received scan: pixels, priority, status, attempts
+results       one row per classified scan (upserted: re-delivery never duplicates)
+urgent_cases  the clinicians' worklist: one row per class-2 scan, acknowledged or not
+models        every model version a worker has served
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PRIORITIES = ("routine", "stat")
+STATUSES = ("queued", "processing", "done", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Scan(Base):
+    __tablename__ = "scans"
+    __table_args__ = (
+        CheckConstraint("priority IN ('routine', 'stat')", name="priority_known"),
+        CheckConstraint(
+            "status IN ('queued', 'processing', 'done', 'failed')", name="status_known"
+        ),
+        Index("ix_scans_status_received_at", "status", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    accession: Mapped[str | None] = mapped_column(String(128), index=True)
+    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    pixels: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Result(Base):
+    __tablename__ = "results"
+
+    scan_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True
+    )
+    predicted: Mapped[int] = mapped_column(SmallInteger)
+    p0: Mapped[float] = mapped_column(Float)
+    p1: Mapped[float] = mapped_column(Float)
+    p2: Mapped[float] = mapped_column(Float)
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    classified_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+
+
+class UrgentCase(Base):
+    __tablename__ = "urgent_cases"
+
+    scan_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True
+    )
+    p2: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64))
+    classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    escalated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ModelVersion(Base):
+    __tablename__ = "models"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    urgent_threshold: Mapped[float] = mapped_column(Float)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    card: Mapped[dict] = mapped_column(JSON, default=dict)

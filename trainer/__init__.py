@@ -1,0 +1,1 @@
+"""Offline training: data -> balanced training set -> candidates -> report -> published model."""

@@ -1,0 +1,1 @@
+"""The `triage` command line: one typer app whose commands are thin calls into the packages."""
