@@ -11,7 +11,8 @@ Rules (stated once, tested in tests/schemas):
   255; anything else (16-bit, Hounsfield units, other float ranges) is min-max scaled per image;
 - geometry: padded to square with black, centred, then resized to 64x64 with Lanczos
   (the preparation of the reference lung-CT data set);
-- refused with `ScanError`: empty, NaN or infinite values, non-numeric dtypes, wrong number of
+- refused with `ScanError`: empty, smaller than 16 pixels a side, uniform (every pixel equal),
+  NaN or infinite values, non-numeric dtypes, wrong number of
   dimensions, images over `max_pixels` (checked from the header, before decoding), files over
   `max_file_bytes`, zero-byte files, corrupt or truncated files, DICOM without pixel data or in
   a compressed transfer syntax that cannot be decoded here.
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 SCAN_SIZE = 64
+MIN_SIDE = 16  # smaller images hold too little to be a scan
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -81,7 +83,13 @@ def canonicalize(
         raise ScanError(source, f"image is empty (shape {image.shape})")
     if image.size > max_pixels:
         raise ScanError(source, f"image has {image.size} pixels, over the cap of {max_pixels}")
+    if min(image.shape) < MIN_SIDE:
+        raise ScanError(
+            source, f"image is {image.shape[1]}x{image.shape[0]} pixels, below {MIN_SIDE} a side"
+        )
     gray = _to_uint8(image, source)
+    if gray.min() == gray.max():
+        raise ScanError(source, "image is uniform (every pixel equal): no scan content")
     if gray.shape == (SCAN_SIZE, SCAN_SIZE):
         return gray
     return _pad_and_resize(gray)
@@ -109,6 +117,12 @@ def canonicalize_stack(
         and images.shape[1:3] == (SCAN_SIZE, SCAN_SIZE)
         and images.ndim == 3
     ):
+        flat = images.reshape(len(images), -1)
+        uniform = np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))
+        if len(uniform):
+            raise ScanError(
+                f"{source}[{uniform[0]}]", "image is uniform (every pixel equal): no scan content"
+            )
         return [DecodedScan(f"{source}[{i}]", image) for i, image in enumerate(images)]
     return [
         DecodedScan(f"{source}[{i}]", canonicalize(image, f"{source}[{i}]", max_pixels))
