@@ -1,0 +1,235 @@
+"""docker-compose.yml: validated by Debian's `docker-compose config`, checked against the project.
+
+No Docker engine runs here, so these tests check what can go wrong without one: the file must
+validate, every command a service runs must exist in the project, and the environment must
+match the settings class both ways (no unknown TRIAGE_ variable, no setting left unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from schemas.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+DOCKERFILE = ROOT / "Dockerfile"
+PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "cli")
+TRIAGE_VARIABLE = re.compile(r"\bTRIAGE_[A-Z0-9_]+")
+
+
+def compose_binary() -> str:
+    found = shutil.which("docker-compose") or (
+        "/usr/bin/docker-compose" if Path("/usr/bin/docker-compose").exists() else None
+    )
+    if found:
+        return found
+    if os.environ.get("TRIAGE_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail("docker-compose is required (TRIAGE_TEST_REQUIRE_SERVICES=1) but missing")
+    pytest.skip("docker-compose not installed (apt-get install docker-compose)")
+
+
+def run_config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` in a clean environment (no inherited passwords)."""
+    return subprocess.run(
+        [compose_binary(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", *extra],
+        cwd=ROOT,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def yaml_to_data(text: str) -> dict:
+    """Parse compose's YAML output with the interpreter that runs docker-compose v1 (it has
+    PyYAML); the project itself does not depend on PyYAML."""
+    script = Path(compose_binary())
+    head = script.read_bytes()[:200].split(b"\n", 1)[0].decode(errors="replace")
+    if not head.startswith("#!") or "python" not in head:
+        pytest.fail(f"{script} is not the Python docker-compose v1; cannot parse its output")
+    interpreter = head[2:].strip().split()[0]
+    converted = subprocess.run(
+        [
+            interpreter,
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return json.loads(converted.stdout)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    """The resolved compose configuration, with .env.example as the .env file."""
+    result = run_config(ENV_EXAMPLE)
+    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
+    return yaml_to_data(result.stdout)
+
+
+def command_of(service: dict) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def test_services_are_the_documented_ones(compose: dict) -> None:
+    assert set(compose["services"]) == {
+        "redis",
+        "postgres",
+        "migrate",
+        "worker",
+        "worker-urgent",
+        "cli",
+        "flower",
+    }
+
+
+def test_missing_password_is_refused_with_its_name(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("POSTGRES_PASSWORD=x\n")
+    result = run_config(env_file)
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
+
+
+def test_redis_is_password_protected_durable_and_never_evicts(compose: dict) -> None:
+    redis = compose["services"]["redis"]
+    command = " ".join(command_of(redis))
+    assert "--requirepass" in command
+    assert "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command
+    assert "change-me-redis" not in command  # the password comes from the environment
+    assert redis["volumes"] and redis["healthcheck"]["test"]
+
+
+def test_postgres_keeps_its_data_in_a_volume(compose: dict) -> None:
+    postgres = compose["services"]["postgres"]
+    assert any(volume.endswith("/var/lib/postgresql/data:rw") for volume in postgres["volumes"])
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+
+
+def test_workers_serve_their_queues_and_wait_for_migrations(compose: dict) -> None:
+    services = compose["services"]
+    assert command_of(services["migrate"]) == ["triage", "db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    queues = {}
+    for name in ("worker", "worker-urgent"):
+        service = services[name]
+        command = command_of(service)
+        queues[name] = command[command.index("-Q") + 1]
+        assert service["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert service["healthcheck"]["test"]
+        assert "container_name" not in service  # `--scale worker=N` needs generated names
+        assert {"/models"} <= {volume.split(":")[1] for volume in service["volumes"]}
+    assert queues == {"worker": "stat,scans", "worker-urgent": "urgent"}
+
+
+def test_every_command_exists_in_the_project(compose: dict) -> None:
+    import typer.main
+    from celery.bin.celery import celery as celery_cli
+
+    from triage.cli import app
+
+    triage_cli = typer.main.get_command(app)
+    for name in PROJECT_SERVICES:
+        service = compose["services"][name]
+        commands = [command_of(service)]
+        healthcheck = service.get("healthcheck", {}).get("test", [])
+        if healthcheck[:1] == ["CMD-SHELL"]:
+            commands.append(shlex.split(healthcheck[1]))
+        for command in commands:
+            if command[0] == "triage":
+                assert_triage_command(triage_cli, command[1:], name)
+            elif command[0] == "celery":
+                assert_celery_command(celery_cli, command[1:], name)
+            else:
+                pytest.fail(f"service {name} runs {command[0]!r}, not a project command")
+
+
+def assert_triage_command(group, words: list[str], service: str) -> None:  # noqa: ANN001
+    command = group
+    for word in words:
+        if word.startswith("-"):
+            break
+        subcommands = getattr(command, "commands", None)
+        assert subcommands is not None and word in subcommands, (
+            f"service {service}: `triage {' '.join(words)}`: no command {word!r}"
+        )
+        command = subcommands[word]
+    assert not hasattr(command, "commands"), f"service {service}: `triage {words}` is a group"
+
+
+def assert_celery_command(celery_cli, words: list[str], service: str) -> None:  # noqa: ANN001
+    from celery import Celery
+    from celery.app.utils import find_app
+
+    assert words[:2] == ["-A", "worker"], f"service {service}: celery must load `-A worker`"
+    subcommand = words[2]
+    assert subcommand in celery_cli.commands, f"service {service}: no `celery {subcommand}`"
+    application = find_app("worker")  # what `celery -A worker` does
+    assert isinstance(application, Celery), "`celery -A worker` must find a Celery app"
+    if "-Q" in words:
+        declared = {queue.name for queue in application.conf.task_queues or ()}
+        for queue in words[words.index("-Q") + 1].split(","):
+            assert queue in declared, f"service {service}: queue {queue!r} not in worker.app"
+
+
+def triage_variables_in_files() -> set[str]:
+    found: set[str] = set()
+    for path in (COMPOSE_FILE, ENV_EXAMPLE, DOCKERFILE):
+        found |= set(TRIAGE_VARIABLE.findall(path.read_text()))
+    return found
+
+
+def test_triage_variables_are_settings_fields_both_ways(compose: dict) -> None:
+    fields = {f"TRIAGE_{name.upper()}" for name in Settings.model_fields}
+    unknown = triage_variables_in_files() - fields
+    assert not unknown, f"not fields of schemas.settings.Settings: {sorted(unknown)}"
+    for name in PROJECT_SERVICES:
+        environment = set(compose["services"][name]["environment"])
+        assert fields <= environment, f"{name} cannot be given {sorted(fields - environment)}"
+
+
+def test_compose_environment_is_valid_production_settings(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in PROJECT_SERVICES:
+        environment = compose["services"][name]["environment"]
+        for key, value in environment.items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, str(value))
+        settings = Settings()
+        assert settings.environment == "production"
+        assert settings.database_url.startswith("postgresql+psycopg://triage:")
+        assert settings.redis_url.startswith("redis://:")
+        assert str(settings.resolved_model_dir) == "/models"
+
+
+def test_dockerfile_copies_every_package_and_runs_unprivileged() -> None:
+    text = DOCKERFILE.read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    for pattern in include:
+        package = pattern.rstrip("*")
+        assert re.search(rf"^COPY {package} \./{package}$", text, re.M), f"{package} not copied"
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
