@@ -1,0 +1,62 @@
+"""Operations commands: `triage stats` (what waits where) and `triage demo` (the whole flow)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the operations commands to the `triage` app."""
+    app.command("stats")(stats)
+
+
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Queue depths and the age of the oldest waiting scan per queue, and open urgent cases."""
+    from schemas.settings import get_settings
+    from worker.monitor import take_snapshot
+
+    try:
+        snapshot = take_snapshot(get_settings())
+    except RuntimeError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(snapshot.as_dict(), indent=2))
+        return
+    table = Table(title="Queues")
+    table.add_column("queue")
+    table.add_column("jobs in broker", justify="right")
+    table.add_column("scans waiting", justify="right")
+    table.add_column("oldest waiting", justify="right")
+    for queue in snapshot.queues:
+        table.add_row(
+            queue.name,
+            str(queue.broker_depth),
+            str(queue.waiting),
+            format_age(queue.oldest_waiting_seconds),
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"processing: {snapshot.processing}   failed: {snapshot.failed}   "
+        f"open urgent cases: [bold]{snapshot.open_urgent_cases}[/bold]"
+    )
+
+
+def format_age(seconds: float | None) -> str:
+    """12.3 -> '12s', 754 -> '12m 34s', 7300 -> '2h 01m'; None -> '-'."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
