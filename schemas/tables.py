@@ -59,6 +59,7 @@ class Scan(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     accession: Mapped[str | None] = mapped_column(String(128), index=True)
+    source: Mapped[str | None] = mapped_column(Text)  # file (and index in a stack) it came from
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     status: Mapped[str] = mapped_column(String(16), default="queued")
     pixels: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -1,0 +1,1 @@
+"""Alembic migrations for the ledger (`triage db upgrade` or `alembic upgrade head`)."""

@@ -1,0 +1,56 @@
+"""The served model: loads through the published-model contract, one forward pass per batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas.model_card import ModelNotFoundError, set_current
+from schemas.settings import get_settings
+from tests.fixtures_model import (
+    BRIGHTNESS_MODEL_VERSION,
+    brightness_scans,
+    expected_probabilities,
+    publish_brightness_model,
+)
+from worker.model import current_model, load_model
+
+
+def test_a_batch_gets_the_probabilities_the_published_weights_define(model_root: Path) -> None:
+    model = current_model(get_settings())
+    scans = brightness_scans([20, 60, 90, 110, 180, 230, 250])
+    probabilities = model.probabilities(scans)
+    assert model.version == BRIGHTNESS_MODEL_VERSION
+    assert probabilities.shape == (7, 3)
+    np.testing.assert_allclose(probabilities, expected_probabilities(scans), atol=1e-5)
+    assert model.is_urgent(probabilities).tolist() == [False] * 4 + [True] * 3
+
+
+def test_batches_of_any_size_give_the_same_answer_per_scan(model_root: Path) -> None:
+    model = current_model(get_settings())
+    scans = brightness_scans(list(range(10, 250, 3)), seed=1)
+    whole = model.probabilities(scans)
+    one_by_one = np.concatenate([model.probabilities(scan[None]) for scan in scans[:5]])
+    np.testing.assert_allclose(whole[:5], one_by_one, atol=1e-6)
+
+
+def test_a_new_current_version_is_picked_up(model_root: Path, tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "models"
+    publish_brightness_model(root, version="v-a", threshold=0.5)
+    publish_brightness_model(root, version="v-b", threshold=0.9)
+    set_current(root, "v-a")
+    monkeypatch.setenv("TRIAGE_MODEL_DIR", str(root))
+    get_settings.cache_clear()
+    assert current_model(get_settings()).version == "v-a"
+    set_current(root, "v-b")
+    model = current_model(get_settings())
+    assert (model.version, model.urgent_threshold) == ("v-b", 0.9)
+
+
+def test_no_published_model_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="triage train"):
+        current_model(get_settings())  # the settings point at an empty data dir
+    with pytest.raises(ModelNotFoundError):
+        load_model(tmp_path)

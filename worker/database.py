@@ -1,0 +1,116 @@
+"""Database engines and schema migrations for the ledger.
+
+One engine per URL and process. SQLite is shared by the CLI and several worker processes, so
+it runs in WAL mode, waits for locks instead of failing, and starts every transaction with
+`BEGIN IMMEDIATE` (a deferred transaction that later writes can fail at once with "database is
+locked" under WAL). Migrations are Alembic's, found next to this package, so
+`triage db upgrade` works from any directory.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+log = logging.getLogger(__name__)
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def create_ledger_engine(url: str) -> Engine:
+    """A new engine for `url`; SQLite tuned for several processes (parent dir created).
+
+    Bound parameters (pixels, accessions) are kept out of error messages and logs.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
+        )
+        _tune_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    raise ValueError(
+        f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
+    )
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """The process's engine for `url` (created on first use, after any fork)."""
+    return create_ledger_engine(url)
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+        dbapi_connection.isolation_level = None  # SQLAlchemy's begin hook below issues BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:  # noqa: ANN001 - sqlalchemy Connection
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """`migrations/`, the sibling of this package (in the repository and when installed)."""
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config (imported lazily)
+    """An Alembic config for `url` that needs no alembic.ini (works from any directory)."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["database_url"] = url
+    return config
+
+
+def current_revisions(engine: Engine) -> set[str]:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def head_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory(str(migrations_dir())).get_heads())
+
+
+def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> None:
+    """Upgrade (or downgrade) the schema to `revision` in one transaction."""
+    from alembic import command
+
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        if downgrade:
+            command.downgrade(config, revision)
+        else:
+            command.upgrade(config, revision)
+
+
+def ensure_schema(engine: Engine) -> bool:
+    """Apply pending migrations (a fresh database gets the whole schema). True if it did."""
+    if current_revisions(engine) == head_revisions():
+        return False
+    log.info("database %s: applying migrations", engine.url.render_as_string(hide_password=True))
+    migrate(engine)
+    return True

@@ -1,0 +1,327 @@
+"""The ledger: every scan's row from arrival to result, and the urgent worklist.
+
+Writes are set-based (one statement per batch, one transaction per step) so that a batch of
+scans costs a few round trips, and idempotent (upserts), so that a job delivered twice leaves
+one result. Timestamps are stored in UTC; SQLite hands them back naive, `as_utc` fixes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from schemas.messages import Escalation
+from schemas.tables import ModelVersion, Result, Scan, UrgentCase, utcnow
+
+scans = Scan.__table__
+results = Result.__table__
+urgent_cases = UrgentCase.__table__
+models = ModelVersion.__table__
+ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class NewScan:
+    """A decoded scan about to enter the ledger."""
+
+    scan_id: str
+    pixels: bytes  # 4,096 bytes: the canonical 64x64 uint8 scan
+    accession: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The scans a job may classify now (id -> pixels) and those that ran out of attempts."""
+
+    pixels: dict[str, bytes]
+    exhausted: list[str]
+
+
+@dataclass(frozen=True)
+class ScoredScan:
+    scan_id: str
+    probabilities: tuple[float, float, float]
+    urgent: bool
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), ID_CHUNK):
+        yield ids[start : start + ID_CHUNK]
+
+
+def _insert(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect Insert
+    """INSERT with ON CONFLICT support for the connection's dialect."""
+    name = connection.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"unsupported database dialect {name!r}: use sqlite or postgresql")
+    return insert(table)
+
+
+# -- intake --------------------------------------------------------------------------------
+
+
+def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> None:
+    """Record scans as `queued`, all in one transaction (a bulk insert)."""
+    if priority not in ("routine", "stat"):
+        raise ValueError(f"unknown priority {priority!r}: use routine or stat")
+    received_at = utcnow()
+    rows = [
+        {
+            "id": scan.scan_id,
+            "accession": scan.accession,
+            "source": scan.source,
+            "priority": priority,
+            "status": "queued",
+            "pixels": scan.pixels,
+            "received_at": received_at,
+            "attempts": 0,
+        }
+        for scan in new_scans
+    ]
+    if rows:
+        with engine.begin() as connection:
+            connection.execute(scans.insert(), rows)
+
+
+def mark_published(engine: Engine, scan_ids: Sequence[str]) -> None:
+    with engine.begin() as connection:
+        for chunk in _chunks(scan_ids):
+            connection.execute(
+                scans.update().where(scans.c.id.in_(chunk)).values(published_at=utcnow())
+            )
+
+
+# -- classification ------------------------------------------------------------------------
+
+
+def redelivered(engine: Engine, scan_ids: Sequence[str]) -> bool:
+    """True if any of these unfinished scans was started before (its worker was lost)."""
+    query = sa.select(sa.func.max(scans.c.attempts)).where(
+        scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing"))
+    )
+    with engine.begin() as connection:
+        return (connection.execute(query).scalar() or 0) > 0
+
+
+def claim(engine: Engine, scan_ids: Sequence[str], max_attempts: int) -> Claim:
+    """Mark unfinished scans `processing` (attempts + 1); those past `max_attempts` fail.
+
+    Scans already `done` or `failed` are left alone, which makes a repeated job harmless.
+    """
+    claimed = (
+        scans.update()
+        .where(scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing")))
+        .values(status="processing", attempts=scans.c.attempts + 1, started_at=utcnow())
+        .returning(scans.c.id, scans.c.attempts, scans.c.pixels)
+    )
+    with engine.begin() as connection:
+        rows = connection.execute(claimed).all()
+        exhausted = [row.id for row in rows if row.attempts > max_attempts]
+        if exhausted:
+            _fail(
+                connection,
+                exhausted,
+                f"gave up after {max_attempts} attempts (its worker was lost each time)",
+            )
+    return Claim(
+        pixels={row.id: row.pixels for row in rows if row.attempts <= max_attempts},
+        exhausted=exhausted,
+    )
+
+
+def record_results(
+    engine: Engine,
+    scored: Sequence[ScoredScan],
+    model_version: str,
+    model_path: str,
+    urgent_threshold: float,
+    card: dict[str, Any],
+) -> datetime:
+    """Upsert one result per scan, register the model, mark the scans `done`: one transaction."""
+    classified_at = utcnow()
+    rows = [
+        {
+            "scan_id": item.scan_id,
+            "predicted": max(range(3), key=lambda k, p=item.probabilities: p[k]),
+            "p0": item.probabilities[0],
+            "p1": item.probabilities[1],
+            "p2": item.probabilities[2],
+            "urgent": item.urgent,
+            "model_version": model_version,
+            "classified_at": classified_at,
+        }
+        for item in scored
+    ]
+    with engine.begin() as connection:
+        register = _insert(connection, models).values(
+            version=model_version,
+            path=model_path,
+            urgent_threshold=urgent_threshold,
+            registered_at=classified_at,
+            card=card,
+        )
+        connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
+        upsert = _insert(connection, results)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["scan_id"],
+            set_={name: upsert.excluded[name] for name in rows[0] if name != "scan_id"},
+        )
+        connection.execute(upsert, rows)
+        connection.execute(
+            scans.update()
+            .where(scans.c.id.in_([row["scan_id"] for row in rows]))
+            .values(status="done", error=None)
+        )
+    return classified_at
+
+
+def unescalated(engine: Engine, scan_ids: Sequence[str]) -> list[Escalation]:
+    """Urgent results among these scans that have no worklist row yet (to re-send)."""
+    query = (
+        sa.select(results.c.scan_id, results.c.p2, results.c.model_version, results.c.classified_at)
+        .outerjoin(urgent_cases, urgent_cases.c.scan_id == results.c.scan_id)
+        .where(results.c.scan_id.in_(scan_ids), results.c.urgent, urgent_cases.c.scan_id.is_(None))
+    )
+    with engine.begin() as connection:
+        return [
+            Escalation(
+                scan_id=row.scan_id,
+                p2=row.p2,
+                model_version=row.model_version,
+                classified_at=as_utc(row.classified_at),
+            )
+            for row in connection.execute(query)
+        ]
+
+
+def mark_failed(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:
+    """Terminal status for unfinished scans, with the reason (done scans are kept)."""
+    with engine.begin() as connection:
+        _fail(connection, scan_ids, reason)
+
+
+def _fail(connection: Connection, scan_ids: Sequence[str], reason: str) -> None:
+    connection.execute(
+        scans.update()
+        .where(scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing")))
+        .values(status="failed", error=reason[:2000])
+    )
+
+
+# -- urgent worklist -----------------------------------------------------------------------
+
+
+def add_urgent_case(engine: Engine, escalation: Escalation) -> bool:
+    """Put a class-2 scan on the worklist once. True if this call added it."""
+    with engine.begin() as connection:
+        statement = _insert(connection, urgent_cases).values(
+            scan_id=escalation.scan_id,
+            p2=escalation.p2,
+            model_version=escalation.model_version,
+            classified_at=escalation.classified_at,
+            escalated_at=utcnow(),
+        )
+        added = connection.execute(statement.on_conflict_do_nothing(index_elements=["scan_id"]))
+        return added.rowcount == 1
+
+
+def acknowledge(engine: Engine, scan_id: str) -> datetime | None:
+    """Mark an urgent case reviewed; returns when it was (first) acknowledged, None if unknown."""
+    with engine.begin() as connection:
+        connection.execute(
+            urgent_cases.update()
+            .where(urgent_cases.c.scan_id == scan_id, urgent_cases.c.acknowledged_at.is_(None))
+            .values(acknowledged_at=utcnow())
+        )
+        moment = connection.execute(
+            sa.select(urgent_cases.c.acknowledged_at).where(urgent_cases.c.scan_id == scan_id)
+        ).scalar()
+    return as_utc(moment)
+
+
+def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
+    """Urgent cases, most urgent first (highest P(class 2), then longest waiting)."""
+    query = (
+        sa.select(urgent_cases, scans.c.accession, scans.c.received_at)
+        .join(scans, scans.c.id == urgent_cases.c.scan_id)
+        .order_by(urgent_cases.c.p2.desc(), urgent_cases.c.classified_at, urgent_cases.c.scan_id)
+    )
+    if not include_acknowledged:
+        query = query.where(urgent_cases.c.acknowledged_at.is_(None))
+    now = utcnow()
+    cases = []
+    for row in _rows(engine, query):
+        row["acknowledged"] = row["acknowledged_at"] is not None
+        row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
+        cases.append(row)
+    return cases
+
+
+def list_results(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
+    """One entry per classified scan, oldest first."""
+    query = (
+        sa.select(results, scans.c.status, scans.c.accession, scans.c.priority)
+        .join(scans, scans.c.id == results.c.scan_id)
+        .order_by(results.c.classified_at, results.c.scan_id)
+    )
+    if since is not None:
+        query = query.where(results.c.classified_at >= since.astimezone(UTC))
+    return _rows(engine, query)
+
+
+def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
+    """Everything the ledger knows about one scan (no pixels), or None."""
+    scan_columns = [column for column in scans.c if column.name != "pixels"]
+    query = (
+        sa.select(
+            *scan_columns,
+            results.c.predicted,
+            results.c.p0,
+            results.c.p1,
+            results.c.p2,
+            results.c.urgent,
+            results.c.model_version,
+            results.c.classified_at,
+            urgent_cases.c.escalated_at,
+            urgent_cases.c.acknowledged_at,
+        )
+        .outerjoin(results, results.c.scan_id == scans.c.id)
+        .outerjoin(urgent_cases, urgent_cases.c.scan_id == scans.c.id)
+        .where(scans.c.id == scan_id)
+    )
+    found = _rows(engine, query)
+    return found[0] if found else None
+
+
+def status_counts(engine: Engine, scan_ids: Iterable[str] | None = None) -> dict[str, int]:
+    query = sa.select(scans.c.status, sa.func.count()).group_by(scans.c.status)
+    if scan_ids is not None:
+        query = query.where(scans.c.id.in_(list(scan_ids)))
+    with engine.begin() as connection:
+        return {status: count for status, count in connection.execute(query)}
+
+
+def _rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
+    with engine.begin() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, datetime):
+                row[key] = as_utc(value)
+    return rows

@@ -1,0 +1,210 @@
+"""Celery tasks: classify a batch of scans, and put class-2 results on the urgent worklist.
+
+Both are idempotent: a job delivered twice leaves one result per scan and one worklist row.
+Database and broker outages are retried with exponential backoff (capped); a classification
+job that still cannot run after `max_attempts` retries marks its scans `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import kombu.exceptions
+import numpy as np
+import redis.exceptions
+import sqlalchemy.exc
+from sqlalchemy.engine import Engine
+
+from schemas.messages import ClassifyJob, Escalation
+from schemas.model_card import ModelNotFoundError
+from schemas.scans import SCAN_SIZE
+from schemas.settings import get_settings
+from worker import ledger
+from worker.app import CLASSIFY_TASK, ESCALATE_TASK, app
+from worker.database import engine_for
+from worker.model import ServingModel, current_model
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    ModelNotFoundError,  # a model may be published in a moment
+)
+BACKOFF_CAP_S = 60
+NOTIFY_TIMEOUT_S = 3.0
+SCAN_BYTES = SCAN_SIZE * SCAN_SIZE
+
+
+class TransientError(RuntimeError):
+    """A retryable failure, described without SQL parameters or other payload."""
+
+
+def describe(error: BaseException) -> str:
+    """One short line for the ledger and the logs: the error type and its first line."""
+    detail = getattr(error, "orig", None) or error
+    first_line = (str(detail).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}"[:300]
+
+
+def backoff(retries: int) -> int:
+    return min(BACKOFF_CAP_S, 2**retries)
+
+
+# -- classification ------------------------------------------------------------------------
+
+
+def classify_scans(
+    engine: Engine,
+    scan_ids: Sequence[str],
+    model: ServingModel,
+    max_attempts: int,
+    publish: Callable[[Escalation], None],
+) -> dict[str, int]:
+    """Claim, classify in one forward pass, record in one transaction, then escalate."""
+    claim = ledger.claim(engine, scan_ids, max_attempts)
+    good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
+    corrupt = sorted(set(claim.pixels) - set(good))
+    if corrupt:
+        ledger.mark_failed(engine, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
+    escalations: list[Escalation] = []
+    if good:
+        ids = list(good)
+        pixels = np.stack(
+            [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
+        )
+        probabilities = model.probabilities(pixels)
+        urgent = model.is_urgent(probabilities)
+        scored = [
+            ledger.ScoredScan(sid, tuple(float(p) for p in row), bool(flag))
+            for sid, row, flag in zip(ids, probabilities, urgent, strict=True)
+        ]
+        classified_at = ledger.record_results(
+            engine,
+            scored,
+            model.version,
+            str(model.directory),
+            model.urgent_threshold,
+            model.card.model_dump(mode="json"),
+        )
+        escalations = [
+            Escalation(
+                scan_id=item.scan_id,
+                p2=min(1.0, max(0.0, item.probabilities[2])),
+                model_version=model.version,
+                classified_at=classified_at,
+            )
+            for item in scored
+            if item.urgent
+        ]
+    finished_before = sorted(set(scan_ids) - set(claim.pixels) - set(claim.exhausted))
+    if finished_before:  # a repeated job: re-send escalations a lost publish may have dropped
+        escalations += ledger.unescalated(engine, finished_before)
+    for escalation in escalations:
+        publish(escalation)
+    return {
+        "classified": len(good),
+        "urgent": len(escalations),
+        "failed": len(corrupt) + len(claim.exhausted),
+    }
+
+
+def publish_escalation(escalation: Escalation) -> None:
+    escalate.apply_async(args=[escalation.model_dump(mode="json")])
+
+
+@app.task(name=CLASSIFY_TASK, bind=True)
+def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bound Celery task
+    """Classify one batch of scans (ids only; pixels come from the ledger)."""
+    job = ClassifyJob.model_validate(job)
+    settings = get_settings()
+    engine = engine_for(settings.resolved_database_url)
+    try:
+        if (
+            len(job.scan_ids) > 1
+            and self.request.retries == 0
+            and ledger.redelivered(engine, job.scan_ids)
+        ):
+            return _split(job)
+        return classify_scans(
+            engine, job.scan_ids, current_model(settings), settings.max_attempts, publish_escalation
+        )
+    except RETRYABLE as error:
+        reason = describe(error)
+        if self.request.retries >= settings.max_attempts:
+            _give_up(
+                engine, job.scan_ids, f"gave up after {self.request.retries} retries: {reason}"
+            )
+            raise TransientError(reason) from None
+        log.warning("job of %d scans: %s; retrying", len(job.scan_ids), reason)
+        raise self.retry(
+            exc=TransientError(reason), countdown=backoff(self.request.retries)
+        ) from None
+    except Exception as error:  # a model or data fault: retrying would fail the same way
+        _give_up(engine, job.scan_ids, f"classification failed: {describe(error)}")
+        raise
+
+
+def _split(job: ClassifyJob) -> dict[str, int]:
+    """A batch whose worker was lost: re-send each scan alone, so one bad scan fails alone."""
+    for scan_id in job.scan_ids:
+        single = ClassifyJob(scan_ids=[scan_id], priority=job.priority)
+        classify.apply_async(args=[single.model_dump(mode="json")])
+    log.warning("job of %d scans was redelivered; re-sent as single-scan jobs", len(job.scan_ids))
+    return {"split": len(job.scan_ids)}
+
+
+def _give_up(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:
+    try:
+        ledger.mark_failed(engine, scan_ids, reason)
+    except RETRYABLE as error:  # the reconciler will find them still queued or processing
+        log.error("could not mark %d scans failed: %s", len(scan_ids), describe(error))
+    log.error("marked up to %d scans failed: %s", len(scan_ids), reason)
+
+
+# -- escalation ----------------------------------------------------------------------------
+
+
+@app.task(name=ESCALATE_TASK, bind=True, max_retries=None)
+def escalate(self, payload: dict[str, Any]) -> bool:  # noqa: ANN001 - bound Celery task
+    """Put a class-2 scan on the worklist (once) and notify. Retried until the database answers."""
+    escalation = Escalation.model_validate(payload)
+    settings = get_settings()
+    try:
+        added = ledger.add_urgent_case(engine_for(settings.resolved_database_url), escalation)
+    except RETRYABLE as error:
+        reason = describe(error)
+        log.warning("urgent scan %s: %s; retrying", escalation.scan_id, reason)
+        raise self.retry(
+            exc=TransientError(reason), countdown=backoff(self.request.retries)
+        ) from None
+    if added:
+        log.warning("URGENT scan %s is on the worklist", escalation.scan_id)
+        if settings.notify_url:
+            notify(settings.notify_url, escalation.scan_id)
+    return added
+
+
+def notify(url: str, scan_id: str) -> bool:
+    """POST {"scan_id": ...} to the webhook; a failure is logged, never fatal."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"scan_id": scan_id}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
+            return 200 <= response.status < 300
+    except (OSError, ValueError) as error:
+        log.error("urgent scan %s: webhook failed (%s)", scan_id, type(error).__name__)
+        return False
