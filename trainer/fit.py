@@ -1,0 +1,149 @@
+"""Train one candidate: batches (augmented on the fly if asked), early stopping, progress bar."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trainer.candidates import NUM_CLASSES, Candidate
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+BATCH_SIZE = 32
+PREDICT_BATCH = 256
+
+
+@dataclass
+class FitResult:
+    """A trained model (members averaged when several) and its per-epoch history."""
+
+    model: object
+    histories: list[dict[str, list[float]]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def configure_tensorflow(threads: int | None = None) -> None:
+    """Quiet logs, and at most `threads` (default: all CPUs, max 4) TF threads."""
+    import tensorflow as tf
+
+    threads = threads or min(4, os.cpu_count() or 1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    except RuntimeError:  # already initialised in this process: keep the existing pools
+        pass
+    tf.get_logger().setLevel("ERROR")
+
+
+def predict_proba(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:  # noqa: ANN001
+    """Softmax for float (N, 64, 64, 1) images, by direct batched calls (not model.predict)."""
+    outputs = [
+        np.asarray(model(images[start : start + batch_size], training=False))
+        for start in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
+
+
+def fit_candidate(
+    candidate: Candidate,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    epochs: int,
+    seed: int,
+    progress=None,  # noqa: ANN001 - rich.progress.Progress
+    patience: int = 10,
+) -> FitResult:
+    """Train `candidate` (each member from its own seed) on float images and integer labels."""
+    import keras
+
+    started = time.perf_counter()
+    members, histories = [], []
+    for member in range(candidate.members):
+        member_seed = seed + 1000 * member
+        keras.utils.set_random_seed(member_seed)
+        model = candidate.build()
+        model.compile(
+            optimizer=keras.optimizers.Adam(candidate.learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=candidate.label_smoothing),
+            metrics=["accuracy"],
+        )
+        label = candidate.name + (f" #{member + 1}" if candidate.members > 1 else "")
+        callbacks = [
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        ]
+        if progress is not None:
+            callbacks.append(_ProgressCallback(progress, label, epochs))
+        history = model.fit(
+            _training_batches(train, candidate.augment, member_seed),
+            shuffle=False,
+            validation_data=(val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
+            epochs=epochs,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        members.append(model)
+        histories.append(
+            {key: [float(v) for v in values] for key, values in history.history.items()}
+        )
+    return FitResult(_average(members, candidate.name), histories, time.perf_counter() - started)
+
+
+def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed: int):  # noqa: ANN202
+    import keras
+    import tensorflow as tf
+
+    from trainer.augment import augment_batch, augmentation_layers
+
+    images, labels = train
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), keras.utils.to_categorical(labels, NUM_CLASSES))
+    )
+    dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(BATCH_SIZE)
+    if augment:
+        layers = augmentation_layers(seed)
+        generator = tf.random.Generator.from_seed(seed)
+        dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
+    return dataset.prefetch(2)
+
+
+def _average(members: list, name: str):  # noqa: ANN001, ANN202
+    import keras
+
+    if len(members) == 1:
+        return members[0]
+    inputs = keras.Input(members[0].input_shape[1:])
+    for index, member in enumerate(members):
+        member.name = f"{name}_member{index + 1}"
+    outputs = keras.layers.Average()([member(inputs) for member in members])
+    return keras.Model(inputs, outputs, name=name)
+
+
+class _ProgressCallback:
+    """Drive one rich progress task per candidate (member), one step per epoch."""
+
+    def __new__(cls, progress, label: str, epochs: int):  # noqa: ANN001, ANN204
+        import keras
+
+        class Callback(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):  # noqa: ANN001, ANN202
+                self.task = progress.add_task(label, total=epochs, status="")
+
+            def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN202
+                logs = logs or {}
+                status = (
+                    f"loss {logs.get('loss', float('nan')):.3f} "
+                    f"val_loss {logs.get('val_loss', float('nan')):.3f} "
+                    f"val_acc {logs.get('val_accuracy', float('nan')):.3f}"
+                )
+                progress.update(self.task, advance=1, status=status)
+
+            def on_train_end(self, logs=None):  # noqa: ANN001, ANN202
+                done = next(task for task in progress.tasks if task.id == self.task).completed
+                progress.update(self.task, total=done)
+
+        return Callback()

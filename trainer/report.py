@@ -1,0 +1,186 @@
+"""Metrics, the urgent operating point, the candidate table and the plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from schemas.model_card import CLASS_NAMES, URGENT_CLASS
+
+CLASSES = list(range(len(CLASS_NAMES)))
+
+
+def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float | None = None) -> dict:
+    """Confusion matrix, per-class precision/recall/F1, macro/weighted averages, accuracy.
+
+    With a threshold, also the urgent flag's recall and precision (flag: P(class 2) >= it).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = np.asarray(labels)
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=CLASSES, zero_division=0
+    )
+    report = {
+        "n": int(len(labels)),
+        "accuracy": float((predicted == labels).mean()) if len(labels) else 0.0,
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=CLASSES).tolist(),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(CLASS_NAMES)
+        },
+    }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(
+            labels, predicted, labels=CLASSES, average=average, zero_division=0
+        )
+        report[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    report["macro_f1"] = report["macro"]["f1"]
+    report["urgent_recall_argmax"] = float(recall[URGENT_CLASS])
+    if threshold is not None:
+        report.update(urgent_flag_metrics(labels, probabilities[:, URGENT_CLASS], threshold))
+    return report
+
+
+def urgent_flag_metrics(
+    labels: np.ndarray, urgent_probability: np.ndarray, threshold: float
+) -> dict:
+    """Recall, precision and flagged share of the rule P(class 2) >= threshold."""
+    flagged = urgent_probability >= threshold
+    urgent = np.asarray(labels) == URGENT_CLASS
+    hits = int((flagged & urgent).sum())
+    return {
+        "threshold": float(threshold),
+        "urgent_recall": hits / int(urgent.sum()) if urgent.any() else float("nan"),
+        "urgent_precision": hits / int(flagged.sum()) if flagged.any() else float("nan"),
+        "flagged_share": float(flagged.mean()) if len(flagged) else 0.0,
+    }
+
+
+def choose_urgent_threshold(
+    labels: np.ndarray, urgent_probability: np.ndarray, target_recall: float
+) -> float:
+    """The highest threshold on P(class 2) whose class-2 recall reaches `target_recall`."""
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
+    scores = np.sort(np.asarray(urgent_probability)[np.asarray(labels) == URGENT_CLASS])[::-1]
+    if len(scores) == 0:
+        raise ValueError("no class-2 scans in the validation split: cannot pick a threshold")
+    needed = math.ceil(target_recall * len(scores) - 1e-9)
+    return float(scores[needed - 1])
+
+
+def select_best(validation_macro_f1: dict[str, float]) -> str:
+    """The candidate with the highest validation macro F1 (first listed wins a tie)."""
+    if not validation_macro_f1:
+        raise ValueError("no candidates to select from")
+    return max(validation_macro_f1, key=lambda name: validation_macro_f1[name])
+
+
+def candidate_table(rows: list[dict], selected: str, title: str = "Candidates"):  # noqa: ANN201
+    """A rich table: one row per candidate with validation and test metrics."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in (
+        "candidate", "epochs", "seconds", "val macro F1", "val acc", "val R2",
+        "test macro F1", "test acc", "test R2", "test F1 (0/1/2)", "test R2@thr", "test P2@thr",
+    ):  # fmt: skip
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for row in rows:
+        val, test = row["val"], row["test"]
+        f1s = "/".join(f"{test['per_class'][name]['f1']:.2f}" for name in CLASS_NAMES)
+        at_threshold = [_fmt(test.get("urgent_recall")), _fmt(test.get("urgent_precision"))]
+        table.add_row(
+            ("* " if row["name"] == selected else "  ") + row["name"],
+            str(row["epochs"]),
+            f"{row['seconds']:.0f}",
+            _fmt(val["macro_f1"]),
+            _fmt(val["accuracy"]),
+            _fmt(val["urgent_recall_argmax"]),
+            _fmt(test["macro_f1"]),
+            _fmt(test["accuracy"]),
+            _fmt(test["urgent_recall_argmax"]),
+            f1s,
+            *at_threshold,
+        )
+    table.caption = (
+        "* selected by validation macro F1; R2 = class-2 recall (argmax); @thr = urgent flag"
+    )
+    return table
+
+
+def class_count_table(counts: dict[str, list[int]]):  # noqa: ANN201
+    """A rich table of images per class for each named split/stage."""
+    from rich.table import Table
+
+    table = Table(title="Images per class")
+    table.add_column("split")
+    for name in CLASS_NAMES:
+        table.add_column(name, justify="right")
+    table.add_column("total", justify="right")
+    for stage, values in counts.items():
+        table.add_row(stage, *(str(v) for v in values), str(sum(values)))
+    return table
+
+
+def plot_history(histories: list[dict[str, list[float]]], path: Path, title: str) -> Path:
+    """Training vs validation accuracy and loss per epoch (one line per ensemble member)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for metric, axis in zip(("accuracy", "loss"), axes, strict=True):
+        for index, history in enumerate(histories):
+            suffix = f" #{index + 1}" if len(histories) > 1 else ""
+            epochs = range(1, len(history.get(metric, [])) + 1)
+            axis.plot(epochs, history.get(metric, []), label=f"train{suffix}")
+            axis.plot(epochs, history.get(f"val_{metric}", []), "--", label=f"validation{suffix}")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(matrix: list[list[int]], path: Path, title: str) -> Path:
+    """A confusion-matrix heat map with counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(matrix)
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    axis.imshow(values, cmap="Blues")
+    for (row, column), count in np.ndenumerate(values):
+        color = "white" if count > values.max() / 2 else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=color)
+    axis.set_xticks(CLASSES, CLASS_NAMES)
+    axis.set_yticks(CLASSES, CLASS_NAMES)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return (
+        "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+    )
