@@ -13,6 +13,42 @@ from rich.table import Table
 def register(app: typer.Typer) -> None:
     """Add the operations commands to the `triage` app."""
     app.command("stats")(stats)
+    app.command("demo")(demo)
+
+
+def demo(
+    scans: Annotated[
+        int, typer.Option("--scans", min=1, help="Held-out phantoms to enqueue.")
+    ] = 200,
+    train_scans: Annotated[
+        int, typer.Option("--train-scans", min=30, help="Phantoms to train on.")
+    ] = 1500,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 12,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train again instead of reusing the demo model.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for workers and results.")
+    ] = 300.0,
+) -> None:
+    """The whole flow on SYNTHETIC phantoms: train, start workers, enqueue, show the worklist."""
+    import signal
+
+    from schemas.settings import get_settings
+    from triage.demo import DemoOptions, run_demo
+    from triage.demo_workers import DemoError
+
+    def stop_on_sigterm(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds through run_demo's cleanup
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    options = DemoOptions(scans, train_scans, epochs, seed, retrain, timeout)
+    try:
+        run_demo(get_settings(), options, Console())
+    except DemoError as error:
+        Console(stderr=True).print(f"[red]demo failed:[/red] {error}")
+        raise typer.Exit(1) from None
 
 
 def stats(
