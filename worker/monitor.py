@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 from schemas.settings import Settings
 from schemas.tables import Result, Scan, UrgentCase
+from worker.app import ROUTINE_QUEUE, STAT_QUEUE, URGENT_QUEUE
 
-QUEUES = ("stat", "scans", "urgent")
+QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
 # kombu's Redis transport keeps a queue as a list named after it, plus one list per
 # non-zero priority step, named queue + "\x06\x16" + step
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -80,13 +81,13 @@ def queue_depths(client: redis.Redis, queues: tuple[str, ...] = QUEUES) -> dict[
 def ledger_backlog(connection: sa.Connection, now: datetime) -> dict[str, tuple[int, float | None]]:
     """Per queue: how many scans wait, and how many seconds the oldest has waited."""
     waiting = {
-        "stat": sa.select(sa.func.count(), sa.func.min(Scan.received_at)).where(
+        STAT_QUEUE: sa.select(sa.func.count(), sa.func.min(Scan.received_at)).where(
             Scan.status == "queued", Scan.priority == "stat"
         ),
-        "scans": sa.select(sa.func.count(), sa.func.min(Scan.received_at)).where(
+        ROUTINE_QUEUE: sa.select(sa.func.count(), sa.func.min(Scan.received_at)).where(
             Scan.status == "queued", Scan.priority == "routine"
         ),
-        "urgent": sa.select(sa.func.count(), sa.func.min(Result.classified_at))
+        URGENT_QUEUE: sa.select(sa.func.count(), sa.func.min(Result.classified_at))
         .outerjoin(UrgentCase, UrgentCase.scan_id == Result.scan_id)
         .where(Result.urgent.is_(True), UrgentCase.scan_id.is_(None)),
     }

@@ -149,3 +149,19 @@ def test_stats_without_tables_says_to_migrate(
     result = CliRunner().invoke(app, ["stats"])
     assert result.exit_code == 1
     assert "triage db upgrade" in result.output
+
+
+def test_depths_match_what_celery_really_publishes(
+    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.client import publish_jobs
+
+    kwargs = broker.connection_pool.connection_kwargs
+    monkeypatch.setenv(
+        "TRIAGE_REDIS_URL", f"redis://{kwargs['host']}:{kwargs['port']}/{MONITOR_DB}"
+    )
+    monkeypatch.setenv("TRIAGE_BATCH_SIZE", "1")
+    get_settings.cache_clear()
+    assert publish_jobs(["a", "b", "c"], "routine", get_settings()) == 3
+    assert publish_jobs(["d"], "stat", get_settings()) == 1
+    assert queue_depths(broker) == {"stat": 1, "scans": 3, "urgent": 0}
