@@ -237,8 +237,9 @@ def add_urgent_case(engine: Engine, escalation: Escalation) -> bool:
             classified_at=escalation.classified_at,
             escalated_at=utcnow(),
         )
-        added = connection.execute(statement.on_conflict_do_nothing(index_elements=["scan_id"]))
-        return added.rowcount == 1
+        statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
+        # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
+        return connection.execute(statement.returning(urgent_cases.c.scan_id)).first() is not None
 
 
 def acknowledge(engine: Engine, scan_id: str) -> datetime | None:

@@ -1,0 +1,70 @@
+"""Paths to scans: folders walked, bad inputs reported by name, good ones kept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from schemas.settings import get_settings
+from tests.fixtures_model import brightness_scans
+from worker.ingest import read_arrays, read_paths
+
+
+def save_png(path: Path, mean: int = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(brightness_scans([mean])[0]).save(path)
+    return path
+
+
+def test_a_folder_mixing_good_and_bad_files_keeps_the_good_ones(tmp_path: Path) -> None:
+    save_png(tmp_path / "in" / "a.png")
+    save_png(tmp_path / "in" / "sub" / "b.png")
+    np.save(tmp_path / "in" / "stack.npy", brightness_scans([50, 200]))
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "in" / ".hidden.png").write_bytes(b"ignored")
+
+    intake = read_paths([tmp_path / "in"], get_settings(), accession_from_filename=True)
+
+    assert [scan.accession for scan in intake.scans] == ["a", "stack[0]", "stack[1]", "b"]
+    assert all(scan.pixels.shape == (64, 64) for scan in intake.scans)
+    assert [Path(error.source).name for error in intake.rejected] == ["broken.png"]
+
+
+def test_symlink_loops_missing_and_repeated_paths_are_reported_not_fatal(tmp_path: Path) -> None:
+    good = save_png(tmp_path / "in" / "good.png")
+    os.symlink(tmp_path / "in", tmp_path / "in" / "loop")
+    os.symlink(tmp_path / "self.png", tmp_path / "self.png")
+
+    intake = read_paths(
+        [tmp_path / "in", tmp_path / "missing.png", tmp_path / "self.png", good], get_settings()
+    )
+
+    assert [scan.source for scan in intake.scans] == [str(good)]
+    reasons = {Path(error.source).name: error.reason for error in intake.rejected}
+    assert "symlink loop" in reasons["loop"]
+    assert "cannot read" in reasons["missing.png"]
+    assert "symbolic links" in reasons["self.png"]
+    assert "more than once" in reasons["good.png"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
+def test_an_unreadable_file_is_reported(tmp_path: Path) -> None:
+    locked = save_png(tmp_path / "locked.png")
+    locked.chmod(0)
+    intake = read_paths([locked], get_settings())
+    assert not intake.scans and "permission" in intake.rejected[0].reason
+
+
+def test_arrays_from_a_hospital_system_are_canonicalized_with_their_accessions() -> None:
+    images = [np.random.default_rng(0).random((128, 100)), np.zeros((64, 64), np.uint8)]
+    intake = read_arrays(images, get_settings(), accessions=["A1", "A2"])
+    assert [(scan.accession, scan.pixels.dtype, scan.pixels.shape) for scan in intake.scans] == [
+        ("A1", np.uint8, (64, 64))
+    ]
+    assert intake.rejected[0].source == "image[1]" and "uniform" in intake.rejected[0].reason
+    with pytest.raises(ValueError, match="2 images but 1 accessions"):
+        read_arrays(images, get_settings(), accessions=["A1"])
