@@ -1,0 +1,71 @@
+"""`triage enqueue` and friends in-process, against a real Redis and the default SQLite."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+from typer.testing import CliRunner
+
+from schemas.settings import get_settings
+from tests.fixtures_model import brightness_scans
+from triage.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def broker(redis_server: str, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
+    url = (
+        redis_server.rstrip("/").rsplit("/", 1)[0] + "/15"
+        if redis_server.count("/") > 2
+        else redis_server + "/15"
+    )
+    monkeypatch.setenv("TRIAGE_REDIS_URL", url)
+    get_settings.cache_clear()
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    return client
+
+
+def test_enqueue_records_good_scans_publishes_by_priority_and_fails_on_rejects(
+    broker: redis.Redis, tmp_path: Path
+) -> None:
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for index, mean in enumerate([40, 200, 90]):
+        Image.fromarray(brightness_scans([mean])[0]).save(incoming / f"ACC{index}.png")
+    (incoming / "empty.png").write_bytes(b"")
+
+    routine = runner.invoke(app, ["enqueue", str(incoming), "--accession-from-filename"])
+    stat = runner.invoke(app, ["enqueue", str(incoming / "ACC1.png"), "--priority", "stat"])
+
+    assert routine.exit_code == 1 and stat.exit_code == 0
+    assert routine.stdout.count("queued    ") == 3
+    assert "rejected" in routine.stdout and "empty.png" in routine.stdout
+    assert "3 scans queued (routine) in 1 jobs, 1 inputs rejected" in routine.stdout
+    assert (broker.llen("scans"), broker.llen("stat"), broker.llen("urgent")) == (1, 1, 0)
+    message = json.loads(broker.lindex("scans", 0))
+    assert message["headers"]["task"] == "worker.tasks.classify"
+    assert message["content-type"] == "application/json"
+    assert len(json.loads(base64.b64decode(message["body"]))[0][0]["scan_ids"]) == 3
+
+    stat_id = stat.stdout.split()[1]
+    history = runner.invoke(app, ["status", stat_id])
+    assert history.exit_code == 0 and "queued" in history.stdout and "stat" in history.stdout
+    assert runner.invoke(app, ["status", "nope"]).exit_code == 1
+    assert json.loads(runner.invoke(app, ["results", "--json"]).stdout) == []
+    assert json.loads(runner.invoke(app, ["urgent", "--json"]).stdout) == []
+    assert runner.invoke(app, ["ack", stat_id]).exit_code == 1  # not an urgent case
+
+
+def test_first_run_needs_no_manual_migration(triage_env: Path) -> None:
+    listed = runner.invoke(app, ["results", "--since", "1h", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    assert (triage_env / "triage.db").is_file()
+    assert runner.invoke(app, ["results", "--since", "yesterday"]).exit_code != 0
