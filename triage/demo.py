@@ -23,7 +23,7 @@ from triage.demo_workers import DemoError, WorkerProcesses
 
 TRAIN_MIX = (0.6, 0.25, 0.15)  # more urgent phantoms than a hospital sees, to learn them fast
 BATCH_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
-QUICK_CANDIDATES = ("baseline_2conv",)
+DEMO_CANDIDATES = ("baseline_2conv",)
 POLL_SECONDS = 0.25
 
 
@@ -101,7 +101,7 @@ def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Pa
 
     console.print(
         f"training on {options.train_scans} synthetic phantoms, {options.epochs} epochs "
-        f"(candidate {', '.join(QUICK_CANDIDATES)}) ..."
+        f"(candidate {', '.join(DEMO_CANDIDATES)}) ..."
     )
     images, labels = make_phantoms(options.train_scans, TRAIN_MIX, seed=options.seed)
     return run_training(
@@ -109,7 +109,7 @@ def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Pa
         out=model_root,
         epochs=options.epochs,
         seed=options.seed,
-        candidates=QUICK_CANDIDATES,
+        candidates=DEMO_CANDIDATES,
         console=console,
     )
 
