@@ -81,9 +81,9 @@ def urgent(
     include_all: Annotated[bool, typer.Option("--all", help="Include reviewed cases.")] = False,
 ) -> None:
     """The urgent worklist, most urgent first (highest P(class 2), then longest waiting)."""
-    from worker import ledger
+    from worker import worklist
 
-    cases = ledger.worklist(_ledger(), include_acknowledged=include_all)
+    cases = worklist.worklist(_ledger(), include_acknowledged=include_all)
     if as_json:
         _print_json(cases)
         return
@@ -110,9 +110,9 @@ def results(
     ] = None,
 ) -> None:
     """One entry per classified scan, oldest first."""
-    from worker import ledger
+    from worker import worklist
 
-    rows = ledger.list_results(_ledger(), since=parse_since(since) if since else None)
+    rows = worklist.list_results(_ledger(), since=parse_since(since) if since else None)
     if as_json:
         _print_json(rows)
         return
@@ -134,9 +134,9 @@ def results(
 
 def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` printed.")]) -> None:
     """One scan's whole history: received, published, started, classified, escalated, reviewed."""
-    from worker import ledger
+    from worker import worklist
 
-    found = ledger.history(_ledger(), scan_id)
+    found = worklist.history(_ledger(), scan_id)
     if found is None:
         typer.echo(f"error: no scan with id {scan_id!r}", err=True)
         raise typer.Exit(1)
@@ -156,9 +156,9 @@ def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` pr
 
 def ack(scan_id: Annotated[str, typer.Argument(help="The urgent case's scan id.")]) -> None:
     """Mark an urgent case reviewed by a clinician."""
-    from worker import ledger
+    from worker import worklist
 
-    moment = ledger.acknowledge(_ledger(), scan_id)
+    moment = worklist.acknowledge(_ledger(), scan_id)
     if moment is None:
         typer.echo(f"error: scan {scan_id!r} is not on the urgent worklist", err=True)
         raise typer.Exit(1)

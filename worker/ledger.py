@@ -7,7 +7,7 @@ one result. Timestamps are stored in UTC; SQLite hands them back naive, `as_utc`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -242,83 +242,7 @@ def add_urgent_case(engine: Engine, escalation: Escalation) -> bool:
         return connection.execute(statement.returning(urgent_cases.c.scan_id)).first() is not None
 
 
-def acknowledge(engine: Engine, scan_id: str) -> datetime | None:
-    """Mark an urgent case reviewed; returns when it was (first) acknowledged, None if unknown."""
-    with engine.begin() as connection:
-        connection.execute(
-            urgent_cases.update()
-            .where(urgent_cases.c.scan_id == scan_id, urgent_cases.c.acknowledged_at.is_(None))
-            .values(acknowledged_at=utcnow())
-        )
-        moment = connection.execute(
-            sa.select(urgent_cases.c.acknowledged_at).where(urgent_cases.c.scan_id == scan_id)
-        ).scalar()
-    return as_utc(moment)
-
-
-def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
-    """Urgent cases, most urgent first (highest P(class 2), then longest waiting)."""
-    query = (
-        sa.select(urgent_cases, scans.c.accession, scans.c.received_at)
-        .join(scans, scans.c.id == urgent_cases.c.scan_id)
-        .order_by(urgent_cases.c.p2.desc(), urgent_cases.c.classified_at, urgent_cases.c.scan_id)
-    )
-    if not include_acknowledged:
-        query = query.where(urgent_cases.c.acknowledged_at.is_(None))
-    now = utcnow()
-    cases = []
-    for row in _rows(engine, query):
-        row["acknowledged"] = row["acknowledged_at"] is not None
-        row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
-        cases.append(row)
-    return cases
-
-
-def list_results(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
-    """One entry per classified scan, oldest first."""
-    query = (
-        sa.select(results, scans.c.status, scans.c.accession, scans.c.priority)
-        .join(scans, scans.c.id == results.c.scan_id)
-        .order_by(results.c.classified_at, results.c.scan_id)
-    )
-    if since is not None:
-        query = query.where(results.c.classified_at >= since.astimezone(UTC))
-    return _rows(engine, query)
-
-
-def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
-    """Everything the ledger knows about one scan (no pixels), or None."""
-    scan_columns = [column for column in scans.c if column.name != "pixels"]
-    query = (
-        sa.select(
-            *scan_columns,
-            results.c.predicted,
-            results.c.p0,
-            results.c.p1,
-            results.c.p2,
-            results.c.urgent,
-            results.c.model_version,
-            results.c.classified_at,
-            urgent_cases.c.escalated_at,
-            urgent_cases.c.acknowledged_at,
-        )
-        .outerjoin(results, results.c.scan_id == scans.c.id)
-        .outerjoin(urgent_cases, urgent_cases.c.scan_id == scans.c.id)
-        .where(scans.c.id == scan_id)
-    )
-    found = _rows(engine, query)
-    return found[0] if found else None
-
-
-def status_counts(engine: Engine, scan_ids: Iterable[str] | None = None) -> dict[str, int]:
-    query = sa.select(scans.c.status, sa.func.count()).group_by(scans.c.status)
-    if scan_ids is not None:
-        query = query.where(scans.c.id.in_(list(scan_ids)))
-    with engine.begin() as connection:
-        return {status: count for status, count in connection.execute(query)}
-
-
-def _rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
+def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
     with engine.begin() as connection:
         rows = [dict(row._mapping) for row in connection.execute(query)]
     for row in rows:

@@ -14,7 +14,7 @@ import pytest
 from schemas.messages import Escalation
 from schemas.settings import get_settings
 from tests.fixtures_model import BRIGHTNESS_MODEL_VERSION, brightness_scans
-from worker import ledger
+from worker import ledger, worklist
 from worker.database import create_ledger_engine, ensure_schema
 from worker.model import current_model
 from worker.tasks import classify_scans
@@ -50,17 +50,17 @@ def test_a_batch_gets_one_result_each_and_urgent_ones_are_escalated(
     assert outcome == {"classified": 4, "urgent": 2, "failed": 0}
     assert [e.scan_id for e in sent] == [ids[1], ids[3]]
     assert {e.model_version for e in sent} == {BRIGHTNESS_MODEL_VERSION}
-    rows = {row["scan_id"]: row for row in ledger.list_results(engine)}
+    rows = {row["scan_id"]: row for row in worklist.list_results(engine)}
     assert [rows[i]["urgent"] for i in ids] == [False, True, False, True]
     assert [rows[i]["predicted"] for i in ids] == [0, 2, 0, 2]
-    assert ledger.status_counts(engine) == {"done": 4}
+    assert worklist.status_counts(engine) == {"done": 4}
 
     # delivered again: nothing new, and no escalation re-sent while none is missing
     for escalation in sent:
         assert ledger.add_urgent_case(engine, escalation)
     again: list[Escalation] = []
     assert classify_scans(engine, ids, model, 3, again.append)["classified"] == 0
-    assert again == [] and len(ledger.list_results(engine)) == 4
+    assert again == [] and len(worklist.list_results(engine)) == 4
 
 
 def test_a_repeated_job_re_sends_an_escalation_whose_publish_was_lost(
@@ -74,7 +74,7 @@ def test_a_repeated_job_re_sends_an_escalation_whose_publish_was_lost(
     assert [e.scan_id for e in resent] == ids
     assert ledger.add_urgent_case(engine, resent[0]) is True
     assert ledger.add_urgent_case(engine, resent[0]) is False  # the worklist holds it once
-    assert len(ledger.worklist(engine)) == 1
+    assert len(worklist.worklist(engine)) == 1
 
 
 def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path) -> None:
@@ -84,9 +84,9 @@ def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path
     assert ledger.redelivered(engine, ids)
     outcome = classify_scans(engine, ids, current_model(get_settings()), 2, lambda e: None)
     assert outcome == {"classified": 1, "urgent": 0, "failed": 1}
-    failed = ledger.history(engine, ids[0])
+    failed = worklist.history(engine, ids[0])
     assert failed["status"] == "failed" and "gave up after 2 attempts" in failed["error"]
-    assert ledger.history(engine, ids[1])["status"] == "done"
+    assert worklist.history(engine, ids[1])["status"] == "done"
 
 
 def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None:
@@ -96,16 +96,16 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
         escalation = Escalation(scan_id=scan_id, p2=p2, model_version="m", classified_at=when)
         ledger.add_urgent_case(engine, escalation)
 
-    assert [case["scan_id"] for case in ledger.worklist(engine)] == [ids[1], ids[2], ids[0]]
-    acknowledged = ledger.acknowledge(engine, ids[1])
+    assert [case["scan_id"] for case in worklist.worklist(engine)] == [ids[1], ids[2], ids[0]]
+    acknowledged = worklist.acknowledge(engine, ids[1])
     assert acknowledged is not None
-    assert ledger.acknowledge(engine, ids[1]) == acknowledged  # idempotent
-    assert ledger.acknowledge(engine, "no-such-scan") is None
-    assert [case["scan_id"] for case in ledger.worklist(engine)] == [ids[2], ids[0]]
-    everything = ledger.worklist(engine, include_acknowledged=True)
+    assert worklist.acknowledge(engine, ids[1]) == acknowledged  # idempotent
+    assert worklist.acknowledge(engine, "no-such-scan") is None
+    assert [case["scan_id"] for case in worklist.worklist(engine)] == [ids[2], ids[0]]
+    everything = worklist.worklist(engine, include_acknowledged=True)
     assert [case["acknowledged"] for case in everything] == [True, False, False]
     assert all(case["waited_s"] >= 0 for case in everything)
-    assert ledger.history(engine, ids[1])["acknowledged_at"] == acknowledged
+    assert worklist.history(engine, ids[1])["acknowledged_at"] == acknowledged
 
 
 def test_unknown_priority_is_refused(engine) -> None:
