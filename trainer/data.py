@@ -251,7 +251,9 @@ def _load_folder(folder: Path) -> ScanSet:
             f"(or normal/benign/malignant); unknown: {', '.join(unknown)}"
         )
     images, labels = [], []
-    for subfolder in subfolders:
+    for subfolder in sorted(
+        subfolders, key=lambda path: (FOLDER_CLASSES[path.name.lower()], path.name)
+    ):
         label = FOLDER_CLASSES[subfolder.name.lower()]
         for path in _scan_files(subfolder):
             decoded = _decode_file(path)

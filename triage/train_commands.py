@@ -99,7 +99,9 @@ def evaluate(
 
 
 def _fail(error: Exception) -> None:
-    Console(stderr=True).print(f"error: {error}", style="red", markup=False, highlight=False)
+    Console(stderr=True, soft_wrap=True).print(
+        f"error: {error}", style="red", markup=False, highlight=False
+    )
     raise typer.Exit(2)
 
 

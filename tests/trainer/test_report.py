@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.report import choose_urgent_threshold, evaluate, select_best, urgent_flag_metrics
+
+
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.95, 1.0])
+def test_threshold_reaches_the_requested_validation_recall(target: float) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.choice(3, size=400, p=[0.5, 0.2, 0.3])
+    urgent_probability = np.clip(0.3 * (labels == 2) + rng.random(400) * 0.8, 0, 1)
+    threshold = choose_urgent_threshold(labels, urgent_probability, target)
+    assert urgent_flag_metrics(labels, urgent_probability, threshold)["urgent_recall"] >= target
+    # the highest such threshold: any higher one misses the target
+    higher = np.min(urgent_probability[urgent_probability > threshold])
+    assert urgent_flag_metrics(labels, urgent_probability, higher)["urgent_recall"] < target
+
+
+def test_threshold_needs_urgent_cases() -> None:
+    with pytest.raises(ValueError, match="no class-2"):
+        choose_urgent_threshold(np.array([0, 1]), np.array([0.2, 0.9]), 0.95)
+
+
+def test_evaluate_reports_the_confusion_matrix_and_averages() -> None:
+    labels = np.array([0, 0, 1, 2, 2, 2])
+    probabilities = np.eye(3)[[0, 1, 1, 2, 2, 0]]
+    report = evaluate(labels, probabilities, threshold=0.5)
+    assert report["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    assert report["accuracy"] == pytest.approx(4 / 6)
+    assert report["per_class"]["urgent"]["recall"] == pytest.approx(2 / 3)
+    assert report["per_class"]["healthy"]["precision"] == pytest.approx(0.5)
+    assert report["urgent_precision"] == pytest.approx(1.0)
+    expected_macro = np.mean([0.5, 2 / 3, 0.8])
+    assert report["macro_f1"] == pytest.approx(expected_macro)
+
+
+def test_select_best_takes_the_highest_validation_macro_f1() -> None:
+    assert select_best({"a": 0.4, "b": 0.7, "c": 0.6}) == "b"
+    assert select_best({"a": 0.7, "b": 0.7}) == "a"
