@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     stuck_after_seconds: float = Field(
         300, gt=0, description="A scan queued or processing longer than this is re-published."
     )
+    reconcile_every_seconds: float = Field(
+        60, gt=0, description="How often the urgent worker's beat runs the reconciler."
+    )
     max_attempts: int = Field(
         5, ge=1, description="Deliveries of one scan before it is marked failed."
     )

@@ -1,4 +1,5 @@
-"""Operations commands: `triage stats` (what waits where) and `triage demo` (the whole flow)."""
+"""Operations commands: `triage stats` (what waits where), `triage reconcile` (re-send what the
+ledger says is stuck or overdue) and `triage demo` (the whole flow)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rich.table import Table
 def register(app: typer.Typer) -> None:
     """Add the operations commands to the `triage` app."""
     app.command("stats")(stats)
+    app.command("reconcile")(reconcile)
     app.command("demo")(demo)
 
 
@@ -83,6 +85,36 @@ def stats(
     console.print(
         f"processing: {snapshot.processing}   failed: {snapshot.failed}   "
         f"open urgent cases: [bold]{snapshot.open_urgent_cases}[/bold]"
+    )
+
+
+def reconcile(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON counts.")] = False,
+) -> None:
+    """Re-publish stuck scans, move overdue routine scans ahead, fail poison scans (once)."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
+    from schemas.settings import get_settings
+    from worker.client import PublishError
+    from worker.database import engine_for, ensure_schema
+    from worker.reconcile import run_reconcile
+    from worker.tasks import describe
+
+    settings = get_settings()
+    ensure_schema(engine_for(settings.resolved_database_url))
+    try:
+        report = run_reconcile(settings)
+    except (PublishError, RedisError, OperationalError) as error:
+        Console(stderr=True).print(f"[red]error:[/red] broker: {describe(error)}")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+        return
+    typer.echo(
+        f"re-published {report.republished} stuck scans, moved {report.moved_ahead} overdue "
+        f"routine scans ahead, marked {report.failed} failed, re-sent {report.escalations} "
+        "escalations"
     )
 
 

@@ -27,13 +27,15 @@ log = logging.getLogger(__name__)
 
 CLASSIFY_TASK = "worker.tasks.classify"
 ESCALATE_TASK = "worker.tasks.escalate"
+RECONCILE_TASK = "worker.tasks.reconcile"
 URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
 CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict:
-    """Classification goes to `stat` or `scans` by the job's priority; escalations to `urgent`."""
-    if name == ESCALATE_TASK:
+    """Classification goes to `stat` or `scans` by the job's priority; escalations and the
+    reconciler to `urgent`."""
+    if name in (ESCALATE_TASK, RECONCILE_TASK):
         return {"queue": URGENT_QUEUE}
     if name == CLASSIFY_TASK:
         job = (args or [None])[0] or (kwargs or {}).get("job") or {}
@@ -64,6 +66,13 @@ app.conf.update(
 app.add_defaults(lambda: {"broker_url": broker_url(get_settings())})
 
 _serves_classification = True
+
+
+@app.on_after_configure.connect
+def _schedule_reconciler(sender: Celery, **_: Any) -> None:
+    """The beat (`-B` on the urgent worker) runs the reconciler every reconcile_every_seconds."""
+    every = get_settings().reconcile_every_seconds
+    sender.add_periodic_task(every, sender.signature(RECONCILE_TASK), expires=every)
 
 
 @signals.worker_init.connect

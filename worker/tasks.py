@@ -24,7 +24,7 @@ from schemas.model_card import ModelNotFoundError
 from schemas.scans import SCAN_SIZE
 from schemas.settings import get_settings
 from worker import ledger
-from worker.app import CLASSIFY_TASK, ESCALATE_TASK, app
+from worker.app import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK, app
 from worker.database import engine_for
 from worker.model import ServingModel, current_model
 
@@ -122,7 +122,7 @@ def publish_escalation(escalation: Escalation) -> None:
     escalate.apply_async(args=[escalation.model_dump(mode="json")])
 
 
-@app.task(name=CLASSIFY_TASK, bind=True)
+@app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below
 def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bound Celery task
     """Classify one batch of scans (ids only; pixels come from the ledger)."""
     job = ClassifyJob.model_validate(job)
@@ -208,3 +208,14 @@ def notify(url: str, scan_id: str) -> bool:
     except (OSError, ValueError) as error:
         log.error("urgent scan %s: webhook failed (%s)", scan_id, type(error).__name__)
         return False
+
+
+# -- reconciliation ------------------------------------------------------------------------
+
+
+@app.task(name=RECONCILE_TASK)
+def reconcile() -> dict[str, int]:
+    """Re-send what the ledger says is stuck or overdue (see worker/reconcile.py)."""
+    from worker.reconcile import run_reconcile
+
+    return run_reconcile(get_settings()).as_dict()

@@ -1,0 +1,156 @@
+"""The reconciler's rules against a real ledger (SQLite and PostgreSQL); publishing is recorded.
+
+tests/integration/test_faults.py runs the same code against real Redis and worker processes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from schemas.messages import Escalation
+from schemas.settings import get_settings
+from schemas.tables import utcnow
+from tests.fixtures_model import brightness_scans
+from worker import ledger, worklist
+from worker.database import create_ledger_engine, ensure_schema
+from worker.reconcile import reconcile
+
+
+@pytest.fixture
+def engine(database_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 - Engine
+    monkeypatch.setenv("TRIAGE_STUCK_AFTER_SECONDS", "60")
+    monkeypatch.setenv("TRIAGE_MAX_WAIT_SECONDS", "600")
+    monkeypatch.setenv("TRIAGE_MAX_ATTEMPTS", "3")
+    get_settings.cache_clear()
+    engine = create_ledger_engine(database_url)
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+class Broker:
+    """Records what the reconciler publishes."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, list[str]] = {"routine": [], "stat": []}
+        self.escalations: list[str] = []
+
+    def publish_jobs(self, ids, priority: str) -> None:  # noqa: ANN001
+        self.jobs[priority] += list(ids)
+
+    def publish_escalation(self, escalation: Escalation) -> None:
+        self.escalations.append(escalation.scan_id)
+
+    def run(self, engine, now_offset_s: float, urgent_queue_empty: bool = True):  # noqa: ANN001, ANN201
+        return reconcile(
+            engine,
+            get_settings(),
+            self.publish_jobs,
+            self.publish_escalation,
+            urgent_queue_empty,
+            now=utcnow() + timedelta(seconds=now_offset_s),
+        )
+
+
+def add(engine, count: int, priority: str = "routine") -> list[str]:  # noqa: ANN001
+    new = [
+        ledger.NewScan(str(uuid.uuid4()), scan.tobytes(), None, f"file{i}.png")
+        for i, scan in enumerate(brightness_scans([60] * count, seed=count))
+    ]
+    ledger.add_scans(engine, new, priority)
+    ledger.mark_published(engine, [scan.scan_id for scan in new])
+    return [scan.scan_id for scan in new]
+
+
+def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engine) -> None:  # noqa: ANN001
+    queued = add(engine, 3)
+    processing = add(engine, 2)
+    ledger.claim(engine, processing, max_attempts=3)  # its worker then died
+    broker = Broker()
+
+    assert broker.run(engine, 30).as_dict() == dict.fromkeys(
+        ("republished", "moved_ahead", "failed", "escalations"), 0
+    )  # not stuck yet
+    report = broker.run(engine, 61)
+    assert report.republished == 5 and sorted(broker.jobs["routine"]) == sorted(queued + processing)
+    assert broker.jobs["stat"] == []
+    broker.jobs["routine"].clear()
+    assert broker.run(engine, 90).republished == 0  # just re-sent: published_at moved on
+    assert worklist.status_counts(engine) == {"queued": 3, "processing": 2}
+
+
+def test_a_scan_that_keeps_killing_its_worker_is_failed_with_the_reason(engine) -> None:  # noqa: ANN001
+    poison, healthy = add(engine, 2)
+    for _ in range(3):  # three deliveries, three lost workers
+        ledger.claim(engine, [poison], max_attempts=3)
+    ledger.claim(engine, [healthy], max_attempts=3)
+    broker = Broker()
+
+    report = broker.run(engine, 120)
+
+    assert report.failed_ids == [poison] and broker.jobs["routine"] == [healthy]
+    found = worklist.history(engine, poison)
+    assert found["status"] == "failed" and "gave up after 3 attempts" in found["error"]
+    assert "worker was lost" in found["error"]
+    assert broker.run(engine, 400).failed == 0  # terminal: never sent again
+
+
+def test_overdue_routine_scans_move_ahead_of_new_routine_work_once(engine) -> None:  # noqa: ANN001
+    old = add(engine, 4)
+    stat = add(engine, 1, priority="stat")
+    broker = Broker()
+    # 600 s cap: moved at half of it (300 s); 60 s after publishing they count as stuck too
+    with engine.begin() as connection:
+        connection.execute(
+            ledger.scans.update()
+            .where(ledger.scans.c.id.in_(old + stat))
+            .values(
+                received_at=utcnow() - timedelta(seconds=310),
+                published_at=utcnow() - timedelta(seconds=309),
+            )
+        )
+    new = add(engine, 3)
+
+    report = broker.run(engine, 0)
+
+    assert (report.moved_ahead, report.republished) == (4, 1)  # the stat scan: just stuck
+    assert sorted(broker.jobs["stat"]) == sorted(old + stat)
+    assert broker.jobs["routine"] == [] and not set(new) & set(broker.jobs["stat"])
+    assert broker.run(engine, 10).moved_ahead == 0  # moved once, not on every run
+    # later, if still waiting (their stat message lost too), they go to `stat` again
+    broker.jobs["stat"].clear()
+    report = broker.run(engine, 70)
+    assert (report.moved_ahead, report.republished) == (0, 8)
+    assert sorted(broker.jobs["stat"]) == sorted(old + stat)
+    assert sorted(broker.jobs["routine"]) == sorted(new)
+
+
+def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_is_empty(
+    engine,  # noqa: ANN001
+) -> None:
+    urgent, calm = add(engine, 2)
+    ledger.claim(engine, [urgent, calm], max_attempts=3)
+    ledger.record_results(
+        engine,
+        [
+            ledger.ScoredScan(urgent, (0.1, 0.1, 0.8), True),
+            ledger.ScoredScan(calm, (0.8, 0.1, 0.1), False),
+        ],
+        "v1",
+        "/models/v1",
+        0.5,
+        {},
+    )
+    broker = Broker()
+    assert broker.run(engine, 61, urgent_queue_empty=False).escalations == 0  # may be in flight
+    assert broker.run(engine, 61).escalations == 1 and broker.escalations == [urgent]
+    ledger.add_urgent_case(
+        engine, Escalation(scan_id=urgent, p2=0.8, model_version="v1", classified_at=utcnow())
+    )
+    assert broker.run(engine, 120).escalations == 0
+    with engine.connect() as connection:
+        assert connection.scalar(sa.select(sa.func.count()).select_from(ledger.urgent_cases)) == 1
