@@ -13,19 +13,23 @@ import numpy as np
 
 BAR_PROBABILITY = 0.15
 MAX_BAR_ROWS = 12
+# Nearest neighbour keeps the pixel noise of a real scan; bilinear would blur augmented copies
+# only, and blur (or its absence) would become a cue for the class that was copied.
+INTERPOLATION = "nearest"
 
 
-def augmentation_layers(seed: int):  # noqa: ANN201 - keras.Sequential
-    """A random geometric transform of float (N, 64, 64, 1) batches in [0, 1]."""
+def augmentation_layers(seed: int, interpolation: str = INTERPOLATION):  # noqa: ANN201
+    """A random geometric transform (keras.Sequential) of float (N, 64, 64, 1) batches."""
     import keras
 
+    options = {"fill_mode": "constant", "interpolation": interpolation}
     layers = [
-        keras.layers.RandomRotation(0.05, fill_mode="constant", seed=seed),
-        keras.layers.RandomZoom((-0.12, 0.12), fill_mode="constant", seed=seed + 1),
-        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed + 2),
+        keras.layers.RandomRotation(0.05, seed=seed, **options),
+        keras.layers.RandomZoom((-0.12, 0.12), seed=seed + 1, **options),
+        keras.layers.RandomTranslation(0.08, 0.08, seed=seed + 2, **options),
     ]
     if hasattr(keras.layers, "RandomShear"):
-        layers.append(keras.layers.RandomShear(0.08, 0.08, fill_mode="constant", seed=seed + 3))
+        layers.append(keras.layers.RandomShear(0.08, 0.08, seed=seed + 3, **options))
     return keras.Sequential(layers, name="augmentation")
 
 
