@@ -24,6 +24,7 @@ def augmentation_layers(seed: int, interpolation: str = INTERPOLATION):  # noqa:
 
     options = {"fill_mode": "constant", "interpolation": interpolation}
     layers = [
+        keras.layers.RandomFlip("horizontal", seed=seed + 6),  # a finding may sit in either lung
         keras.layers.RandomRotation(0.05, seed=seed, **options),
         keras.layers.RandomZoom((-0.12, 0.12), seed=seed + 1, **options),
         keras.layers.RandomTranslation(0.08, 0.08, seed=seed + 2, **options),

@@ -113,29 +113,47 @@ def split_indices(
     labels: np.ndarray, groups: np.ndarray | None = None, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """Stratified 60/20/20 train/val/test indices; with groups, no group spans two splits."""
-    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
-
     labels = np.asarray(labels)
-    everything = np.arange(len(labels))
+    if groups is not None:
+        return _group_split(labels, np.asarray(groups), seed)
+    from sklearn.model_selection import StratifiedKFold
 
-    def one_fold(indices: np.ndarray, n_splits: int) -> tuple[np.ndarray, np.ndarray]:
-        if groups is None:
-            folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            rest, held = next(folds.split(indices, labels[indices]))
-        else:
-            folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-            rest, held = next(folds.split(indices, labels[indices], groups[indices]))
-        return indices[rest], indices[held]
-
-    if groups is not None and len(np.unique(groups)) < 5:
-        raise DataError(
-            f"group-aware 60/20/20 split needs at least 5 groups, got {len(np.unique(groups))}"
-        )
-    if groups is None and np.bincount(labels, minlength=NUM_CLASSES).min() < 5:
+    if np.bincount(labels, minlength=NUM_CLASSES).min() < 5:
         raise DataError("a stratified 60/20/20 split needs at least 5 images of every class")
-    train_val, test = one_fold(everything, 5)
-    train, val = one_fold(train_val, 4)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    everything = np.arange(len(labels))
+    train_val, test = next(
+        StratifiedKFold(5, shuffle=True, random_state=seed).split(everything, labels)
+    )
+    train, val = next(
+        StratifiedKFold(4, shuffle=True, random_state=seed).split(train_val, labels[train_val])
+    )
+    return {"train": train_val[train], "val": train_val[val], "test": np.sort(test)}
+
+
+def _group_split(labels: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """Deal whole groups, class by class in a seeded random order, to the split furthest
+    below its 60/20/20 share of that class (by images). Mixed groups count for their
+    majority class. (sklearn's StratifiedGroupKFold orders single-class groups by size,
+    so its folds barely change with the seed.)"""
+    names, inverse = np.unique(groups, return_inverse=True)
+    if len(names) < 5:
+        raise DataError(f"group-aware 60/20/20 split needs at least 5 groups, got {len(names)}")
+    rng = np.random.default_rng(seed)
+    shares = np.array([0.6, 0.2, 0.2])
+    counts = np.zeros((len(names), NUM_CLASSES), dtype=int)
+    np.add.at(counts, (inverse, labels.astype(int)), 1)
+    majority = counts.argmax(axis=1)
+    chosen = np.zeros(len(names), dtype=int)
+    for label in range(NUM_CLASSES):
+        members = rng.permutation(np.flatnonzero(majority == label))
+        target = shares * counts[members].sum()
+        filled = np.zeros(3)
+        for group in members:
+            split = int(np.argmax((target - filled) / target))
+            chosen[group] = split
+            filled[split] += counts[group].sum()
+    split_of_image = chosen[inverse]
+    return {name: np.flatnonzero(split_of_image == i) for i, name in enumerate(SPLITS)}
 
 
 # -- loaders -------------------------------------------------------------------------------
