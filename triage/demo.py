@@ -245,7 +245,7 @@ def stuck_message(
 def show_results(settings: Settings, result: DemoResult, console: Console) -> None:
     """The urgent worklist of this batch, then counts per class and throughput."""
     from worker.database import engine_for
-    from worker.ledger import list_results, worklist
+    from worker.worklist import list_results, worklist
 
     engine = engine_for(settings.resolved_database_url)
     batch = set(result.scan_ids)
