@@ -48,14 +48,19 @@ class Pipeline:
         )
 
     def start_worker(
-        self, queues: str, name: str, pool: str = "solo", **env: str
+        self,
+        queues: str,
+        name: str,
+        pool: str = "solo",
+        extra_args: tuple[str, ...] = (),
+        **env: str,
     ) -> subprocess.Popen:
-        """Start `celery -A worker worker -Q queues` and wait until it consumes."""
+        """Start `celery -A worker worker -Q queues [extra_args]` and wait until it consumes."""
         log_path = self.directory / f"worker-{name}.log"
         command = [
             sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
             "-n", f"{name}@%h", "--pool", pool, "--concurrency", "1", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", *extra_args,
         ]  # fmt: skip
         with log_path.open("w") as log:
             process = subprocess.Popen(

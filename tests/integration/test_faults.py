@@ -1,0 +1,306 @@
+"""Fault injection with real Redis, PostgreSQL and Celery worker processes.
+
+Each test kills or restarts one part in the middle of a run and ends with every scan having
+exactly one result (none lost, none duplicated), every urgent one on the worklist exactly once,
+and no scan `done` without its result. The reconciler (`triage reconcile`, or the beat in the
+urgent worker) re-sends what the ledger says is unfinished. Figures go to TRIAGE_TEST_FIGURES
+(see tests/reliability_figures.py and RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from schemas.settings import get_settings
+from schemas.tables import Result, Scan, UrgentCase
+from tests.fixtures_model import brightness_scans
+from tests.integration.conftest import Pipeline, make_pipeline, wait_for
+from tests.reliability_figures import record
+from tests.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
+from worker.client import submit_images
+from worker.database import engine_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+FAST_RECONCILE = {
+    "TRIAGE_STUCK_AFTER_SECONDS": "3",
+    "TRIAGE_RECONCILE_EVERY_SECONDS": "1",
+}
+BEAT = ("-B", "-s")  # + a schedule file
+
+
+@pytest.fixture
+def start(tmp_path: Path, published_model_root: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """start(redis_url, database_url, batch_size) -> Pipeline with fast reconcile settings."""
+    made: list[Pipeline] = []
+
+    def make(redis_url: str, database_url: str, batch_size: int) -> Pipeline:
+        pipeline = make_pipeline(
+            tmp_path, redis_url, database_url, published_model_root, batch_size
+        )
+        pipeline.env.update(FAST_RECONCILE)
+        for key, value in pipeline.env.items():
+            if key.startswith("TRIAGE_") and not key.startswith("TRIAGE_TEST_"):
+                monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        pipeline.stop_workers()
+
+
+def urgent_worker_with_beat(pipeline: Pipeline, name: str, **env: str) -> subprocess.Popen:
+    schedule = str(pipeline.directory / f"beat-{name}")
+    return pipeline.start_worker("urgent", name, extra_args=(*BEAT, schedule), **env)
+
+
+def enqueue(count: int, seed: int, urgent_share: float = 0.3) -> tuple[list[str], set[str]]:
+    """Submit `count` scans; returns their ids and the ids that must come out urgent."""
+    rng = np.random.default_rng(seed)
+    urgent = rng.random(count) < urgent_share
+    means = np.where(urgent, rng.integers(170, 240, count), rng.integers(20, 100, count))
+    submission = submit_images(brightness_scans(means.tolist(), seed=seed))
+    ids = [scan_id for scan_id, _ in submission.queued]
+    assert len(ids) == count and not submission.rejected
+    return ids, {scan_id for scan_id, flag in zip(ids, urgent, strict=True) if flag}
+
+
+def kill(process: subprocess.Popen) -> None:
+    """SIGKILL the worker and its children: no shutdown, no acks, no cleanup."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def counts(engine) -> dict[str, int]:  # noqa: ANN001 - sqlalchemy Engine
+    with engine.connect() as connection:
+        done = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "done"))
+        cases = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
+        processing = connection.scalar(
+            sa.select(sa.func.count()).where(Scan.status == "processing")
+        )
+    return {"done": done, "cases": cases, "processing": processing}
+
+
+def settled(engine, total: int, urgent: int) -> bool:  # noqa: ANN001
+    now = counts(engine)
+    return now["done"] == total and now["cases"] == urgent
+
+
+def check_exactly_once(engine, ids: list[str], urgent: set[str]) -> dict[str, int]:  # noqa: ANN001
+    """Assert one result per scan and one worklist row per urgent scan; return the figures."""
+    with engine.connect() as connection:
+        result_ids = connection.scalars(sa.select(Result.scan_id)).all()
+        case_ids = connection.scalars(sa.select(UrgentCase.scan_id)).all()
+        statuses = dict(
+            connection.execute(sa.select(Scan.status, sa.func.count()).group_by(Scan.status)).all()
+        )
+        done_without_result = connection.scalar(
+            sa.select(sa.func.count())
+            .select_from(Scan)
+            .outerjoin(Result, Result.scan_id == Scan.id)
+            .where(Scan.status == "done", Result.scan_id.is_(None))
+        )
+        attempts = connection.scalar(sa.select(sa.func.sum(Scan.attempts)))
+        urgent_results = set(connection.scalars(sa.select(Result.scan_id).where(Result.urgent)))
+    lost = len(set(ids) - set(result_ids))
+    duplicated = (len(result_ids) - len(set(result_ids))) + (len(case_ids) - len(set(case_ids)))
+    assert lost == 0 and duplicated == 0, f"lost {lost}, duplicated {duplicated}"
+    assert set(result_ids) == set(ids) and statuses == {"done": len(ids)}
+    assert done_without_result == 0
+    assert urgent_results == urgent, "the brightness model decides urgency deterministically"
+    assert sorted(case_ids) == sorted(urgent)
+    return {"lost": lost, "duplicated": duplicated, "redeliveries": int(attempts) - len(ids)}
+
+
+def reconcile_until(pipeline: Pipeline, engine, total: int, urgent: int, timeout: float) -> int:  # noqa: ANN001
+    """Run `triage reconcile` (the CLI) until the ledger is settled; returns how many runs."""
+    runs = 0
+    deadline = time.monotonic() + timeout
+    while not settled(engine, total, urgent):
+        assert time.monotonic() < deadline, f"not settled after {timeout:.0f} s: {counts(engine)}"
+        finished = pipeline.triage("reconcile")
+        assert finished.returncode == 0, finished.stderr
+        runs += 1
+        time.sleep(1.0)
+    return runs
+
+
+def test_routine_worker_killed_in_a_backlog_of_2000_scans(
+    start, redis_server: str, postgres_admin_url: str
+) -> None:
+    began = time.monotonic()
+    pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=50)
+    ids, urgent = enqueue(2000, seed=11)
+    engine = engine_for(get_settings().resolved_database_url)
+    pipeline.start_worker("urgent", "urgent")
+    routine = pipeline.start_worker("stat,scans", "routine")
+
+    wait_for(lambda: counts(engine)["done"] >= 300, "300 scans done before the kill")
+    kill(routine)
+    at_kill = counts(engine)
+    assert at_kill["done"] < 2000, "the backlog drained before the kill: nothing was tested"
+
+    pipeline.start_worker("stat,scans", "routine-2")
+    runs = reconcile_until(pipeline, engine, 2000, len(urgent), timeout=150)
+
+    figures = check_exactly_once(engine, ids, urgent)
+    assert runs >= 1
+    record(
+        "fault",
+        "routine worker SIGKILL mid-backlog",
+        scans=2000,
+        faults=1,
+        seconds=round(time.monotonic() - began),
+        **figures,
+    )
+
+
+class SlowWebhook(BaseHTTPRequestHandler):
+    """A pager that takes 40 ms per call (so escalations stay pending long enough to kill)."""
+
+    calls: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(0.04)
+        SlowWebhook.calls.append(body)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def webhook() -> Iterator[str]:
+    SlowWebhook.calls = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowWebhook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/page"
+    server.shutdown()
+    server.server_close()
+
+
+def test_urgent_worker_killed_while_escalations_are_pending(
+    start, redis_server: str, postgres_admin_url: str, webhook: str
+) -> None:
+    began = time.monotonic()
+    pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=50)
+    ids, urgent = enqueue(500, seed=12, urgent_share=0.6)
+    engine = engine_for(get_settings().resolved_database_url)
+    pipeline.start_worker("stat,scans", "routine")
+    wait_for(lambda: counts(engine)["done"] == 500, "all 500 classified, escalations queued")
+    assert pipeline.queue_length("urgent") == len(urgent)
+
+    first = pipeline.start_worker("urgent", "urgent", TRIAGE_NOTIFY_URL=webhook)
+    wait_for(lambda: counts(engine)["cases"] >= 40, "40 cases on the worklist before the kill")
+    kill(first)
+    pending = len(urgent) - counts(engine)["cases"]
+    assert pending > 0, "every escalation was done before the kill: nothing was tested"
+
+    urgent_worker_with_beat(pipeline, "urgent-2", TRIAGE_NOTIFY_URL=webhook)
+    wait_for(lambda: settled(engine, 500, len(urgent)), "the worklist to be complete", timeout=90)
+
+    figures = check_exactly_once(engine, ids, urgent)
+    notified = set(SlowWebhook.calls)
+    # the one case whose worker died between the worklist insert and the POST is not paged:
+    # the worklist is the record, the webhook a courtesy (RELIABILITY.md)
+    assert len(urgent) - 1 <= len(notified) <= len(urgent)
+    record(
+        "fault",
+        "urgent worker SIGKILL with escalations pending",
+        scans=500,
+        faults=1,
+        seconds=round(time.monotonic() - began),
+        urgent=len(urgent),
+        pending_at_kill=pending,
+        notified=len(notified),
+        **figures,
+    )
+
+
+def test_redis_restarted_with_its_data_lost_mid_run(
+    start, tmp_path: Path, postgres_admin_url: str
+) -> None:
+    began = time.monotonic()
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        pipeline = start(redis.url, create_database(postgres_admin_url), batch_size=50)
+        ids, urgent = enqueue(1500, seed=13)
+        engine = engine_for(get_settings().resolved_database_url)
+        urgent_worker_with_beat(pipeline, "urgent")
+        pipeline.start_worker("stat,scans", "routine")
+        wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the wipe")
+
+        redis.stop(wipe=True)
+        redis.start()  # same port, empty: every queued job and escalation is gone
+        assert redis.client().dbsize() == 0
+        assert counts(engine)["done"] < 1500, "the run ended before the wipe: nothing was tested"
+
+        wait_for(lambda: settled(engine, 1500, len(urgent)), "the reconciler to recover", 120)
+        figures = check_exactly_once(engine, ids, urgent)
+    finally:
+        redis.stop()
+    record(
+        "fault",
+        "Redis restarted with its data lost",
+        scans=1500,
+        faults=1,
+        seconds=round(time.monotonic() - began),
+        **figures,
+    )
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL binaries not installed")
+    parent = Path(tempfile.mkdtemp(prefix="triage-pg-fault-"))
+    parent.chmod(0o755)
+    server = PostgresServer(parent / "cluster").start()
+    yield server
+    server.stop(mode="immediate")
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: PostgresServer) -> None:
+    began = time.monotonic()
+    pipeline = start(redis_server, create_database(own_postgres.url), batch_size=50)
+    ids, urgent = enqueue(1500, seed=14)
+    engine = engine_for(get_settings().resolved_database_url)
+    urgent_worker_with_beat(pipeline, "urgent")
+    pipeline.start_worker("stat,scans", "routine")
+    wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the restart")
+
+    own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
+    time.sleep(3)
+    own_postgres.start()
+    wait_for(lambda: counts(engine)["done"] >= 0, "PostgreSQL back")
+
+    wait_for(lambda: settled(engine, 1500, len(urgent)), "the workers to retry and finish", 120)
+    figures = check_exactly_once(engine, ids, urgent)
+    assert "retrying" in pipeline.worker_logs()  # the outage was felt, and retried
+    record(
+        "fault",
+        "PostgreSQL restarted mid-run",
+        scans=1500,
+        faults=1,
+        seconds=round(time.monotonic() - began),
+        **figures,
+    )
