@@ -25,7 +25,7 @@ def demo(
     train_scans: Annotated[
         int, typer.Option("--train-scans", min=30, help="Phantoms to train on.")
     ] = 1500,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 12,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Train again instead of reusing the demo model.")
