@@ -38,8 +38,13 @@ def tables(lines: list[dict]) -> str:
     totals = {c: sum(line[c] for line in faults) for c in FAULT_COLUMNS[:-1]}
     out.append("| **total** | " + " | ".join(str(totals[c]) for c in FAULT_COLUMNS[:-1]) + " | |")
     out += ["", "| bad-input catalogue | kinds tried | rejected correctly |", "|---|---|---|"]
+    groups: dict[str, list[int]] = {}
     for line in bad:
-        out.append(f"| {line['name']} | {line['tried']} | {line['rejected_correctly']} |")
+        group = groups.setdefault(line["name"], [0, 0])
+        group[0] += line["tried"]
+        group[1] += line["rejected_correctly"]
+    for name, (tried, correct) in groups.items():
+        out.append(f"| {name} | {tried} | {correct} |")
     tried = sum(line["tried"] for line in bad)
     correct = sum(line["rejected_correctly"] for line in bad)
     out.append(f"| **total** | {tried} | {correct} |")

@@ -55,6 +55,7 @@ def read_paths(
         for index, scan in enumerate(decoded):
             accession = accessions[index] if accessions else None
             intake.scans.append(IncomingScan(scan.source, scan.pixels, accession))
+    _refuse_repeated_accessions(intake)
     return intake
 
 
@@ -72,6 +73,8 @@ def read_arrays(
     for index, (image, accession) in enumerate(zip(images, accessions, strict=True)):
         source = f"image[{index}]"
         try:
+            if accession is not None and (not isinstance(accession, str) or not accession):
+                raise ScanError(source, "accession must be non-empty text (or None)")
             if accession is not None and len(accession) > MAX_ACCESSION_CHARS:
                 raise ScanError(source, f"accession is over {MAX_ACCESSION_CHARS} characters")
             pixels = canonicalize(image, source, settings.max_pixels)
@@ -79,7 +82,25 @@ def read_arrays(
             intake.rejected.append(error)
             continue
         intake.scans.append(IncomingScan(source, pixels, accession))
+    _refuse_repeated_accessions(intake)
     return intake
+
+
+def _refuse_repeated_accessions(intake: Intake) -> None:
+    """One scan per accession in a call: the first (in input order) is kept, repeats refused."""
+    first: dict[str, str] = {}
+    kept: list[IncomingScan] = []
+    for scan in intake.scans:
+        if scan.accession is not None and scan.accession in first:
+            reason = (
+                f"same accession as {first[scan.accession]} in this call; only that one is queued"
+            )
+            intake.rejected.append(ScanError(scan.source, reason))
+            continue
+        if scan.accession is not None:
+            first[scan.accession] = scan.source
+        kept.append(scan)
+    intake.scans = kept
 
 
 def _accessions(path: Path, count: int) -> list[str]:
@@ -138,7 +159,10 @@ def _expand(paths: Iterable[str | os.PathLike[str]], rejected: list[ScanError]) 
         except OSError:  # e.g. a symlink loop: read_scan_file reports it
             is_dir = False
         if is_dir:
+            found_before = len(files)
             walk(path)
+            if len(files) == found_before:
+                rejected.append(ScanError(str(path), "folder holds no scan files"))
         else:
             add_file(path)
     return files
