@@ -29,7 +29,13 @@ from schemas.tables import Result, Scan, UrgentCase
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import Pipeline, make_pipeline, wait_for
 from tests.reliability_figures import record
-from tests.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
+from tests.services import (
+    PostgresServer,
+    RedisServer,
+    create_database,
+    postgres_bin_dir,
+    wait_until,
+)
 from worker.client import submit_images
 from worker.database import engine_for
 
@@ -150,7 +156,12 @@ def test_routine_worker_killed_in_a_backlog_of_2000_scans(
     pipeline.start_worker("urgent", "urgent")
     routine = pipeline.start_worker("stat,scans", "routine")
 
-    wait_for(lambda: counts(engine)["done"] >= 300, "300 scans done before the kill")
+    # kill with a job in flight (its scans claimed, `processing`), 300 scans into the backlog
+    def mid_job() -> bool:
+        now = counts(engine)
+        return now["done"] >= 300 and now["processing"] > 0
+
+    wait_until(mid_job, what="a job in flight after 300 scans", timeout=120, interval=0.005)
     kill(routine)
     at_kill = counts(engine)
     assert at_kill["done"] < 2000, "the backlog drained before the kill: nothing was tested"
@@ -166,6 +177,7 @@ def test_routine_worker_killed_in_a_backlog_of_2000_scans(
         scans=2000,
         faults=1,
         seconds=round(time.monotonic() - began),
+        orphaned_at_kill=at_kill["processing"],
         **figures,
     )
 
