@@ -229,17 +229,30 @@ def _fail(connection: Connection, scan_ids: Sequence[str], reason: str) -> None:
 
 def add_urgent_case(engine: Engine, escalation: Escalation) -> bool:
     """Put a class-2 scan on the worklist once. True if this call added it."""
+    return bool(add_urgent_cases(engine, [escalation]))
+
+
+def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[str]:
+    """Put class-2 scans on the worklist once each, in one transaction; returns the ids added."""
+    escalated_at = utcnow()
+    rows = [
+        {
+            "scan_id": escalation.scan_id,
+            "p2": escalation.p2,
+            "model_version": escalation.model_version,
+            "classified_at": escalation.classified_at,
+            "escalated_at": escalated_at,
+        }
+        for escalation in escalations
+    ]
+    added: list[str] = []
     with engine.begin() as connection:
-        statement = _insert(connection, urgent_cases).values(
-            scan_id=escalation.scan_id,
-            p2=escalation.p2,
-            model_version=escalation.model_version,
-            classified_at=escalation.classified_at,
-            escalated_at=utcnow(),
-        )
-        statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
-        # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
-        return connection.execute(statement.returning(urgent_cases.c.scan_id)).first() is not None
+        for start in range(0, len(rows), ID_CHUNK):
+            statement = _insert(connection, urgent_cases).values(rows[start : start + ID_CHUNK])
+            statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
+            # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
+            added += connection.execute(statement.returning(urgent_cases.c.scan_id)).scalars()
+    return added
 
 
 def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:

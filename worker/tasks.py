@@ -119,7 +119,13 @@ def classify_scans(
 
 
 def publish_escalation(escalation: Escalation) -> None:
-    escalate.apply_async(args=[escalation.model_dump(mode="json")])
+    publish_escalations([escalation])
+
+
+def publish_escalations(escalations: Sequence[Escalation]) -> None:
+    """All of a job's escalations in one message: one broker round trip, one worklist write."""
+    if escalations:
+        escalate.apply_async(args=[[item.model_dump(mode="json") for item in escalations]])
 
 
 @app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below
@@ -135,9 +141,12 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
             and ledger.redelivered(engine, job.scan_ids)
         ):
             return _split(job)
-        return classify_scans(
-            engine, job.scan_ids, current_model(settings), settings.max_attempts, publish_escalation
+        escalations: list[Escalation] = []
+        outcome = classify_scans(
+            engine, job.scan_ids, current_model(settings), settings.max_attempts, escalations.append
         )
+        publish_escalations(escalations)
+        return outcome
     except RETRYABLE as error:
         reason = describe(error)
         if self.request.retries >= settings.max_attempts:
@@ -175,23 +184,29 @@ def _give_up(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:
 
 
 @app.task(name=ESCALATE_TASK, bind=True, max_retries=None)
-def escalate(self, payload: dict[str, Any]) -> bool:  # noqa: ANN001 - bound Celery task
-    """Put a class-2 scan on the worklist (once) and notify. Retried until the database answers."""
-    escalation = Escalation.model_validate(payload)
+def escalate(self, payload: dict[str, Any] | list[dict[str, Any]]) -> int:  # noqa: ANN001
+    """Put class-2 scans (one escalation or a job's list) on the worklist once each, and notify.
+
+    Retried until the database answers; returns how many this call added.
+    """
+    escalations = [
+        Escalation.model_validate(item)
+        for item in (payload if isinstance(payload, list) else [payload])
+    ]
     settings = get_settings()
     try:
-        added = ledger.add_urgent_case(engine_for(settings.resolved_database_url), escalation)
+        added = ledger.add_urgent_cases(engine_for(settings.resolved_database_url), escalations)
     except RETRYABLE as error:
         reason = describe(error)
-        log.warning("urgent scan %s: %s; retrying", escalation.scan_id, reason)
+        log.warning("%d urgent scans: %s; retrying", len(escalations), reason)
         raise self.retry(
             exc=TransientError(reason), countdown=backoff(self.request.retries)
         ) from None
-    if added:
-        log.warning("URGENT scan %s is on the worklist", escalation.scan_id)
+    for scan_id in added:
+        log.warning("URGENT scan %s is on the worklist", scan_id)
         if settings.notify_url:
-            notify(settings.notify_url, escalation.scan_id)
-    return added
+            notify(settings.notify_url, scan_id)
+    return len(added)
 
 
 def notify(url: str, scan_id: str) -> bool:

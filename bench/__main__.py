@@ -1,0 +1,143 @@
+"""`python -m bench` (`make bench`): every stage, one table, bench/results.json.
+
+python -m bench                 # the full run: 10,000 scans, about 10 minutes on 2 cores
+python -m bench --quick         # a few hundred scans, for a smoke check
+python -m bench --scans 2000 --naive-scans 200 --model-dir ~/.triage/models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import report
+from bench.latency import percentiles, run_latency
+from bench.naive import run_naive
+from bench.pipeline import run_pipeline
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+BACKENDS = ("sqlite", "postgresql")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scans", type=int, default=10_000, help="pipeline scans and backlog")
+    parser.add_argument("--naive-scans", type=int, default=500, help="scans for the naive peer")
+    parser.add_argument("--ceiling-scans", type=int, default=10_240, help="scans for the ceiling")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: TRIAGE_BATCH_SIZE")
+    parser.add_argument("--quick", action="store_true", help="300 / 20 / 1,024 scans")
+    parser.add_argument("--model-dir", type=Path, default=None, help="reuse a published model root")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON path")
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.scans, options.naive_scans, options.ceiling_scans = 300, 20, 1024
+    for name in ("scans", "naive_scans", "ceiling_scans"):
+        if getattr(options, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    return options
+
+
+def ceiling(model_dir: Path, scans: int) -> float:
+    """The ceiling, measured in a fresh process set up like a worker's."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling", str(model_dir), str(scans)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["ceiling_scans_per_s"])
+
+
+def postgres_version(admin_url: str | None) -> str | None:
+    if admin_url is None:
+        return None
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(admin_url)
+    with engine.connect() as connection:
+        version = connection.execute(sa.text("SHOW server_version")).scalar()
+    engine.dispose()
+    return str(version)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from schemas.model_card import resolve_model_dir
+    from schemas.settings import get_settings
+
+    options = parse(argv)
+    batch_size = options.batch_size or get_settings().batch_size
+    console = Console()
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        from bench.environment import STAT_RESERVE, open_environment
+
+        env = open_environment(stack, options.scans + STAT_RESERVE, console, options.model_dir)
+        if env.postgres_admin_url is None:
+            raise SystemExit("the benchmark needs PostgreSQL (apt-get install postgresql)")
+        model_dir = resolve_model_dir(env.model_root)
+        logs = env.directory / "logs"
+        console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {logs}")
+
+        console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
+        ceiling_rate = ceiling(model_dir, options.ceiling_scans)
+        pipeline, rss = {}, []
+        for backend in BACKENDS:
+            console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
+            run = run_pipeline(env, backend, options.scans, batch_size, logs)
+            pipeline[backend] = run.scans_per_s
+            rss.append(run.worker_peak_rss_mib)
+        console.print(f"naive peer: {options.naive_scans:,} scans ...")
+        naive_rate = run_naive(env, options.naive_scans, logs)
+        latency = {}
+        for backend in BACKENDS:
+            console.print(f"latency on {backend}: {options.scans:,} backlog, stat scans behind ...")
+            latency[backend] = run_latency(env, backend, options.scans, batch_size, logs)
+            rss.append(latency[backend].routine_peak_rss_mib)
+        results = {
+            "ceiling_scans_per_s": ceiling_rate,
+            "naive_scans_per_s": naive_rate,
+            "pipeline_scans_per_s": pipeline,
+            "ratios": {
+                "pipeline_over_ceiling_sqlite": pipeline["sqlite"] / ceiling_rate,
+                "pipeline_over_ceiling_postgresql": pipeline["postgresql"] / ceiling_rate,
+                "pipeline_over_naive": pipeline["sqlite"] / naive_rate,
+            },
+            "urgent_escalation_ms": percentiles(latency["sqlite"].escalation_ms),
+            "stat_time_to_result_ms": percentiles(latency["sqlite"].stat_ms),
+            "latency_by_database": {
+                backend: {
+                    "urgent_escalation_ms": percentiles(run.escalation_ms),
+                    "stat_time_to_result_ms": percentiles(run.stat_ms),
+                    "escalations": len(run.escalation_ms),
+                    "stat_scans": len(run.stat_ms),
+                    "backlog_drain_s": run.drain_seconds,
+                    "urgent_worker_peak_rss_mib": run.urgent_peak_rss_mib,
+                }
+                for backend, run in latency.items()
+            },
+            "worker_peak_rss_mib": max(rss),
+            "counts": {
+                "pipeline": options.scans,
+                "backlog": options.scans,
+                "naive": options.naive_scans,
+                "ceiling": options.ceiling_scans,
+            },
+            "batch_size": batch_size,
+            "model_version": model_dir.name,
+            "machine": report.machine(),
+            "versions": report.library_versions(postgres_version(env.postgres_admin_url)),
+        }
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    report.write(results, options.out, console)
+    return results
+
+
+if __name__ == "__main__":
+    main()

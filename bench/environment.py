@@ -1,0 +1,130 @@
+"""Everything a benchmark run needs, started here and torn down afterwards.
+
+A temp directory with a Redis server on loopback, a PostgreSQL (TRIAGE_TEST_POSTGRES_URL's, or a
+throwaway cluster), a published model (the seed's 2-conv CNN, trained briefly on phantoms:
+speed does not depend on how well it was trained) and synthetic phantom scans.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import os
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from schemas.model_card import ModelNotFoundError, resolve_model_dir
+from schemas.settings import Settings
+from tests.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
+
+TRAIN_SCANS = 1500
+TRAIN_EPOCHS = 10
+TRAIN_MIX = (0.6, 0.25, 0.15)  # more urgent phantoms than a hospital sees, to learn them fast
+SCAN_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
+STAT_RESERVE = 20  # extra scans for the stat scans enqueued behind the backlog
+
+
+@dataclass
+class BenchEnvironment:
+    """Servers, model and scans shared by the stages of one run."""
+
+    directory: Path
+    redis_url: str
+    postgres_admin_url: str | None
+    model_root: Path
+    scans: np.ndarray
+    _redis_databases: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _runs: itertools.count = field(default_factory=itertools.count)
+
+    def fresh_database(self, backend: str) -> str:
+        """A new empty database URL on `backend` (sqlite or postgresql)."""
+        if backend == "sqlite":
+            return f"sqlite:///{self.directory / f'run{next(self._runs)}.db'}"
+        if self.postgres_admin_url is None:
+            raise ValueError("PostgreSQL is not available on this machine")
+        return create_database(self.postgres_admin_url)
+
+    def settings(self, database_url: str, **overrides: object) -> Settings:
+        """Settings for one stage: its own database and Redis database number (flushed)."""
+        import redis
+
+        number = next(self._redis_databases) % 16
+        redis_url = f"{self.redis_url.rsplit('/', 1)[0]}/{number}"
+        redis.Redis.from_url(redis_url).flushdb()
+        return Settings(
+            data_dir=self.directory / "data",
+            database_url=database_url,
+            redis_url=redis_url,
+            model_dir=self.model_root,
+            **overrides,
+        )
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a worker subprocess: these settings as TRIAGE_ variables."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIAGE_")}
+    env.update(
+        TRIAGE_DATA_DIR=str(settings.data_dir),
+        TRIAGE_DATABASE_URL=settings.resolved_database_url,
+        TRIAGE_REDIS_URL=str(settings.redis_url),
+        TRIAGE_MODEL_DIR=str(settings.resolved_model_dir),
+        TRIAGE_BATCH_SIZE=str(settings.batch_size),
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def publish_model(model_root: Path, console) -> Path:  # noqa: ANN001 - rich Console
+    """Train the seed's 2-conv CNN briefly on phantoms and publish it under `model_root`."""
+    from rich.console import Console
+
+    from trainer.synth import make_phantoms
+    from trainer.train import run_training
+
+    console.print(f"publishing a model: baseline_2conv, {TRAIN_EPOCHS} epochs on phantoms ...")
+    images, labels = make_phantoms(TRAIN_SCANS, TRAIN_MIX, seed=0)
+    quiet = Console(file=io.StringIO(), width=170)
+    return run_training(
+        (images, labels),
+        out=model_root,
+        epochs=TRAIN_EPOCHS,
+        seed=0,
+        candidates=("baseline_2conv",),
+        console=quiet,
+    )
+
+
+def open_environment(
+    stack: ExitStack,
+    scans: int,
+    console,
+    model_root: Path | None = None,  # noqa: ANN001
+) -> BenchEnvironment:
+    """Start the servers, publish (or reuse) a model and make `scans` phantoms."""
+    from trainer.synth import make_phantoms
+
+    directory = Path(tempfile.mkdtemp(prefix="triage-bench-"))
+    directory.chmod(0o755)  # the postgres user must reach its cluster below it
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    redis_server = RedisServer(directory / "redis").start()
+    stack.callback(redis_server.stop)
+    postgres_url = os.environ.get("TRIAGE_TEST_POSTGRES_URL")
+    if not postgres_url and postgres_bin_dir() is not None:
+        server = PostgresServer(directory / "postgres").start()
+        stack.callback(server.stop, mode="immediate")
+        postgres_url = server.url
+    if model_root is None:
+        model_root = directory / "models"
+    try:
+        resolve_model_dir(model_root)
+    except ModelNotFoundError:
+        publish_model(model_root, console)
+    console.print(f"making {scans:,} synthetic phantom scans ...")
+    images, _ = make_phantoms(scans, SCAN_MIX, seed=1)
+    return BenchEnvironment(directory, redis_server.url, postgres_url, model_root, images)

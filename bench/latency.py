@@ -1,0 +1,119 @@
+"""Stage 4: urgent escalation and stat time-to-result while a routine backlog drains.
+
+A routine worker (`-Q stat,scans`) and an urgent worker (`-Q urgent`) run side by side. The
+whole backlog is enqueued first; then single stat scans are enqueued at intervals behind it.
+- escalation: `urgent_cases.escalated_at - classified_at` for every class-2 result (both
+  stamped by the workers: the results transaction, then the worklist insert);
+- stat time-to-result: the stat result's `classified_at` minus the moment its enqueue call
+  began (so validation, the ledger insert and publishing are included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from bench.environment import BenchEnvironment, worker_environment
+from bench.pipeline import count, enqueue, prepare, read_engine, warm_up
+from bench.workers import Worker, wait_for
+from schemas.tables import Result, UrgentCase
+from worker.ledger import as_utc
+
+STAT_SCANS = 20
+STAT_INTERVAL_S = 0.25
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    escalation_ms: list[float]
+    stat_ms: list[float]
+    backlog: int
+    drain_seconds: float
+    routine_peak_rss_mib: float
+    urgent_peak_rss_mib: float
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 (linear interpolation); zeros when there is nothing to measure."""
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    p50, p95, p99 = np.percentile(np.asarray(values, float), [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def run_latency(
+    env: BenchEnvironment, backend: str, backlog: int, batch_size: int, log_dir: Path
+) -> LatencyRun:
+    """Drain `backlog` routine scans with stat scans enqueued behind them; collect the delays."""
+    settings = env.settings(env.fresh_database(backend), batch_size=batch_size)
+    prepare(settings)
+    engine = read_engine(settings)
+    worker_env = worker_environment(settings)
+    routine = Worker("worker", "stat,scans", f"lat-routine-{backend}", worker_env, log_dir)
+    urgent = Worker("worker", "urgent", f"lat-urgent-{backend}", worker_env, log_dir)
+    try:
+        routine.wait_ready(settings.redis_url)
+        urgent.wait_ready(settings.redis_url)
+        warm_up(env.scans, settings, engine, timeout=300)
+        before = count(engine, Result.__table__)
+        started = time.perf_counter()
+        backlog_ids = set(enqueue(env.scans[:backlog], settings))
+        stat_submitted: dict[str, datetime] = {}
+        for image in env.scans[-STAT_SCANS:]:
+            if count(engine, Result.__table__) >= before + backlog:
+                break  # the backlog is gone: later stat scans would not be behind it
+            moment = datetime.now(UTC)
+            (scan_id,) = enqueue(image[None], settings, priority="stat")
+            stat_submitted[scan_id] = moment
+            time.sleep(STAT_INTERVAL_S)
+        total = before + backlog + len(stat_submitted)
+        wait_for(lambda: count(engine, Result.__table__) >= total, "backlog results", 900)
+        drained = time.perf_counter() - started
+        wait_for(lambda: _unescalated(engine) == 0, "escalations", 120)
+        escalation_ms = _escalation_ms(engine, backlog_ids | set(stat_submitted))
+        stat_ms = _stat_ms(engine, stat_submitted)
+        return LatencyRun(
+            escalation_ms, stat_ms, backlog, drained, routine.peak_rss_mib(), urgent.peak_rss_mib()
+        )
+    finally:
+        routine.stop()
+        urgent.stop()
+        engine.dispose()
+
+
+def _unescalated(engine: sa.Engine) -> int:
+    results, cases = Result.__table__, UrgentCase.__table__
+    with engine.connect() as connection:
+        urgent = connection.execute(
+            sa.select(sa.func.count()).select_from(results).where(results.c.urgent)
+        ).scalar()
+    return int(urgent) - count(engine, cases)
+
+
+def _escalation_ms(engine: sa.Engine, scan_ids: set[str]) -> list[float]:
+    cases = UrgentCase.__table__
+    query = sa.select(cases.c.scan_id, cases.c.classified_at, cases.c.escalated_at)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        (as_utc(row.escalated_at) - as_utc(row.classified_at)).total_seconds() * 1000
+        for row in rows
+        if row.scan_id in scan_ids
+    ]
+
+
+def _stat_ms(engine: sa.Engine, submitted: dict[str, datetime]) -> list[float]:
+    results = Result.__table__
+    query = sa.select(results.c.scan_id, results.c.classified_at).where(
+        results.c.scan_id.in_(list(submitted))
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        (as_utc(row.classified_at) - submitted[row.scan_id]).total_seconds() * 1000 for row in rows
+    ]

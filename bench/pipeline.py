@@ -1,0 +1,120 @@
+"""Stage 2: end-to-end throughput of the real pipeline with one routine worker process.
+
+The clock runs from the first enqueue call (validation, the ledger insert, publishing the jobs)
+to the moment the last result row is visible in the database: the whole pipeline. Scans are
+submitted through `worker.client.submit_images` in chunks, as a hospital system would send
+studies, so the worker starts on the first chunk while later ones are still arriving.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+from bench.environment import BenchEnvironment, worker_environment
+from bench.workers import Worker, wait_for
+from schemas.settings import Settings
+from schemas.tables import Result, Scan, UrgentCase
+
+ENQUEUE_CHUNK = 1000
+WARMUP_SCANS = 64
+POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    scans: int
+    seconds: float
+    enqueue_seconds: float
+    worker_peak_rss_mib: float
+
+    @property
+    def scans_per_s(self) -> float:
+        return self.scans / self.seconds
+
+
+def read_engine(settings: Settings) -> sa.Engine:
+    """A plain engine for the benchmark's polling (no write lock: SQLite readers under WAL)."""
+    return sa.create_engine(settings.resolved_database_url, poolclass=sa.pool.NullPool)
+
+
+def count(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(sa.select(sa.func.count()).select_from(table)).scalar())
+
+
+def enqueue(images: np.ndarray, settings: Settings, priority: str = "routine") -> list[str]:
+    """Submit `images` in chunks through the client API; returns the scan ids."""
+    from worker.client import submit_images
+
+    ids: list[str] = []
+    for start in range(0, len(images), ENQUEUE_CHUNK):
+        submission = submit_images(
+            images[start : start + ENQUEUE_CHUNK], priority=priority, settings=settings
+        )
+        if submission.rejected:
+            raise RuntimeError(f"benchmark scans rejected: {submission.rejected[0]}")
+        ids += [scan_id for scan_id, _ in submission.queued]
+    return ids
+
+
+def prepare(settings: Settings) -> None:
+    from worker.database import engine_for, ensure_schema
+
+    ensure_schema(engine_for(settings.resolved_database_url))
+
+
+def warm_up(images: np.ndarray, settings: Settings, engine: sa.Engine, timeout: float) -> None:
+    """One small job through the worker first: model traced, connections open."""
+    enqueue(images[:WARMUP_SCANS], settings)
+    wait_for(lambda: count(engine, Result.__table__) >= WARMUP_SCANS, "warm-up", timeout)
+
+
+def run_pipeline(
+    env: BenchEnvironment, backend: str, scans: int, batch_size: int, log_dir: Path
+) -> PipelineRun:
+    """Enqueue `scans` phantoms and time them through one routine worker on `backend`."""
+    settings = env.settings(env.fresh_database(backend), batch_size=batch_size)
+    prepare(settings)
+    engine = read_engine(settings)
+    worker = Worker(
+        "worker", "stat,scans", f"routine-{backend}", worker_environment(settings), log_dir
+    )
+    try:
+        worker.wait_ready(settings.redis_url)
+        warm_up(env.scans, settings, engine, timeout=300)
+        baseline = count(engine, Result.__table__)
+        images = env.scans[:scans]
+        started = time.perf_counter()
+        enqueue(images, settings)
+        enqueued = time.perf_counter() - started
+        target = baseline + len(images)
+        deadline = started + max(600.0, scans / 5)
+        while count(engine, Result.__table__) < target:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"pipeline on {backend}: results missing after the deadline")
+            time.sleep(POLL_S)
+        seconds = time.perf_counter() - started
+        _check_done(engine, target)
+        return PipelineRun(len(images), seconds, enqueued, worker.peak_rss_mib())
+    finally:
+        worker.stop()
+        engine.dispose()
+
+
+def _check_done(engine: sa.Engine, expected: int) -> None:
+    scans = Scan.__table__
+    with engine.connect() as connection:
+        done = connection.execute(
+            sa.select(sa.func.count()).select_from(scans).where(scans.c.status == "done")
+        ).scalar()
+    if done != expected:
+        raise RuntimeError(f"expected {expected} scans done, found {done}")
+
+
+def urgent_rows(engine: sa.Engine) -> int:
+    return count(engine, UrgentCase.__table__)
