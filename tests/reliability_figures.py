@@ -31,12 +31,18 @@ def tables(lines: list[dict]) -> str:
     """Markdown: one row per fault test, then the bad-input totals."""
     faults = [line for line in lines if line["kind"] == "fault"]
     bad = [line for line in lines if line["kind"] == "bad_input"]
-    out = ["| fault test | " + " | ".join(FAULT_COLUMNS) + " |"]
-    out.append("|---" * (len(FAULT_COLUMNS) + 1) + "|")
+    out = ["| fault test | " + " | ".join(FAULT_COLUMNS) + " | also |"]
+    out.append("|---" * (len(FAULT_COLUMNS) + 2) + "|")
     for line in faults:
-        out.append(f"| {line['name']} | " + " | ".join(str(line[c]) for c in FAULT_COLUMNS) + " |")
+        also = ", ".join(
+            f"{key} {value}"
+            for key, value in line.items()
+            if key not in (*FAULT_COLUMNS, "kind", "name")
+        )
+        cells = " | ".join(str(line[c]) for c in FAULT_COLUMNS)
+        out.append(f"| {line['name']} | {cells} | {also} |")
     totals = {c: sum(line[c] for line in faults) for c in FAULT_COLUMNS[:-1]}
-    out.append("| **total** | " + " | ".join(str(totals[c]) for c in FAULT_COLUMNS[:-1]) + " | |")
+    out.append("| **total** | " + " | ".join(str(totals[c]) for c in FAULT_COLUMNS[:-1]) + " | | |")
     out += ["", "| bad-input catalogue | kinds tried | rejected correctly |", "|---|---|---|"]
     groups: dict[str, list[int]] = {}
     for line in bad:
