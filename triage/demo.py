@@ -15,23 +15,20 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from schemas.model_card import (
-    CLASS_NAMES,
-    URGENT_CLASS,
     ModelNotFoundError,
     read_card,
     resolve_model_dir,
 )
 from schemas.settings import Settings
+from triage.demo_report import show_results
 from triage.demo_workers import DemoError, WorkerProcesses
 
 TRAIN_MIX = (0.34, 0.33, 0.33)  # many distinct urgent phantoms: a quick model learns them best
 BATCH_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
 DEMO_CANDIDATES = ("baseline_2conv",)
 POLL_SECONDS = 0.25
-WORKLIST_ROWS = 15
 
 
 @dataclass(frozen=True)
@@ -249,62 +246,4 @@ def stuck_message(
     return (
         f"timed out after {timeout:.0f} s with {len(stuck)} scans unfinished: {shown}{more}; "
         f"worker logs: {workers.log_dir}"
-    )
-
-
-def show_results(settings: Settings, result: DemoResult, console: Console) -> None:
-    """The urgent worklist of this batch, then counts per class and throughput."""
-    from worker.database import engine_for
-    from worker.worklist import list_results, worklist
-
-    engine = engine_for(settings.resolved_database_url)
-    batch = set(result.scan_ids)
-    cases = [case for case in worklist(engine) if case["scan_id"] in batch]
-    table = Table(title=f"Urgent worklist ({len(cases)} open cases from this batch)")
-    for column in ("#", "scan id", "accession", "P(class 2)", "on the list after"):
-        table.add_column(column, justify="left" if column in ("scan id", "accession") else "right")
-    for rank, case in enumerate(cases[:WORKLIST_ROWS], 1):
-        listed_after = (case["escalated_at"] - case["received_at"]).total_seconds()
-        table.add_row(
-            str(rank),
-            case["scan_id"],
-            case["accession"] or "",
-            f"{case['p2']:.3f}",
-            f"{listed_after:.1f} s",
-        )
-    console.print(table)
-    if len(cases) > WORKLIST_ROWS:
-        console.print(f"... and {len(cases) - WORKLIST_ROWS} more: `triage urgent` lists them all")
-
-    rows = [row for row in list_results(engine) if row["scan_id"] in batch]
-    predicted = np.bincount([row["predicted"] for row in rows], minlength=len(CLASS_NAMES))
-    truth = np.bincount(result.labels, minlength=len(CLASS_NAMES))
-    flagged = {row["scan_id"] for row in rows if row["urgent"]}
-    truly_urgent = {
-        scan_id
-        for scan_id, label in zip(result.scan_ids, result.labels, strict=True)
-        if label == URGENT_CLASS
-    }
-    summary = Table(title=f"Summary (model {result.model_version}, synthetic phantoms)")
-    summary.add_column("class")
-    summary.add_column("phantoms", justify="right")
-    summary.add_column("predicted", justify="right")
-    for index, name in enumerate(CLASS_NAMES):
-        summary.add_row(f"{index} {name}", str(truth[index]), str(predicted[index]))
-    console.print(summary)
-    caught = len(flagged & truly_urgent)
-    console.print(
-        f"{len(rows)} of {len(result.scan_ids)} scans classified in "
-        f"{result.seconds_to_classify:.1f} s ({result.throughput:.1f} scans/s); "
-        f"{len(flagged)} flagged urgent, {caught} of {len(truly_urgent)} urgent phantoms caught; "
-        f"{len(cases)} on the worklist."
-    )
-    console.print(
-        f"urgent flag: P(class 2) >= {result.urgent_threshold:.3f}, the threshold the trainer "
-        "chose on validation to reach the target class-2 recall (missing an urgent case costs "
-        "more than a false alarm)."
-    )
-    console.print(
-        "next: `triage urgent`, `triage results`, `triage stats`; the README shows the same "
-        "flow on your own data."
     )
