@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import Settings
+from schemas.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -139,12 +139,18 @@ def test_workers_serve_their_queues_and_wait_for_migrations(compose: dict) -> No
     assert queues == {"worker": "stat,scans", "worker-urgent": "urgent"}
 
 
-def test_every_command_exists_in_the_project(compose: dict) -> None:
+def test_every_command_exists_in_the_project(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import typer.main
     from celery.bin.celery import celery as celery_cli
 
     from triage.cli import app
 
+    # reading worker.app's configuration resolves the broker URL: name one, so that no
+    # embedded Redis is started for this test (nothing connects to it)
+    monkeypatch.setenv("TRIAGE_REDIS_URL", "redis://127.0.0.1:9/0")
+    get_settings.cache_clear()
     triage_cli = typer.main.get_command(app)
     for name in PROJECT_SERVICES:
         service = compose["services"][name]
