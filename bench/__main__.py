@@ -24,20 +24,24 @@ from bench.pipeline import run_pipeline
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
+FULL = (10_000, 500, 10_240)  # pipeline and backlog, naive peer, ceiling
+QUICK = (300, 20, 1_024)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--scans", type=int, default=10_000, help="pipeline scans and backlog")
-    parser.add_argument("--naive-scans", type=int, default=500, help="scans for the naive peer")
-    parser.add_argument("--ceiling-scans", type=int, default=10_240, help="scans for the ceiling")
+    parser.add_argument("--scans", type=int, help="pipeline scans and backlog (10,000)")
+    parser.add_argument("--naive-scans", type=int, help="scans for the naive peer (500)")
+    parser.add_argument("--ceiling-scans", type=int, help="scans for the ceiling (10,240)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: TRIAGE_BATCH_SIZE")
-    parser.add_argument("--quick", action="store_true", help="300 / 20 / 1,024 scans")
+    parser.add_argument("--quick", action="store_true", help="defaults of 300 / 20 / 1,024 scans")
     parser.add_argument("--model-dir", type=Path, default=None, help="reuse a published model root")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON path")
     options = parser.parse_args(argv)
-    if options.quick:
-        options.scans, options.naive_scans, options.ceiling_scans = 300, 20, 1024
+    defaults = QUICK if options.quick else FULL
+    for name, default in zip(("scans", "naive_scans", "ceiling_scans"), defaults, strict=True):
+        if getattr(options, name) is None:
+            setattr(options, name, default)
     for name in ("scans", "naive_scans", "ceiling_scans"):
         if getattr(options, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
@@ -87,12 +91,13 @@ def main(argv: list[str] | None = None) -> dict:
 
         console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
         ceiling_rate = ceiling(model_dir, options.ceiling_scans)
-        pipeline, rss = {}, []
+        pipeline, rss, tree_rss = {}, [], []
         for backend in BACKENDS:
             console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
             run = run_pipeline(env, backend, options.scans, batch_size, logs)
             pipeline[backend] = run.scans_per_s
             rss.append(run.worker_peak_rss_mib)
+            tree_rss.append(run.worker_tree_peak_rss_mib)
         console.print(f"naive peer: {options.naive_scans:,} scans ...")
         naive_rate = run_naive(env, options.naive_scans, logs)
         latency = {}
@@ -123,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for backend, run in latency.items()
             },
             "worker_peak_rss_mib": max(rss),
+            "worker_tree_peak_rss_mib": max(tree_rss),
             "counts": {
                 "pipeline": options.scans,
                 "backlog": options.scans,

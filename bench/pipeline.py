@@ -31,6 +31,7 @@ class PipelineRun:
     seconds: float
     enqueue_seconds: float
     worker_peak_rss_mib: float
+    worker_tree_peak_rss_mib: float
 
     @property
     def scans_per_s(self) -> float:
@@ -100,7 +101,9 @@ def run_pipeline(
             time.sleep(POLL_S)
         seconds = time.perf_counter() - started
         _check_done(engine, target)
-        return PipelineRun(len(images), seconds, enqueued, worker.peak_rss_mib())
+        return PipelineRun(
+            len(images), seconds, enqueued, worker.peak_rss_mib(), worker.tree_peak_rss_mib()
+        )
     finally:
         worker.stop()
         engine.dispose()

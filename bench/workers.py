@@ -56,7 +56,11 @@ class Worker:
         wait_until(answers, what=f"worker {self.name}", timeout=READY_TIMEOUT_S, interval=0.2)
 
     def peak_rss_mib(self) -> float:
-        """Sum of VmHWM (peak resident set) over the worker and its pool children, in MiB."""
+        """The largest VmHWM (peak resident set) among the worker and its pool children, MiB."""
+        return max(_vm_hwm_kib(pid) for pid in self.tree()) / 1024
+
+    def tree_peak_rss_mib(self) -> float:
+        """VmHWM summed over the worker and its pool children, in MiB (an upper bound)."""
         return sum(_vm_hwm_kib(pid) for pid in self.tree()) / 1024
 
     def tree(self) -> list[int]:

@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     urgent_recall: float = Field(
         0.95, gt=0, le=1, description="Class-2 recall the trainer's urgent threshold aims for."
     )
-    batch_size: int = Field(64, ge=1, le=4096, description="Scans per classification job.")
+    batch_size: int = Field(
+        256, ge=1, le=4096, description="Scans per classification job (one forward pass)."
+    )
     notify_url: str | None = Field(
         None, description="Optional webhook that receives {scan_id} for each urgent case."
     )
