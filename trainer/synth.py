@@ -19,6 +19,7 @@ import numpy as np
 
 SIZE = 64
 DEFAULT_MIX = (0.79, 0.18, 0.03)
+MIN_URGENT_PIXELS = 30
 _ROWS, _COLS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
 
@@ -129,10 +130,19 @@ def _add_benign(
 def _add_urgent(
     image: np.ndarray, lung_mask: np.ndarray, points: np.ndarray, rng: np.random.Generator
 ) -> None:
-    y, x = points[rng.integers(len(points))]
-    if rng.random() < 0.65:
-        region = _blob(y, x, rng.uniform(3.0, 7.5), rng) & lung_mask
-        image[region] = rng.uniform(90, 150)
-        return
-    region = _ellipse(y, x, rng.uniform(4, 8), rng.uniform(3, 6), rng.uniform(0, np.pi)) & lung_mask
-    image[region] = image[region] * 0.3 + rng.uniform(60, 100)
+    """A mass or consolidation of at least MIN_URGENT_PIXELS inside the lungs: urgent findings
+    are never hidden at a lung's edge (a faint urgent phantom teaches a low urgent threshold)."""
+    for attempt in range(20):
+        last = attempt == 19
+        y, x = points[rng.integers(len(points))]
+        if rng.random() < 0.65:
+            region = _blob(y, x, rng.uniform(4.5, 8.0), rng) & lung_mask
+            if last or region.sum() >= MIN_URGENT_PIXELS:
+                image[region] = rng.uniform(110, 160)
+                return
+        else:
+            shape = _ellipse(y, x, rng.uniform(6, 9), rng.uniform(5, 7), rng.uniform(0, np.pi))
+            region = shape & lung_mask
+            if last or region.sum() >= MIN_URGENT_PIXELS:
+                image[region] = image[region] * 0.3 + rng.uniform(85, 120)
+                return
