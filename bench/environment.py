@@ -100,6 +100,20 @@ def publish_model(model_root: Path, console) -> Path:  # noqa: ANN001 - rich Con
     )
 
 
+def _point_settings_at(directory: Path, redis_url: str) -> None:
+    """This process's own settings name the benchmark's Redis and data dir too.
+
+    The Celery app computes its default broker from `get_settings()` the first time its
+    configuration is read, even when a call passes explicit settings; without this, that would
+    start an embedded Redis under ~/.triage.
+    """
+    from schemas.settings import get_settings
+
+    os.environ["TRIAGE_DATA_DIR"] = str(directory / "data")
+    os.environ["TRIAGE_REDIS_URL"] = redis_url
+    get_settings.cache_clear()
+
+
 def open_environment(
     stack: ExitStack,
     scans: int,
@@ -114,6 +128,7 @@ def open_environment(
     stack.callback(shutil.rmtree, directory, ignore_errors=True)
     redis_server = RedisServer(directory / "redis").start()
     stack.callback(redis_server.stop)
+    _point_settings_at(directory, redis_server.url)
     postgres_url = os.environ.get("TRIAGE_TEST_POSTGRES_URL")
     if not postgres_url and postgres_bin_dir() is not None:
         server = PostgresServer(directory / "postgres").start()
