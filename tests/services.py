@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,6 +91,11 @@ class RedisServer:
                     path.unlink()
                 else:
                     shutil.rmtree(path)
+
+
+def redis_url_with_database(url: str, number: int) -> str:
+    """The same Redis server, database `number` (the URL may or may not name one)."""
+    return re.sub(r"/\d*$", "", url.rstrip("/")) + f"/{number}"
 
 
 def postgres_bin_dir() -> Path | None:

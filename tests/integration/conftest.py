@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import pytest
 import redis
 
 from schemas.settings import get_settings
-from tests.services import wait_until
+from tests.services import redis_url_with_database, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _redis_databases = itertools.cycle(range(1, 16))
@@ -106,10 +105,6 @@ def _stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGKILL)
     if process.poll() is None:
         process.wait(timeout=10)
-
-
-def redis_url_with_database(url: str, number: int) -> str:
-    return re.sub(r"/\d*$", "", url.rstrip("/")) + f"/{number}"
 
 
 def make_pipeline(

@@ -25,9 +25,9 @@ from PIL import Image
 
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
-from tests.integration.conftest import redis_url_with_database
 from tests.reliability_figures import record
 from tests.schemas.test_bad_inputs import REFUSED
+from tests.services import redis_url_with_database
 from worker.client import submit_images, submit_scans
 from worker.database import engine_for, ensure_schema
 from worker.worklist import status_counts

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, UrgentCase
+from tests.services import redis_url_with_database
 from worker.monitor import PRIORITY_SEPARATOR, queue_depths, redis_client, take_snapshot
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count
@@ -19,7 +20,7 @@ MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not co
 
 @pytest.fixture
 def broker(redis_server: str) -> redis.Redis:
-    url = redis_server.rsplit("/", 1)[0] + f"/{MONITOR_DB}"
+    url = redis_url_with_database(redis_server, MONITOR_DB)
     client = redis_client(url)
     client.flushdb()
     yield client

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
+from tests.services import redis_url_with_database
 from triage.cli import app
 
 runner = CliRunner()
@@ -20,11 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def broker(redis_server: str, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
-    url = (
-        redis_server.rstrip("/").rsplit("/", 1)[0] + "/15"
-        if redis_server.count("/") > 2
-        else redis_server + "/15"
-    )
+    url = redis_url_with_database(redis_server, 15)
     monkeypatch.setenv("TRIAGE_REDIS_URL", url)
     get_settings.cache_clear()
     client = redis.Redis.from_url(url)
