@@ -66,16 +66,20 @@ def urgent_flag_metrics(
 
 
 def choose_urgent_threshold(
-    labels: np.ndarray, urgent_probability: np.ndarray, target_recall: float
+    labels: np.ndarray,
+    urgent_probability: np.ndarray,
+    target_recall: float,
+    ceiling: float = 1.0,
 ) -> float:
-    """The highest threshold on P(class 2) whose class-2 recall reaches `target_recall`."""
+    """The highest threshold on P(class 2) whose class-2 recall reaches `target_recall`, but
+    at most `ceiling` (a lower threshold only raises the validation recall further)."""
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
     scores = np.sort(np.asarray(urgent_probability)[np.asarray(labels) == URGENT_CLASS])[::-1]
     if len(scores) == 0:
         raise ValueError("no class-2 scans in the validation split: cannot pick a threshold")
     needed = math.ceil(target_recall * len(scores) - 1e-9)
-    return float(scores[needed - 1])
+    return min(float(scores[needed - 1]), ceiling)
 
 
 def select_best(validation_macro_f1: dict[str, float]) -> str:

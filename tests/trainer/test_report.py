@@ -18,6 +18,15 @@ def test_threshold_reaches_the_requested_validation_recall(target: float) -> Non
     assert urgent_flag_metrics(labels, urgent_probability, higher)["urgent_recall"] < target
 
 
+def test_threshold_ceiling_only_lowers_it() -> None:
+    labels = np.array([0, 1, 2, 2, 2, 2])
+    urgent_probability = np.array([0.1, 0.3, 0.9, 0.95, 0.97, 0.99])
+    assert choose_urgent_threshold(labels, urgent_probability, 1.0) == pytest.approx(0.9)
+    capped = choose_urgent_threshold(labels, urgent_probability, 1.0, ceiling=0.5)
+    assert capped == pytest.approx(0.5)
+    assert choose_urgent_threshold(labels, urgent_probability, 1.0, ceiling=0.95) == 0.9
+
+
 def test_threshold_needs_urgent_cases() -> None:
     with pytest.raises(ValueError, match="no class-2"):
         choose_urgent_threshold(np.array([0, 1]), np.array([0.2, 0.9]), 0.95)
