@@ -255,6 +255,34 @@ def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[
     return added
 
 
+def mark_notified(engine: Engine, scan_ids: Sequence[str]) -> None:
+    """Record that these worklist cases were paged."""
+    now = utcnow()
+    with engine.begin() as connection:
+        for start in range(0, len(scan_ids), ID_CHUNK):
+            chunk = scan_ids[start : start + ID_CHUNK]
+            connection.execute(
+                urgent_cases.update()
+                .where(urgent_cases.c.scan_id.in_(chunk), urgent_cases.c.notified_at.is_(None))
+                .values(notified_at=now)
+            )
+
+
+def unpaged_cases(engine: Engine, escalated_before: datetime, limit: int) -> list[str]:
+    """Worklist cases put on the list before `escalated_before` whose page never went out."""
+    query = (
+        sa.select(urgent_cases.c.scan_id)
+        .where(
+            urgent_cases.c.notified_at.is_(None),
+            urgent_cases.c.escalated_at < escalated_before,
+        )
+        .order_by(urgent_cases.c.escalated_at)
+        .limit(limit)
+    )
+    with engine.begin() as connection:
+        return list(connection.execute(query).scalars())
+
+
 def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
     with engine.begin() as connection:
         rows = [dict(row._mapping) for row in connection.execute(query)]

@@ -12,7 +12,10 @@ the urgent worker (`celery -A worker worker -Q urgent -B`). Each run reads ids a
   to the `stat` queue, which workers serve first, so none waits past the cap behind new routine
   work (the original message becomes a no-op: classification is idempotent);
 - re-sends escalations of urgent results missing from the worklist when the `urgent` queue is
-  empty (the message was lost); the worklist insert is idempotent.
+  empty (the message was lost); the worklist insert is idempotent;
+- pages again worklist cases whose page never went out (`notified_at` unset for longer than
+  one reconcile period: the urgent worker died between worklist and page, or the webhook
+  failed).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ MOVE_AHEAD_AT = 0.5  # fraction of max_wait_seconds after which a routine scan i
 
 PublishJobs = Callable[[Sequence[str], str], None]  # (scan ids, "routine" | "stat")
 PublishEscalation = Callable[[Escalation], None]
+Page = Callable[[Sequence[str]], object]  # (scan ids) -> pages the clinicians
 
 
 @dataclass
@@ -47,6 +51,7 @@ class ReconcileReport:
     moved_ahead: int = 0
     failed: int = 0
     escalations: int = 0
+    repaged: int = 0
     failed_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -70,6 +75,7 @@ def reconcile(
     publish_escalation: PublishEscalation,
     urgent_queue_empty: bool,
     now: datetime | None = None,
+    page: Page | None = None,
 ) -> ReconcileReport:
     """One reconciliation pass over the ledger; publishing is done by the given callables."""
     now = now or utcnow()
@@ -93,7 +99,13 @@ def reconcile(
         for escalation in _missing_escalations(engine, cutoff):
             publish_escalation(escalation)
             report.escalations += 1
-    if any((report.republished, report.moved_ahead, report.failed, report.escalations)):
+    if page is not None:
+        grace = timedelta(seconds=settings.reconcile_every_seconds)
+        unpaged = ledger.unpaged_cases(engine, now - grace, SCANS_PER_RUN)
+        if unpaged:
+            page(unpaged)
+        report.repaged = len(unpaged)
+    if any(report.as_dict().values()):
         log.warning("reconciled: %s", ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
     return report
 
@@ -182,7 +194,7 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
     from worker.client import publish_jobs
     from worker.database import engine_for
     from worker.monitor import queue_depths, redis_client
-    from worker.tasks import publish_escalation
+    from worker.tasks import page_clinicians, publish_escalation
 
     engine = engine_for(settings.resolved_database_url)
     urgent_waiting = queue_depths(redis_client(broker_url(settings)), (URGENT_QUEUE,))
@@ -192,4 +204,5 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
         lambda ids, priority: publish_jobs(ids, priority, settings),
         publish_escalation,
         urgent_queue_empty=urgent_waiting[URGENT_QUEUE] == 0,
+        page=lambda scan_ids: page_clinicians(settings, scan_ids),
     )

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from schemas.messages import ClassifyJob, Escalation
 from schemas.model_card import ModelNotFoundError
 from schemas.scans import SCAN_SIZE
-from schemas.settings import get_settings
+from schemas.settings import Settings, get_settings
 from worker import ledger
 from worker.app import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK, app
 from worker.database import engine_for
@@ -202,11 +202,27 @@ def escalate(self, payload: dict[str, Any] | list[dict[str, Any]]) -> int:  # no
         raise self.retry(
             exc=TransientError(reason), countdown=backoff(self.request.retries)
         ) from None
-    for scan_id in added:
-        log.warning("URGENT scan %s is on the worklist", scan_id)
-        if settings.notify_url:
-            notify(settings.notify_url, scan_id)
+    page_clinicians(settings, added)
     return len(added)
+
+
+def page_clinicians(settings: Settings, scan_ids: Sequence[str]) -> list[str]:
+    """Page each new worklist case (log line, webhook if set); record the pages that went out.
+
+    A case whose page failed (webhook down, worker killed) keeps no `notified_at`, and the
+    reconciler pages it again.
+    """
+    paged = []
+    for scan_id in scan_ids:
+        log.warning("URGENT scan %s is on the worklist", scan_id)
+        if not settings.notify_url or notify(settings.notify_url, scan_id):
+            paged.append(scan_id)
+    if paged:
+        try:
+            ledger.mark_notified(engine_for(settings.resolved_database_url), paged)
+        except RETRYABLE as error:  # the reconciler pages them again: twice beats never
+            log.error("could not record %d pages: %s", len(paged), describe(error))
+    return paged
 
 
 def notify(url: str, scan_id: str) -> bool:

@@ -9,6 +9,7 @@ urgent worker) re-sends what the ledger says is unfinished. Figures go to TRIAGE
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -198,6 +199,10 @@ class SlowWebhook(BaseHTTPRequestHandler):
         """Quiet."""
 
 
+def paged_ids() -> set[str]:
+    return {json.loads(body)["scan_id"] for body in SlowWebhook.calls}
+
+
 @pytest.fixture
 def webhook() -> Iterator[str]:
     SlowWebhook.calls = []
@@ -231,10 +236,17 @@ def test_urgent_worker_killed_while_escalations_are_pending(
     wait_for(lambda: settled(engine, 500, len(urgent)), "the worklist to be complete", timeout=90)
 
     figures = check_exactly_once(engine, ids, urgent)
-    notified = set(SlowWebhook.calls)
-    # every case still pending at the kill is paged after recovery; cases the killed worker had
-    # put on the worklist but not yet paged are not (the worklist is the record: RELIABILITY.md)
-    assert pending <= len(notified) <= len(urgent)
+    # every case is paged, also those the killed worker had put on the worklist but not paged:
+    # the reconciler pages again whatever has no `notified_at`
+    wait_for(lambda: paged_ids() >= urgent, "every urgent case paged", timeout=60)
+    with engine.connect() as connection:
+        unpaged = connection.scalar(
+            sa.select(sa.func.count())
+            .select_from(UrgentCase)
+            .where(UrgentCase.notified_at.is_(None))
+        )
+    assert unpaged == 0
+    notified = paged_ids()
     record(
         "fault",
         "urgent worker SIGKILL with escalations pending",

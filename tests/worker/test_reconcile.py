@@ -6,7 +6,7 @@ tests/integration/test_faults.py runs the same code against real Redis and worke
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -73,7 +73,7 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
     broker = Broker()
 
     assert broker.run(engine, 30).as_dict() == dict.fromkeys(
-        ("republished", "moved_ahead", "failed", "escalations"), 0
+        ("republished", "moved_ahead", "failed", "escalations", "repaged"), 0
     )  # not stuck yet
     report = broker.run(engine, 61)
     assert report.republished == 5 and sorted(broker.jobs["routine"]) == sorted(queued + processing)
@@ -154,3 +154,46 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
     assert broker.run(engine, 120).escalations == 0
     with engine.connect() as connection:
         assert connection.scalar(sa.select(sa.func.count()).select_from(ledger.urgent_cases)) == 1
+
+
+def test_worklist_cases_never_paged_are_paged_again_until_recorded(
+    engine,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.tasks import page_clinicians
+
+    paged, unpaged = add(engine, 2)
+    for scan_id in (paged, unpaged):
+        ledger.add_urgent_case(
+            engine, Escalation(scan_id=scan_id, p2=0.9, model_version="v1", classified_at=utcnow())
+        )
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    # a webhook that is down: nothing recorded as paged
+    monkeypatch.setenv("TRIAGE_NOTIFY_URL", "http://127.0.0.1:9/unreachable")
+    get_settings.cache_clear()
+    assert page_clinicians(get_settings(), [paged, unpaged]) == []
+    monkeypatch.delenv("TRIAGE_NOTIFY_URL")
+    get_settings.cache_clear()
+    assert page_clinicians(get_settings(), [paged]) == [
+        paged
+    ]  # no webhook: the log line is the page
+
+    pages: list[list[str]] = []
+    broker = Broker()
+
+    def run(now: datetime) -> int:
+        return reconcile(
+            engine,
+            get_settings(),
+            broker.publish_jobs,
+            broker.publish_escalation,
+            True,
+            now=now,
+            page=lambda ids: pages.append(list(ids)),
+        ).repaged
+
+    assert run(utcnow()) == 0, "a case escalated just now may still be being paged"
+    later = utcnow() + timedelta(seconds=get_settings().reconcile_every_seconds + 1)
+    assert run(later) == 1 and pages == [[unpaged]]
+    ledger.mark_notified(engine, [unpaged])
+    assert run(later) == 0
