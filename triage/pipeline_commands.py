@@ -146,7 +146,7 @@ def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` pr
     for key in (
         "status", "priority", "accession", "source", "received_at", "published_at",
         "started_at", "attempts", "classified_at", "predicted", "p2", "urgent",
-        "model_version", "escalated_at", "acknowledged_at", "error",
+        "model_version", "escalated_at", "notified_at", "acknowledged_at", "error",
     ):  # fmt: skip
         value = found[key]
         shown = _short_time(value) if isinstance(value, datetime) else value

@@ -74,6 +74,7 @@ def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
             results.c.model_version,
             results.c.classified_at,
             urgent_cases.c.escalated_at,
+            urgent_cases.c.notified_at,
             urgent_cases.c.acknowledged_at,
         )
         .outerjoin(results, results.c.scan_id == scans.c.id)
