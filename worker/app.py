@@ -61,9 +61,9 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
-# The broker URL is computed on first use, not at import: `import worker` must not start the
-# embedded Redis (see worker/broker.py).
-app.add_defaults(lambda: {"broker_url": broker_url(get_settings())})
+# The broker URL is computed on first use, and reading it never starts the embedded Redis:
+# a worker starts it at boot (below), producers when they publish (worker/client.py).
+app.add_defaults(lambda: {"broker_url": broker_url(get_settings(), start=False)})
 
 _serves_classification = True
 
@@ -73,6 +73,12 @@ def _schedule_reconciler(sender: Celery, **_: Any) -> None:
     """The beat (`-B` on the urgent worker) runs the reconciler every reconcile_every_seconds."""
     every = get_settings().reconcile_every_seconds
     sender.add_periodic_task(every, sender.signature(RECONCILE_TASK), expires=every)
+
+
+@signals.worker_init.connect
+def _start_embedded_broker(**_: Any) -> None:
+    """With no TRIAGE_REDIS_URL, make sure the embedded Redis runs before the worker connects."""
+    broker_url(get_settings())
 
 
 @signals.worker_init.connect

@@ -23,11 +23,21 @@ log = logging.getLogger(__name__)
 SOCKET_NAME = "redis.sock"
 
 
-def broker_url(settings: Settings) -> str:
-    """The broker URL to use: the configured one, or the embedded server's (started if needed)."""
+def broker_url(settings: Settings, start: bool = True) -> str:
+    """The broker URL to use: the configured one, or the embedded server's.
+
+    With `start`, the embedded server is started if it is not running; without, only its URL
+    is computed (Celery's configuration uses that, so reading it has no side effects).
+    """
     if settings.redis_url:
         return settings.redis_url
-    return ensure_embedded_redis(settings.resolved_data_dir / "redis")
+    directory = settings.resolved_data_dir / "redis"
+    return ensure_embedded_redis(directory) if start else embedded_redis_url(directory)
+
+
+def embedded_redis_url(directory: Path) -> str:
+    """The URL of the embedded server under `directory` (running or not)."""
+    return f"redis+socket://{(directory / SOCKET_NAME).resolve()}"
 
 
 def ensure_embedded_redis(directory: Path, timeout: float = 10.0) -> str:
@@ -38,7 +48,7 @@ def ensure_embedded_redis(directory: Path, timeout: float = 10.0) -> str:
         raise ValueError(
             f"{socket_path}: path too long for a Unix socket; set a shorter TRIAGE_DATA_DIR"
         )
-    url = f"redis+socket://{socket_path}"
+    url = embedded_redis_url(directory)
     if _answers(socket_path):
         return url
     with (directory / "start.lock").open("w") as lock:
