@@ -111,14 +111,21 @@ def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed:
     return dataset.prefetch(2)
 
 
+def combine_results(candidate: Candidate, members: list[FitResult]) -> FitResult:
+    """An ensemble of already trained candidates: mean softmax, no further training."""
+    histories = [history for member in members for history in member.histories]
+    return FitResult(_average([m.model for m in members], candidate.name), histories, 0.0)
+
+
 def _average(members: list, name: str):  # noqa: ANN001, ANN202
     import keras
 
     if len(members) == 1:
         return members[0]
     inputs = keras.Input(members[0].input_shape[1:])
-    for index, member in enumerate(members):
-        member.name = f"{name}_member{index + 1}"
+    if len({member.name for member in members}) < len(members):  # same design: unique names
+        for index, member in enumerate(members):
+            member.name = f"{name}_member{index + 1}"
     outputs = keras.layers.Average()([member(inputs) for member in members])
     return keras.Model(inputs, outputs, name=name)
 

@@ -24,7 +24,7 @@ from trainer.data import (
     scan_set_from_arrays,
     split_indices,
 )
-from trainer.fit import configure_tensorflow, fit_candidate, predict_proba
+from trainer.fit import combine_results, configure_tensorflow, fit_candidate, predict_proba
 from trainer.publish import library_versions, new_version, publish, staging_dir
 from trainer.report import (
     candidate_table,
@@ -37,6 +37,10 @@ from trainer.report import (
 )
 
 DEFAULT_EPOCHS = 60
+# The validation split holds about 20 patients' urgent slices: when a model is very sure of
+# them, the threshold reaching the target recall there climbs high and misses urgent scans of
+# other patients. Any scan the model finds more likely urgent than not is flagged regardless.
+URGENT_THRESHOLD_CEILING = 0.5
 
 
 def run_training(
@@ -92,6 +96,10 @@ def run_training(
     columns += (TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console) as progress:
         for candidate in chosen:
+            if candidate.combines:
+                members = [results[name] for name in candidate.combines]
+                results[candidate.name] = combine_results(candidate, members)
+                continue
             results[candidate.name] = fit_candidate(
                 candidate, train, val, epochs, seed, progress, patience
             )
@@ -101,7 +109,10 @@ def run_training(
     val_reports = {name: evaluate(val[1], p) for name, p in val_probabilities.items()}
     selected = select_best({name: report["macro_f1"] for name, report in val_reports.items()})
     threshold = choose_urgent_threshold(
-        val[1], val_probabilities[selected][:, URGENT_CLASS], urgent_recall
+        val[1],
+        val_probabilities[selected][:, URGENT_CLASS],
+        urgent_recall,
+        URGENT_THRESHOLD_CEILING,
     )
 
     version = new_version(scans.fingerprint())
@@ -110,7 +121,10 @@ def run_training(
         name, result = candidate.name, results[candidate.name]
         test_probabilities = predict_proba(result.model, test[0])
         own_threshold = choose_urgent_threshold(
-            val[1], val_probabilities[name][:, URGENT_CLASS], urgent_recall
+            val[1],
+            val_probabilities[name][:, URGENT_CLASS],
+            urgent_recall,
+            URGENT_THRESHOLD_CEILING,
         )
         rows.append(
             {
