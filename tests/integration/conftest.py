@@ -136,13 +136,20 @@ def pipeline_factory(
     published_model_root: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator:
-    """make(database_url, batch_size) -> Pipeline; this process's settings match it too."""
+    """make(database_url, batch_size, redis_url, env) -> Pipeline; this process's settings
+    match it too. `redis_url` defaults to the session's server; `env` adds TRIAGE_ settings."""
     made: list[Pipeline] = []
 
-    def make(database_url: str, batch_size: int = 16) -> Pipeline:
+    def make(
+        database_url: str,
+        batch_size: int = 16,
+        redis_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Pipeline:
         pipeline = make_pipeline(
-            tmp_path, redis_server, database_url, published_model_root, batch_size
+            tmp_path, redis_url or redis_server, database_url, published_model_root, batch_size
         )
+        pipeline.env.update(env or {})
         for key, value in pipeline.env.items():
             if key.startswith("TRIAGE_") and not key.startswith("TRIAGE_TEST_"):
                 monkeypatch.setenv(key, value)

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase
 from tests.fixtures_model import brightness_scans
-from tests.integration.conftest import Pipeline, make_pipeline, wait_for
+from tests.integration.conftest import Pipeline, wait_for
 from tests.reliability_figures import record
 from tests.services import (
     PostgresServer,
@@ -50,25 +50,13 @@ BEAT = ("-B", "-s")  # + a schedule file
 
 
 @pytest.fixture
-def start(tmp_path: Path, published_model_root: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """start(redis_url, database_url, batch_size) -> Pipeline with fast reconcile settings."""
-    made: list[Pipeline] = []
+def start(pipeline_factory):  # noqa: ANN001, ANN201
+    """start(redis_url, database_url, batch_size) -> a Pipeline reconciling every second."""
 
     def make(redis_url: str, database_url: str, batch_size: int) -> Pipeline:
-        pipeline = make_pipeline(
-            tmp_path, redis_url, database_url, published_model_root, batch_size
-        )
-        pipeline.env.update(FAST_RECONCILE)
-        for key, value in pipeline.env.items():
-            if key.startswith("TRIAGE_") and not key.startswith("TRIAGE_TEST_"):
-                monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        made.append(pipeline)
-        return pipeline
+        return pipeline_factory(database_url, batch_size, redis_url=redis_url, env=FAST_RECONCILE)
 
-    yield make
-    for pipeline in made:
-        pipeline.stop_workers()
+    return make
 
 
 def urgent_worker_with_beat(pipeline: Pipeline, name: str, **env: str) -> subprocess.Popen:

@@ -25,7 +25,7 @@ from PIL import Image
 from schemas.settings import get_settings
 from schemas.tables import Scan, UrgentCase
 from tests.fixtures_model import brightness_scans
-from tests.integration.conftest import Pipeline, make_pipeline, wait_for
+from tests.integration.conftest import Pipeline, wait_for
 from tests.services import RedisServer
 from worker import ledger
 from worker.app import CLASSIFY_TASK, ROUTINE_QUEUE
@@ -39,23 +39,13 @@ PG_PASSWORD = "pg-" + uuid.uuid4().hex
 
 
 @pytest.fixture
-def start(tmp_path: Path, published_model_root: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    made: list[Pipeline] = []
+def start(pipeline_factory):  # noqa: ANN001, ANN201
+    """start(redis_url, database_url) -> a Pipeline on that Redis."""
 
     def make(redis_url: str, database_url: str, batch_size: int = 8) -> Pipeline:
-        pipeline = make_pipeline(
-            tmp_path, redis_url, database_url, published_model_root, batch_size
-        )
-        for key, value in pipeline.env.items():
-            if key.startswith("TRIAGE_") and not key.startswith("TRIAGE_TEST_"):
-                monkeypatch.setenv(key, value)
-        get_settings.cache_clear()
-        made.append(pipeline)
-        return pipeline
+        return pipeline_factory(database_url, batch_size, redis_url=redis_url)
 
-    yield make
-    for pipeline in made:
-        pipeline.stop_workers()
+    return make
 
 
 @pytest.fixture
