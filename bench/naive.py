@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from schemas.scans import SCAN_SIZE, to_model_input
 from schemas.settings import get_settings
-from schemas.tables import Result, Scan
+from schemas.tables import Result, Scan, ScanPixels
 from worker.database import engine_for
 
 NAIVE_QUEUE = "naive"
@@ -55,7 +55,8 @@ def classify_one(scan_id: str) -> None:
     """The tutorial task: load one scan, `model.predict` it, commit its result."""
     with Session(engine_for(get_settings().resolved_database_url)) as session:
         scan = session.get(Scan, scan_id)
-        pixels = np.frombuffer(scan.pixels, np.uint8).reshape(1, SCAN_SIZE, SCAN_SIZE)
+        stored = session.get(ScanPixels, scan_id)
+        pixels = np.frombuffer(stored.pixels, np.uint8).reshape(1, SCAN_SIZE, SCAN_SIZE)
         probabilities = _model.predict(to_model_input(pixels), verbose=0)[0]
         session.add(
             Result(
@@ -80,7 +81,8 @@ def enqueue_naive(images: np.ndarray, database_url: str, broker: str) -> list[st
         with Session(engine_for(database_url)) as session:
             for image in images:
                 scan_id = str(uuid.uuid4())
-                session.add(Scan(id=scan_id, pixels=image.tobytes(), priority="routine"))
+                session.add(Scan(id=scan_id, priority="routine"))
+                session.add(ScanPixels(scan_id=scan_id, pixels=image.tobytes()))
                 session.commit()
                 classify_one.apply_async(args=[scan_id], producer=producer)
                 ids.append(scan_id)

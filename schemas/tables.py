@@ -1,6 +1,7 @@
 """SQLAlchemy tables: the database is the ledger of every scan, Redis only carries ids.
 
-scans         one row per received scan: pixels, priority, status, attempts
+scans         one row per received scan: priority, status, attempts (the hot, small row)
+scan_pixels   each scan's 4 KB of pixels, written once at intake (status updates never touch it)
 results       one row per classified scan (upserted: re-delivery never duplicates)
 urgent_cases  the clinicians' worklist: one row per class-2 scan, acknowledged or not
 models        every model version a worker has served
@@ -62,12 +63,20 @@ class Scan(Base):
     source: Mapped[str | None] = mapped_column(Text)  # file (and index in a stack) it came from
     priority: Mapped[str] = mapped_column(String(16), default="routine")
     status: Mapped[str] = mapped_column(String(16), default="queued")
-    pixels: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScanPixels(Base):
+    __tablename__ = "scan_pixels"
+
+    scan_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True
+    )
+    pixels: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class Result(Base):

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from schemas.messages import Escalation
-from schemas.tables import ModelVersion, Result, Scan, UrgentCase, utcnow
+from schemas.tables import ModelVersion, Result, Scan, ScanPixels, UrgentCase, utcnow
 
 scans = Scan.__table__
+scan_pixels = ScanPixels.__table__
 results = Result.__table__
 urgent_cases = UrgentCase.__table__
 models = ModelVersion.__table__
@@ -77,7 +78,7 @@ def _insert(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect 
 
 
 def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> None:
-    """Record scans as `queued`, all in one transaction (a bulk insert)."""
+    """Record scans as `queued` and their pixels, all in one transaction (bulk inserts)."""
     if priority not in ("routine", "stat"):
         raise ValueError(f"unknown priority {priority!r}: use routine or stat")
     received_at = utcnow()
@@ -88,15 +89,16 @@ def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> No
             "source": scan.source,
             "priority": priority,
             "status": "queued",
-            "pixels": scan.pixels,
             "received_at": received_at,
             "attempts": 0,
         }
         for scan in new_scans
     ]
     if rows:
+        pixels = [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in new_scans]
         with engine.begin() as connection:
             connection.execute(scans.insert(), rows)
+            connection.execute(scan_pixels.insert(), pixels)
 
 
 def mark_published(engine: Engine, scan_ids: Sequence[str]) -> None:
@@ -123,12 +125,13 @@ def claim(engine: Engine, scan_ids: Sequence[str], max_attempts: int) -> Claim:
     """Mark unfinished scans `processing` (attempts + 1); those past `max_attempts` fail.
 
     Scans already `done` or `failed` are left alone, which makes a repeated job harmless.
+    The status update touches only the small `scans` rows; the pixels are read beside it.
     """
     claimed = (
         scans.update()
         .where(scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing")))
         .values(status="processing", attempts=scans.c.attempts + 1, started_at=utcnow())
-        .returning(scans.c.id, scans.c.attempts, scans.c.pixels)
+        .returning(scans.c.id, scans.c.attempts)
     )
     with engine.begin() as connection:
         rows = connection.execute(claimed).all()
@@ -139,10 +142,14 @@ def claim(engine: Engine, scan_ids: Sequence[str], max_attempts: int) -> Claim:
                 exhausted,
                 f"gave up after {max_attempts} attempts (its worker was lost each time)",
             )
-    return Claim(
-        pixels={row.id: row.pixels for row in rows if row.attempts <= max_attempts},
-        exhausted=exhausted,
-    )
+        runnable = [row.id for row in rows if row.attempts <= max_attempts]
+        pixels = dict.fromkeys(runnable, b"")  # a scan without a pixel row fails as corrupt
+        for chunk in _chunks(runnable):
+            query = sa.select(scan_pixels.c.scan_id, scan_pixels.c.pixels).where(
+                scan_pixels.c.scan_id.in_(chunk)
+            )
+            pixels.update(connection.execute(query).all())
+    return Claim(pixels=pixels, exhausted=exhausted)
 
 
 def record_results(

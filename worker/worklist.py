@@ -62,10 +62,9 @@ def list_results(engine: Engine, since: datetime | None = None) -> list[dict[str
 
 def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
     """Everything the ledger knows about one scan (no pixels), or None."""
-    scan_columns = [column for column in scans.c if column.name != "pixels"]
     query = (
         sa.select(
-            *scan_columns,
+            scans,
             results.c.predicted,
             results.c.p0,
             results.c.p1,

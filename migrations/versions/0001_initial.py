@@ -1,4 +1,4 @@
-"""Initial ledger schema: scans, results, urgent_cases, models.
+"""Initial ledger schema: scans, scan_pixels, results, urgent_cases, models.
 
 Revision ID: 0001
 Revises:
@@ -35,7 +35,6 @@ def upgrade() -> None:
         sa.Column("source", sa.Text(), nullable=True),
         sa.Column("priority", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
-        sa.Column("pixels", sa.LargeBinary(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
@@ -50,6 +49,15 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_scans_accession"), "scans", ["accession"])
     op.create_index("ix_scans_status_received_at", "scans", ["status", "received_at"])
+    op.create_table(
+        "scan_pixels",
+        sa.Column("scan_id", sa.String(length=36), nullable=False),
+        sa.Column("pixels", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["scan_id"], ["scans.id"], name=op.f("fk_scan_pixels_scan_id_scans"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("scan_id", name=op.f("pk_scan_pixels")),
+    )
     op.create_table(
         "results",
         sa.Column("scan_id", sa.String(length=36), nullable=False),
@@ -93,6 +101,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_results_model_version"), table_name="results")
     op.drop_index(op.f("ix_results_classified_at"), table_name="results")
     op.drop_table("results")
+    op.drop_table("scan_pixels")
     op.drop_index("ix_scans_status_received_at", table_name="scans")
     op.drop_index(op.f("ix_scans_accession"), table_name="scans")
     op.drop_table("scans")

@@ -56,7 +56,6 @@ def ledger(broker: redis.Redis, database_url: str, monkeypatch: pytest.MonkeyPat
                     "id": scan_id,
                     "priority": priority,
                     "status": status,
-                    "pixels": b"\0" * 4096,
                     "received_at": now - timedelta(seconds=age),
                 }
                 for scan_id, priority, status, age in rows
