@@ -24,6 +24,7 @@ results = Result.__table__
 urgent_cases = UrgentCase.__table__
 models = ModelVersion.__table__
 ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
+_registered: set[tuple[str, str]] = set()  # (database URL, model version) this process wrote
 
 
 @dataclass(frozen=True)
@@ -112,19 +113,19 @@ def mark_published(engine: Engine, scan_ids: Sequence[str]) -> None:
 # -- classification ------------------------------------------------------------------------
 
 
-def redelivered(engine: Engine, scan_ids: Sequence[str]) -> bool:
-    """True if any of these unfinished scans was started before (its worker was lost)."""
-    query = sa.select(sa.func.max(scans.c.attempts)).where(
-        scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing"))
-    )
-    with engine.begin() as connection:
-        return (connection.execute(query).scalar() or 0) > 0
+class Redelivered(Exception):
+    """A batch some of whose unfinished scans were started before (its worker was lost)."""
 
 
-def claim(engine: Engine, scan_ids: Sequence[str], max_attempts: int) -> Claim:
+def claim(
+    engine: Engine, scan_ids: Sequence[str], max_attempts: int, refuse_redelivered: bool = False
+) -> Claim:
     """Mark unfinished scans `processing` (attempts + 1); those past `max_attempts` fail.
 
     Scans already `done` or `failed` are left alone, which makes a repeated job harmless.
+    With `refuse_redelivered`, a batch holding a scan started before raises `Redelivered`
+    and claims nothing (the transaction rolls back, attempts unchanged): one transaction
+    does both the check and the claim.
     The status update touches only the small `scans` rows; the pixels are read beside it.
     """
     claimed = (
@@ -135,6 +136,8 @@ def claim(engine: Engine, scan_ids: Sequence[str], max_attempts: int) -> Claim:
     )
     with engine.begin() as connection:
         rows = connection.execute(claimed).all()
+        if refuse_redelivered and any(row.attempts > 1 for row in rows):
+            raise Redelivered(f"{len(scan_ids)} scans, some started before")
         exhausted = [row.id for row in rows if row.attempts > max_attempts]
         if exhausted:
             _fail(
@@ -160,7 +163,10 @@ def record_results(
     urgent_threshold: float,
     card: dict[str, Any],
 ) -> datetime:
-    """Upsert one result per scan, register the model, mark the scans `done`: one transaction."""
+    """Upsert one result per scan, register the model, mark the scans `done`: one transaction.
+
+    The model row is written once per process and database (the card is not resent per job).
+    """
     classified_at = utcnow()
     rows = [
         {
@@ -175,15 +181,17 @@ def record_results(
         }
         for item in scored
     ]
+    registration = (str(engine.url), model_version)
     with engine.begin() as connection:
-        register = _insert(connection, models).values(
-            version=model_version,
-            path=model_path,
-            urgent_threshold=urgent_threshold,
-            registered_at=classified_at,
-            card=card,
-        )
-        connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
+        if registration not in _registered:
+            register = _insert(connection, models).values(
+                version=model_version,
+                path=model_path,
+                urgent_threshold=urgent_threshold,
+                registered_at=classified_at,
+                card=card,
+            )
+            connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
         upsert = _insert(connection, results)
         upsert = upsert.on_conflict_do_update(
             index_elements=["scan_id"],
@@ -195,6 +203,7 @@ def record_results(
             .where(scans.c.id.in_([row["scan_id"] for row in rows]))
             .values(status="done", error=None)
         )
+    _registered.add(registration)
     return classified_at
 
 

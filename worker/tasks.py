@@ -69,9 +69,14 @@ def classify_scans(
     model: ServingModel,
     max_attempts: int,
     publish: Callable[[Escalation], None],
+    refuse_redelivered: bool = False,
 ) -> dict[str, int]:
-    """Claim, classify in one forward pass, record in one transaction, then escalate."""
-    claim = ledger.claim(engine, scan_ids, max_attempts)
+    """Claim, classify in one forward pass, record in one transaction, then escalate.
+
+    With `refuse_redelivered`, raises `ledger.Redelivered` (nothing claimed) for a batch
+    holding a scan that was started before.
+    """
+    claim = ledger.claim(engine, scan_ids, max_attempts, refuse_redelivered)
     good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
     corrupt = sorted(set(claim.pixels) - set(good))
     if corrupt:
@@ -135,18 +140,19 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
     try:
-        if (
-            len(job.scan_ids) > 1
-            and self.request.retries == 0
-            and ledger.redelivered(engine, job.scan_ids)
-        ):
-            return _split(job)
         escalations: list[Escalation] = []
         outcome = classify_scans(
-            engine, job.scan_ids, current_model(settings), settings.max_attempts, escalations.append
+            engine,
+            job.scan_ids,
+            current_model(settings),
+            settings.max_attempts,
+            escalations.append,
+            refuse_redelivered=len(job.scan_ids) > 1 and self.request.retries == 0,
         )
         publish_escalations(escalations)
         return outcome
+    except ledger.Redelivered:
+        return _split(job)
     except RETRYABLE as error:
         reason = describe(error)
         if self.request.retries >= settings.max_attempts:

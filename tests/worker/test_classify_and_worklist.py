@@ -81,8 +81,11 @@ def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path
     ids = add(engine, [30, 40])
     for _ in range(2):  # two deliveries whose worker died before recording anything
         ledger.claim(engine, ids[:1], max_attempts=2)
-    assert ledger.redelivered(engine, ids)
-    outcome = classify_scans(engine, ids, current_model(get_settings()), 2, lambda e: None)
+    model = current_model(get_settings())
+    with pytest.raises(ledger.Redelivered):  # a lost worker's batch: it claims nothing
+        classify_scans(engine, ids, model, 2, lambda e: None, refuse_redelivered=True)
+    assert [worklist.history(engine, sid)["attempts"] for sid in ids] == [2, 0]
+    outcome = classify_scans(engine, ids, model, 2, lambda e: None)
     assert outcome == {"classified": 1, "urgent": 0, "failed": 1}
     failed = worklist.history(engine, ids[0])
     assert failed["status"] == "failed" and "gave up after 2 attempts" in failed["error"]
