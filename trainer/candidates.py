@@ -32,7 +32,6 @@ class Candidate:
     augment: bool = False  # on-the-fly augmentation of every training batch
     label_smoothing: float = 0.0
     learning_rate: float = 1e-3
-    members: int = 1  # >1: average the softmax of this many seeds
     baseline: bool = False
     combines: tuple[str, ...] = ()  # an ensemble: mean softmax of these trained candidates
 

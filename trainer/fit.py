@@ -17,7 +17,7 @@ PREDICT_BATCH = 256
 
 @dataclass
 class FitResult:
-    """A trained model (members averaged when several) and its per-epoch history."""
+    """A trained model (an ensemble: its members averaged) and the per-epoch histories."""
 
     model: object
     histories: list[dict[str, list[float]]] = field(default_factory=list)
@@ -55,41 +55,34 @@ def fit_candidate(
     progress=None,  # noqa: ANN001 - rich.progress.Progress
     patience: int = 10,
 ) -> FitResult:
-    """Train `candidate` (each member from its own seed) on float images and integer labels."""
+    """Train `candidate` on float images and integer labels, with early stopping."""
     import keras
 
     started = time.perf_counter()
-    members, histories = [], []
-    for member in range(candidate.members):
-        member_seed = seed + 1000 * member
-        keras.utils.set_random_seed(member_seed)
-        model = candidate.build()
-        model.compile(
-            optimizer=keras.optimizers.Adam(candidate.learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=candidate.label_smoothing),
-            metrics=["accuracy"],
+    keras.utils.set_random_seed(seed)
+    model = candidate.build()
+    model.compile(
+        optimizer=keras.optimizers.Adam(candidate.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=candidate.label_smoothing),
+        metrics=["accuracy"],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True
         )
-        label = candidate.name + (f" #{member + 1}" if candidate.members > 1 else "")
-        callbacks = [
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
-            )
-        ]
-        if progress is not None:
-            callbacks.append(_ProgressCallback(progress, label, epochs))
-        history = model.fit(
-            _training_batches(train, candidate.augment, member_seed),
-            shuffle=False,
-            validation_data=(val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
-            epochs=epochs,
-            callbacks=callbacks,
-            verbose=0,
-        )
-        members.append(model)
-        histories.append(
-            {key: [float(v) for v in values] for key, values in history.history.items()}
-        )
-    return FitResult(_average(members, candidate.name), histories, time.perf_counter() - started)
+    ]
+    if progress is not None:
+        callbacks.append(_ProgressCallback(progress, candidate.name, epochs))
+    history = model.fit(
+        _training_batches(train, candidate.augment, seed),
+        shuffle=False,
+        validation_data=(val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
+        epochs=epochs,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    histories = [{key: [float(v) for v in values] for key, values in history.history.items()}]
+    return FitResult(model, histories, time.perf_counter() - started)
 
 
 def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed: int):  # noqa: ANN202
@@ -120,18 +113,13 @@ def combine_results(candidate: Candidate, members: list[FitResult]) -> FitResult
 def _average(members: list, name: str):  # noqa: ANN001, ANN202
     import keras
 
-    if len(members) == 1:
-        return members[0]
     inputs = keras.Input(members[0].input_shape[1:])
-    if len({member.name for member in members}) < len(members):  # same design: unique names
-        for index, member in enumerate(members):
-            member.name = f"{name}_member{index + 1}"
     outputs = keras.layers.Average()([member(inputs) for member in members])
     return keras.Model(inputs, outputs, name=name)
 
 
 class _ProgressCallback:
-    """Drive one rich progress task per candidate (member), one step per epoch."""
+    """Drive one rich progress task per candidate, one step per epoch."""
 
     def __new__(cls, progress, label: str, epochs: int):  # noqa: ANN001, ANN204
         import keras
