@@ -36,7 +36,7 @@ class DemoOptions:
     """Sizes of one demo run; the defaults train in one to two minutes on two cores."""
 
     scans: int = 200
-    train_scans: int = 1500
+    train_scans: int = 3000
     epochs: int = 16
     seed: int = 0
     retrain: bool = False

@@ -24,7 +24,7 @@ def demo(
     ] = 200,
     train_scans: Annotated[
         int, typer.Option("--train-scans", min=30, help="Phantoms to train on.")
-    ] = 1500,
+    ] = 3000,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 16,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     retrain: Annotated[
