@@ -36,10 +36,4 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log for op
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _error:
-        if _error.name != _name:
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(_name).register(app)
