@@ -115,7 +115,8 @@ def run_training(
         URGENT_THRESHOLD_CEILING,
     )
 
-    version = new_version(scans.fingerprint())
+    fingerprint = scans.fingerprint()
+    version = new_version(fingerprint)
     staging = staging_dir(out, version)
     for candidate in chosen:
         name, result = candidate.name, results[candidate.name]
@@ -157,7 +158,7 @@ def run_training(
         urgent_threshold=threshold,
         urgent_target_recall=urgent_recall,
         selected_candidate=selected,
-        data_fingerprint=scans.fingerprint(),
+        data_fingerprint=fingerprint,
         class_counts=counts,
         candidates=rows,
         metrics={"val": best["val"], "test": best["test"], "split_seed": seed},
