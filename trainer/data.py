@@ -131,29 +131,38 @@ def split_indices(
 
 
 def _group_split(labels: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """Deal whole groups, class by class in a seeded random order, to the split furthest
-    below its 60/20/20 share of that class (by images). Mixed groups count for their
-    majority class. (sklearn's StratifiedGroupKFold orders single-class groups by size,
-    so its folds barely change with the seed.)"""
-    names, inverse = np.unique(groups, return_inverse=True)
+    names = np.unique(groups)
     if len(names) < 5:
         raise DataError(f"group-aware 60/20/20 split needs at least 5 groups, got {len(names)}")
+    part_of_image = deal_groups(labels, groups, (0.6, 0.2, 0.2), seed)
+    return {name: np.flatnonzero(part_of_image == i) for i, name in enumerate(SPLITS)}
+
+
+def deal_groups(
+    labels: np.ndarray, groups: np.ndarray, shares: tuple[float, ...], seed: int
+) -> np.ndarray:
+    """The part (index into `shares`) of every image, keeping each group in one part.
+
+    Deals whole groups, class by class in a seeded random order, to the part furthest below
+    its share of that class (by images). Mixed groups count for their majority class.
+    (sklearn's StratifiedGroupKFold orders single-class groups by size, so its folds barely
+    change with the seed.)"""
+    names, inverse = np.unique(np.asarray(groups), return_inverse=True)
     rng = np.random.default_rng(seed)
-    shares = np.array([0.6, 0.2, 0.2])
+    shares = np.asarray(shares, dtype=float)
     counts = np.zeros((len(names), NUM_CLASSES), dtype=int)
-    np.add.at(counts, (inverse, labels.astype(int)), 1)
+    np.add.at(counts, (inverse, np.asarray(labels).astype(int)), 1)
     majority = counts.argmax(axis=1)
     chosen = np.zeros(len(names), dtype=int)
     for label in range(NUM_CLASSES):
         members = rng.permutation(np.flatnonzero(majority == label))
         target = shares * counts[members].sum()
-        filled = np.zeros(3)
+        filled = np.zeros(len(shares))
         for group in members:
-            split = int(np.argmax((target - filled) / target))
-            chosen[group] = split
-            filled[split] += counts[group].sum()
-    split_of_image = chosen[inverse]
-    return {name: np.flatnonzero(split_of_image == i) for i, name in enumerate(SPLITS)}
+            part = int(np.argmax((target - filled) / target))
+            chosen[group] = part
+            filled[part] += counts[group].sum()
+    return chosen[inverse]
 
 
 # -- loaders -------------------------------------------------------------------------------

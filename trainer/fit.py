@@ -54,6 +54,7 @@ def fit_candidate(
     seed: int,
     progress=None,  # noqa: ANN001 - rich.progress.Progress
     patience: int = 10,
+    label: str | None = None,
 ) -> FitResult:
     """Train `candidate` on float images and integer labels, with early stopping."""
     import keras
@@ -72,7 +73,7 @@ def fit_candidate(
         )
     ]
     if progress is not None:
-        callbacks.append(_ProgressCallback(progress, candidate.name, epochs))
+        callbacks.append(_ProgressCallback(progress, label or candidate.name, epochs))
     history = model.fit(
         _training_batches(train, candidate.augment, seed),
         shuffle=False,
@@ -107,11 +108,15 @@ def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed:
 def combine_results(candidate: Candidate, members: list[FitResult]) -> FitResult:
     """An ensemble of already trained candidates: mean softmax, no further training."""
     histories = [history for member in members for history in member.histories]
-    return FitResult(_average([m.model for m in members], candidate.name), histories, 0.0)
+    return FitResult(average_models([m.model for m in members], candidate.name), histories, 0.0)
 
 
-def _average(members: list, name: str):  # noqa: ANN001, ANN202
+def average_models(members: list, name: str):  # noqa: ANN201
+    """One Keras model whose softmax is the mean of the members' (built-in layers only)."""
     import keras
+
+    if len(members) == 1:
+        return members[0]
 
     inputs = keras.Input(members[0].input_shape[1:])
     outputs = keras.layers.Average()([member(inputs) for member in members])
