@@ -40,10 +40,11 @@ class ModelCard(BaseModel):
         "uint8 / 255 -> float32 in [0, 1]"
     )
     urgent_threshold: float = Field(
-        ge=0, le=1, description="Flag urgent when P(class 2) >= this (chosen on validation)."
+        ge=0, le=1, description="Flag urgent when P(class 2) >= this (chosen on held-out scans)."
     )
     urgent_target_recall: float = 0.95
     selected_candidate: str = ""
+    published_model: str = Field(default="", description="How the saved model was trained.")
     data_fingerprint: str = ""
     class_counts: dict[str, Any] = Field(default_factory=dict)
     candidates: list[dict[str, Any]] = Field(default_factory=list)

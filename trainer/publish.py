@@ -64,10 +64,11 @@ def card_markdown(card: ModelCard) -> str:
         if card.synthetic_data
         else "",
         f"- Selected candidate: `{card.selected_candidate}` (highest validation macro F1)",
+        f"- Published model: {card.published_model}" if card.published_model else "",
         f"- Classes: {', '.join(f'{i} {name}' for i, name in enumerate(card.classes))}",
         f"- Input: {card.input_shape}; preprocessing: {card.preprocessing}",
-        f"- Urgent flag: P(class 2) >= {card.urgent_threshold:.4f}, chosen on validation for "
-        f"class-2 recall >= {card.urgent_target_recall:.2f}",
+        f"- Urgent flag: P(class 2) >= {card.urgent_threshold:.4f}, chosen on held-out scans "
+        f"(see 'validation' below) for class-2 recall >= {card.urgent_target_recall:.2f}",
         f"- Data fingerprint (sha256 of images + labels): `{card.data_fingerprint}`",
         f"- Training time: {card.training_seconds:.0f} s",
         "",
@@ -76,7 +77,8 @@ def card_markdown(card: ModelCard) -> str:
         "| split | macro F1 | accuracy | class-2 recall (argmax) | urgent recall @thr | urgent precision @thr |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, metrics in (("validation", val), ("test", test)):
+    val_name = "validation (out-of-fold)" if card.metrics.get("folds") else "validation"
+    for name, metrics in ((val_name, val), ("test", test)):
         if metrics:
             lines.append(
                 f"| {name} | {metrics['macro_f1']:.3f} | {metrics['accuracy']:.3f} | "

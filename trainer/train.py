@@ -1,7 +1,9 @@
-"""The training run: load -> split -> balance -> candidates -> select -> threshold -> publish.
+"""The training run: load -> split -> balance -> candidates -> select -> cross-fit -> publish.
 
-Order matters for honesty: candidates are compared and the urgent threshold chosen on the
-validation split only; the test split is scored after both are fixed, for the report.
+Order matters for honesty: candidates are compared on the validation split only; the chosen
+recipe is then cross-fitted over the training and validation patients (trainer.crossfit), whose
+out-of-fold predictions set the urgent threshold; the test split, never seen by any of it, is
+scored last, for the report.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 from schemas.model_card import URGENT_CLASS, ModelCard
 from schemas.scans import to_model_input
 from trainer.balance import balance_by_augmentation, class_counts
-from trainer.candidates import select_candidates
+from trainer.candidates import Candidate, select_candidates
+from trainer.crossfit import cross_fit
 from trainer.data import (
     SPLITS,
     ScanSet,
@@ -24,7 +27,13 @@ from trainer.data import (
     scan_set_from_arrays,
     split_indices,
 )
-from trainer.fit import combine_results, configure_tensorflow, fit_candidate, predict_proba
+from trainer.fit import (
+    FitResult,
+    combine_results,
+    configure_tensorflow,
+    fit_candidate,
+    predict_proba,
+)
 from trainer.publish import library_versions, new_version, publish, staging_dir
 from trainer.report import (
     candidate_table,
@@ -37,6 +46,7 @@ from trainer.report import (
 )
 
 DEFAULT_EPOCHS = 60
+DEFAULT_FOLDS = 4  # cross-fit copies of the chosen recipe; 0 publishes the candidate as trained
 # The validation split holds about 20 patients' urgent slices: when a model is very sure of
 # them, the threshold reaching the target recall there climbs high and misses urgent scans of
 # other patients. Any scan the model finds more likely urgent than not is flagged regardless.
@@ -53,11 +63,11 @@ def run_training(
     group_column: str | None = None,
     urgent_recall: float | None = None,
     patience: int = 10,
+    folds: int = DEFAULT_FOLDS,
     console=None,  # noqa: ANN001 - rich.console.Console
 ) -> Path:
-    """Train, compare and publish; returns the published model directory."""
+    """Train, compare, cross-fit the best and publish it; returns the published model directory."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from schemas.settings import get_settings
 
@@ -72,6 +82,8 @@ def run_training(
     scans = _as_scan_set(data)
     if groups is not None and not group_column:
         raise ValueError("--groups needs --group-column naming the group column")
+    if folds == 1 or folds < 0:
+        raise ValueError(f"--folds must be 0 (no cross-fit) or at least 2, got {folds}")
     group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
     splits = scans.given_splits or split_indices(scans.labels, group_ids, seed)
     configure_tensorflow()
@@ -90,67 +102,81 @@ def run_training(
     val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
     test = (to_model_input(scans.images[splits["test"]]), scans.labels[splits["test"]])
     train = (to_model_input(balanced_images), balanced_labels)
-
-    results, rows = {}, []
-    columns = (TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn())
-    columns += (TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console) as progress:
+    with _progress(console) as progress:
+        results: dict[str, FitResult] = {}
         for candidate in chosen:
             if candidate.combines:
                 members = [results[name] for name in candidate.combines]
                 results[candidate.name] = combine_results(candidate, members)
-                continue
-            results[candidate.name] = fit_candidate(
-                candidate, train, val, epochs, seed, progress, patience
-            )
+            else:
+                results[candidate.name] = fit_candidate(
+                    candidate, train, val, epochs, seed, progress, patience
+                )
 
-    # selection and the urgent threshold see validation data only
+    # selection sees validation data only
     val_probabilities = {name: predict_proba(r.model, val[0]) for name, r in results.items()}
-    val_reports = {name: evaluate(val[1], p) for name, p in val_probabilities.items()}
-    selected = select_best({name: report["macro_f1"] for name, report in val_reports.items()})
-    threshold = choose_urgent_threshold(
-        val[1],
-        val_probabilities[selected][:, URGENT_CLASS],
-        urgent_recall,
-        URGENT_THRESHOLD_CEILING,
+    selected = select_best(
+        {name: evaluate(val[1], p)["macro_f1"] for name, p in val_probabilities.items()}
     )
-
     fingerprint = scans.fingerprint()
     version = new_version(fingerprint)
     staging = staging_dir(out, version)
+    rows = []
     for candidate in chosen:
-        name, result = candidate.name, results[candidate.name]
-        test_probabilities = predict_proba(result.model, test[0])
-        own_threshold = choose_urgent_threshold(
-            val[1],
-            val_probabilities[name][:, URGENT_CLASS],
-            urgent_recall,
-            URGENT_THRESHOLD_CEILING,
+        result = results[candidate.name]
+        threshold = _urgent_threshold(val[1], val_probabilities[candidate.name], urgent_recall)
+        row = _report_row(
+            candidate, result, val[1], val_probabilities[candidate.name], test, threshold
         )
-        rows.append(
-            {
-                "name": name,
-                "description": candidate.description,
-                "baseline": candidate.baseline,
-                "epochs": max(len(h.get("loss", [])) for h in result.histories),
-                "seconds": round(result.seconds, 1),
-                "val": evaluate(val[1], val_probabilities[name], own_threshold),
-                "test": evaluate(test[1], test_probabilities, own_threshold),
-            }
-        )
-        plot_history(result.histories, staging / f"curves_{name}.png", name)
-        plot_confusion(
-            rows[-1]["test"]["confusion_matrix"],
-            staging / f"confusion_{name}.png",
-            f"{name} (test)",
-        )
+        rows.append(_with_plots(row, result, staging))
     console.print(candidate_table(rows, selected))
+
     best = next(row for row in rows if row["name"] == selected)
+    model, threshold = results[selected].model, best["val"]["threshold"]
+    published_row, how = best, "the selected candidate as trained on the training split"
+    if folds:
+        pool = np.concatenate([splits["train"], splits["val"]])
+        recipe = [c for c in select_candidates([selected]) if not c.combines]
+        console.print(
+            f"cross-fitting {selected} over {folds} folds of the training + validation "
+            f"{'groups' if group_ids is not None else 'images'} ..."
+        )
+        with _progress(console) as progress:
+            crossfit = cross_fit(
+                recipe,
+                selected,
+                scans.images[pool],
+                scans.labels[pool],
+                None if group_ids is None else group_ids[pool],
+                folds,
+                epochs,
+                seed,
+                patience,
+                progress,
+            )
+        pool_labels, fold_result = (
+            scans.labels[pool],
+            FitResult(crossfit.model, crossfit.histories, crossfit.seconds),
+        )
+        threshold = _urgent_threshold(pool_labels, crossfit.out_of_fold, urgent_recall)
+        published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
+        row = _report_row(
+            published, fold_result, pool_labels, crossfit.out_of_fold, test, threshold
+        )
+        published_row = _with_plots(row, fold_result, staging)
+        model = crossfit.model
+        how = (
+            f"mean softmax of {folds} copies of {selected}, each trained on {folds - 1} of "
+            f"{folds} folds of the training + validation split; urgent threshold and the "
+            "'val' metrics from the out-of-fold predictions"
+        )
+        console.print(candidate_table([published_row], published_row["name"], "Published model"))
     console.print(
-        f"selected [bold]{selected}[/]; urgent threshold {threshold:.4f} "
-        f"(validation class-2 recall {best['val']['urgent_recall']:.3f} >= {urgent_recall}); "
-        f"test at threshold: recall {best['test']['urgent_recall']:.3f}, "
-        f"precision {best['test']['urgent_precision']:.3f}"
+        f"selected [bold]{selected}[/]; published {published_row['name']}; urgent threshold "
+        f"{threshold:.4f} (class-2 recall {published_row['val']['urgent_recall']:.3f} >= "
+        f"{urgent_recall} on {'out-of-fold' if folds else 'validation'} scans); "
+        f"test at threshold: recall {published_row['test']['urgent_recall']:.3f}, "
+        f"precision {published_row['test']['urgent_precision']:.3f}"
     )
     card = ModelCard(
         version=version,
@@ -158,17 +184,69 @@ def run_training(
         urgent_threshold=threshold,
         urgent_target_recall=urgent_recall,
         selected_candidate=selected,
+        published_model=how,
         data_fingerprint=fingerprint,
         class_counts=counts,
         candidates=rows,
-        metrics={"val": best["val"], "test": best["test"], "split_seed": seed},
+        metrics={
+            "val": published_row["val"],
+            "test": published_row["test"],
+            "selected_candidate_test": best["test"],
+            "split_seed": seed,
+            "folds": folds,
+        },
         training_seconds=round(time.perf_counter() - started, 1),
         library_versions=library_versions(),
         synthetic_data=scans.synthetic,
     )
-    published = publish(results[selected].model, staging, card)
-    console.print(f"published {published} ({card.training_seconds:.0f} s); CURRENT -> {version}")
-    return published
+    published_dir = publish(model, staging, card)
+    console.print(
+        f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {version}"
+    )
+    return published_dir
+
+
+def _urgent_threshold(labels: np.ndarray, probabilities: np.ndarray, recall: float) -> float:
+    urgent = probabilities[:, URGENT_CLASS]
+    return choose_urgent_threshold(labels, urgent, recall, URGENT_THRESHOLD_CEILING)
+
+
+def _report_row(
+    candidate: Candidate,
+    result: FitResult,
+    val_labels: np.ndarray,
+    val_probabilities: np.ndarray,
+    test: tuple[np.ndarray, np.ndarray],
+    threshold: float,
+) -> dict:
+    """One candidate-table row: validation and test reports at the candidate's own threshold."""
+    return {
+        "name": candidate.name,
+        "description": candidate.description,
+        "baseline": candidate.baseline,
+        "epochs": max(len(h.get("loss", [])) for h in result.histories),
+        "seconds": round(result.seconds, 1),
+        "val": evaluate(val_labels, val_probabilities, threshold),
+        "test": evaluate(test[1], predict_proba(result.model, test[0]), threshold),
+    }
+
+
+def _with_plots(row: dict, result: FitResult, staging: Path) -> dict:
+    """Write the row's training curves and test confusion matrix as PNGs next to the card."""
+    name = row["name"]
+    plot_history(result.histories, staging / f"curves_{name}.png", name)
+    plot_confusion(
+        row["test"]["confusion_matrix"], staging / f"confusion_{name}.png", f"{name} (test)"
+    )
+    return row
+
+
+def _progress(console):  # noqa: ANN001, ANN202 - rich objects
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<26}"), BarColumn(), MofNCompleteColumn())
+    columns += (TimeElapsedColumn(), TextColumn("{task.fields[status]}"))
+    return Progress(*columns, console=console)
 
 
 def _as_scan_set(data: str | Path | ScanSet | tuple[np.ndarray, np.ndarray]) -> ScanSet:

@@ -44,8 +44,17 @@ def train(
         float | None,
         typer.Option("--urgent-recall", help="Target class-2 recall for the urgent threshold."),
     ] = None,
+    folds: Annotated[
+        int,
+        typer.Option(
+            "--folds",
+            min=0,
+            help="Publish the mean of this many copies of the selected candidate, cross-fitted "
+            "over train+val (0: publish the selected candidate as trained).",
+        ),
+    ] = 4,
 ) -> None:
-    """Train the candidates, select by validation macro F1, and publish the best model."""
+    """Train the candidates, select by validation macro F1, cross-fit the best and publish it."""
     from trainer.train import run_training
 
     names = [name.strip() for name in candidates.split(",")] if candidates else None
@@ -59,6 +68,7 @@ def train(
             groups=groups,
             group_column=group_column,
             urgent_recall=urgent_recall,
+            folds=folds,
         )
     except ValueError as error:
         _fail(error)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from schemas.model_card import read_card, resolve_model_dir
 from triage.cli import app
 
-QUICK = ["--epochs", "2", "--candidates", "baseline_1conv,baseline_2conv"]
+QUICK = ["--epochs", "2", "--candidates", "baseline_1conv,baseline_2conv", "--folds", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,9 @@ def test_train_publishes_a_complete_model_directory(published) -> None:  # noqa:
     card = read_card(model_dir)
     names = {path.name for path in model_dir.iterdir()}
     assert {"model.keras", "card.json", "card.md"} <= names
-    assert {f"curves_{n}.png" for n in ("baseline_1conv", "baseline_2conv")} <= names
-    assert {f"confusion_{n}.png" for n in ("baseline_1conv", "baseline_2conv")} <= names
+    published_name = f"{card.selected_candidate}_x2"
+    for name in ("baseline_1conv", "baseline_2conv", published_name):
+        assert {f"curves_{name}.png", f"confusion_{name}.png"} <= names
     assert card.synthetic_data and "SYNTHETIC" in (model_dir / "card.md").read_text()
     assert card.class_counts["train (balanced)"] == [max(card.class_counts["train"])] * 3
     assert card.class_counts["val"] != card.class_counts["train (balanced)"]
@@ -52,7 +53,25 @@ def test_train_publishes_a_complete_model_directory(published) -> None:  # noqa:
     assert (
         card.selected_candidate == max(card.candidates, key=lambda r: r["val"]["macro_f1"])["name"]
     )
+    # the published model: two cross-fitted copies, threshold from their out-of-fold scores
+    assert card.metrics["folds"] == 2 and "2 copies" in card.published_model
+    assert card.metrics["val"]["n"] == sum(card.class_counts["train"] + card.class_counts["val"])
     assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
+    assert card.metrics["test"]["n"] == sum(card.class_counts["test"])
+
+
+def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path, phantoms) -> None:  # noqa: ANN001
+    from trainer.train import run_training
+
+    images, labels = phantoms
+    published = run_training(
+        (images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=0
+    )
+    card = read_card(published)
+    assert card.metrics["folds"] == 0 and card.metrics["val"] == card.candidates[0]["val"]
+    assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
+    with pytest.raises(ValueError, match="--folds"):
+        run_training((images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=1)
 
 
 def test_predict_rows_line_up_with_the_input(published, tmp_path: Path) -> None:  # noqa: ANN001
@@ -100,7 +119,8 @@ def test_commands_refuse_bad_input_with_clear_errors(published, tmp_path: Path) 
 
 
 def test_selection_and_threshold_ignore_the_test_split(tmp_path: Path) -> None:
-    """Same train/val, wildly different test split: same selection, threshold and val metrics."""
+    """Same train/val, wildly different test split: same selection, cross-fit, threshold and
+    validation metrics."""
     import tensorflow as tf
 
     from trainer.synth import make_phantoms
@@ -122,7 +142,12 @@ def test_selection_and_threshold_ignore_the_test_split(tmp_path: Path) -> None:
             test_images=test_images, test_labels=test_labels,
         )  # fmt: skip
         published = run_training(
-            path, tmp_path / name, epochs=2, seed=3, candidates=["baseline_1conv", "baseline_2conv"]
+            path,
+            tmp_path / name,
+            epochs=2,
+            seed=3,
+            candidates=["baseline_1conv", "baseline_2conv"],
+            folds=2,
         )
         cards.append(json.loads((published / "card.json").read_text()))
     real, scrambled = cards
@@ -130,3 +155,5 @@ def test_selection_and_threshold_ignore_the_test_split(tmp_path: Path) -> None:
     assert real["urgent_threshold"] == scrambled["urgent_threshold"]
     assert [r["val"] for r in real["candidates"]] == [r["val"] for r in scrambled["candidates"]]
     assert [r["test"] for r in real["candidates"]] != [r["test"] for r in scrambled["candidates"]]
+    assert real["metrics"]["val"] == scrambled["metrics"]["val"]  # out-of-fold, train + val only
+    assert real["metrics"]["test"] != scrambled["metrics"]["test"]
