@@ -96,6 +96,7 @@ def publish_model(model_root: Path, console) -> Path:  # noqa: ANN001 - rich Con
         epochs=TRAIN_EPOCHS,
         seed=0,
         candidates=("baseline_2conv",),
+        folds=0,  # one model: the benchmark measures serving, not training quality
         console=quiet,
     )
 

@@ -117,6 +117,7 @@ def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Pa
         epochs=options.epochs,
         seed=options.seed,
         candidates=DEMO_CANDIDATES,
+        folds=0,  # the demo shows the flow; `triage train` cross-fits the published model
         console=console,
     )
 
