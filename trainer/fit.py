@@ -49,14 +49,15 @@ def predict_proba(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) ->
 def fit_candidate(
     candidate: Candidate,
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray] | None,
     epochs: int,
     seed: int,
     progress=None,  # noqa: ANN001 - rich.progress.Progress
     patience: int = 10,
     label: str | None = None,
 ) -> FitResult:
-    """Train `candidate` on float images and integer labels, with early stopping."""
+    """Train `candidate` on float images and integer labels, with early stopping on `val`
+    (best weights restored); without `val`, for exactly `epochs` epochs."""
     import keras
 
     started = time.perf_counter()
@@ -67,17 +68,21 @@ def fit_candidate(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=candidate.label_smoothing),
         metrics=["accuracy"],
     )
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=patience, restore_best_weights=True
+    callbacks = []
+    if val is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
         )
-    ]
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, label or candidate.name, epochs))
     history = model.fit(
         _training_batches(train, candidate.augment, seed),
         shuffle=False,
-        validation_data=(val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
+        validation_data=None
+        if val is None
+        else (val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
         epochs=epochs,
         callbacks=callbacks,
         verbose=0,

@@ -39,3 +39,15 @@ def test_combined_model_is_the_mean_softmax_of_its_members() -> None:
     combined = combine_results(ensemble, members)
     assert predict_proba(combined.model, images) == pytest.approx(expected, abs=1e-6)
     assert len(combined.histories) == len(members)
+
+
+def test_without_validation_a_fit_runs_exactly_the_given_epochs(phantoms) -> None:  # noqa: ANN001
+    from schemas.scans import to_model_input
+    from trainer.fit import fit_candidate
+
+    images, labels = phantoms[0][:64], phantoms[1][:64]
+    result = fit_candidate(
+        CANDIDATES["baseline_1conv"], (to_model_input(images), labels), None, 3, 0
+    )
+    (history,) = result.histories
+    assert len(history["loss"]) == 3 and "val_loss" not in history
