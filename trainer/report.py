@@ -70,16 +70,37 @@ def choose_urgent_threshold(
     urgent_probability: np.ndarray,
     target_recall: float,
     ceiling: float = 1.0,
+    groups: np.ndarray | None = None,
+    confidence: float | None = None,
+    resamples: int = 2000,
 ) -> float:
     """The highest threshold on P(class 2) whose class-2 recall reaches `target_recall`, but
-    at most `ceiling` (a lower threshold only raises the validation recall further)."""
+    at most `ceiling` (a lower threshold only raises the recall further).
+
+    With `confidence`, the recall must reach the target in that share of bootstrap resamples
+    of the urgent patients (`groups`; each image its own when None), not just on the scans at
+    hand: slices of one patient look alike, so a patient the model finds hard is one draw, not
+    thirty, and the next hospital's patients are another draw (seeded, reproducible)."""
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
-    scores = np.sort(np.asarray(urgent_probability)[np.asarray(labels) == URGENT_CLASS])[::-1]
+    urgent = np.asarray(labels) == URGENT_CLASS
+    scores = np.asarray(urgent_probability, dtype=float)[urgent]
     if len(scores) == 0:
-        raise ValueError("no class-2 scans in the validation split: cannot pick a threshold")
-    needed = math.ceil(target_recall * len(scores) - 1e-9)
-    return min(float(scores[needed - 1]), ceiling)
+        raise ValueError("no class-2 scans in the held-out scans: cannot pick a threshold")
+    candidates = np.unique(scores)[::-1]  # descending: the first that qualifies is the highest
+    if confidence is None:
+        needed = math.ceil(target_recall * len(scores) - 1e-9)
+        return min(float(np.sort(scores)[::-1][needed - 1]), ceiling)
+    patient = np.arange(len(scores)) if groups is None else np.asarray(groups)[urgent]
+    _, patient = np.unique(patient, return_inverse=True)
+    hits = np.zeros((patient.max() + 1, len(candidates)))
+    np.add.at(hits, patient, scores[:, None] >= candidates[None, :])
+    sizes = np.bincount(patient).astype(float)
+    rng = np.random.default_rng(0)
+    draws = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=resamples)
+    recall = (draws @ hits) / (draws @ sizes)[:, None]  # (resamples, candidates)
+    assured = np.quantile(recall, 1 - confidence, axis=0) >= target_recall - 1e-9
+    return min(float(candidates[np.argmax(assured)]), ceiling)  # the lowest always qualifies
 
 
 def select_best(validation_macro_f1: dict[str, float]) -> str:

@@ -51,6 +51,9 @@ DEFAULT_FOLDS = 4  # cross-fit copies of the chosen recipe; 0 publishes the cand
 # them, the threshold reaching the target recall there climbs high and misses urgent scans of
 # other patients. Any scan the model finds more likely urgent than not is flagged regardless.
 URGENT_THRESHOLD_CEILING = 0.5
+# The urgent threshold must reach the target recall in this share of bootstrap resamples of the
+# held-out urgent patients, not merely on them (trainer.report.choose_urgent_threshold).
+URGENT_RECALL_CONFIDENCE = 0.9
 
 
 def run_training(
@@ -124,7 +127,12 @@ def run_training(
     rows = []
     for candidate in chosen:
         result = results[candidate.name]
-        threshold = _urgent_threshold(val[1], val_probabilities[candidate.name], urgent_recall)
+        threshold = _urgent_threshold(
+            val[1],
+            val_probabilities[candidate.name],
+            urgent_recall,
+            _groups_of(group_ids, splits["val"]),
+        )
         row = _report_row(
             candidate, result, val[1], val_probabilities[candidate.name], test, threshold
         )
@@ -147,7 +155,7 @@ def run_training(
                 selected,
                 scans.images[pool],
                 scans.labels[pool],
-                None if group_ids is None else group_ids[pool],
+                _groups_of(group_ids, pool),
                 folds,
                 epochs,
                 seed,
@@ -158,7 +166,9 @@ def run_training(
             scans.labels[pool],
             FitResult(crossfit.model, crossfit.histories, crossfit.seconds),
         )
-        threshold = _urgent_threshold(pool_labels, crossfit.out_of_fold, urgent_recall)
+        threshold = _urgent_threshold(
+            pool_labels, crossfit.out_of_fold, urgent_recall, _groups_of(group_ids, pool)
+        )
         published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
         row = _report_row(
             published, fold_result, pool_labels, crossfit.out_of_fold, test, threshold
@@ -173,8 +183,10 @@ def run_training(
         console.print(candidate_table([published_row], published_row["name"], "Published model"))
     console.print(
         f"selected [bold]{selected}[/]; published {published_row['name']}; urgent threshold "
-        f"{threshold:.4f} (class-2 recall {published_row['val']['urgent_recall']:.3f} >= "
-        f"{urgent_recall} on {'out-of-fold' if folds else 'validation'} scans); "
+        f"{threshold:.4f} (class-2 recall {published_row['val']['urgent_recall']:.3f} on "
+        f"{'out-of-fold' if folds else 'validation'} scans; >= {urgent_recall} in "
+        f"{URGENT_RECALL_CONFIDENCE:.0%} of resamples of their urgent "
+        f"{'patients' if group_ids is not None else 'scans'}); "
         f"test at threshold: recall {published_row['test']['urgent_recall']:.3f}, "
         f"precision {published_row['test']['urgent_precision']:.3f}"
     )
@@ -206,9 +218,21 @@ def run_training(
     return published_dir
 
 
-def _urgent_threshold(labels: np.ndarray, probabilities: np.ndarray, recall: float) -> float:
-    urgent = probabilities[:, URGENT_CLASS]
-    return choose_urgent_threshold(labels, urgent, recall, URGENT_THRESHOLD_CEILING)
+def _urgent_threshold(
+    labels: np.ndarray, probabilities: np.ndarray, recall: float, groups: np.ndarray | None
+) -> float:
+    return choose_urgent_threshold(
+        labels,
+        probabilities[:, URGENT_CLASS],
+        recall,
+        URGENT_THRESHOLD_CEILING,
+        groups=groups,
+        confidence=URGENT_RECALL_CONFIDENCE,
+    )
+
+
+def _groups_of(group_ids: np.ndarray | None, indices: np.ndarray) -> np.ndarray | None:
+    return None if group_ids is None else group_ids[indices]
 
 
 def _report_row(

@@ -48,3 +48,18 @@ def test_evaluate_reports_the_confusion_matrix_and_averages() -> None:
 def test_select_best_takes_the_highest_validation_macro_f1() -> None:
     assert select_best({"a": 0.4, "b": 0.7, "c": 0.6}) == "b"
     assert select_best({"a": 0.7, "b": 0.7}) == "a"
+
+
+def test_threshold_with_confidence_counts_a_hard_patient_once_per_draw() -> None:
+    """Nine urgent patients scored 0.9 and one scored 0.2 (ten slices each), target 0.85:
+    the slices reach it at 0.9, and slices resampled one by one nearly always do; resampled
+    patient by patient, the hard one comes twice too often, so the threshold must catch it."""
+    labels = np.full(100, 2)
+    scores = np.array([0.9] * 90 + [0.2] * 10)
+    patients = np.repeat(np.arange(10), 10)
+    assert choose_urgent_threshold(labels, scores, 0.85) == pytest.approx(0.9)
+    by_slice = choose_urgent_threshold(labels, scores, 0.85, confidence=0.9)
+    assert by_slice == pytest.approx(0.9)
+    by_patient = choose_urgent_threshold(labels, scores, 0.85, groups=patients, confidence=0.9)
+    assert by_patient == pytest.approx(0.2)
+    assert choose_urgent_threshold(labels, scores, 0.85, 0.15, patients, 0.9) == 0.15  # ceiling
