@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.model_card import URGENT_CLASS, ModelCard
+from schemas.model_card import ModelCard
 from schemas.scans import to_model_input
 from trainer.balance import balance_by_augmentation, class_counts
 from trainer.candidates import Candidate, select_candidates
@@ -36,24 +36,18 @@ from trainer.fit import (
 )
 from trainer.publish import library_versions, new_version, publish, staging_dir
 from trainer.report import (
+    URGENT_RECALL_CONFIDENCE,
     candidate_table,
-    choose_urgent_threshold,
     class_count_table,
     evaluate,
     plot_confusion,
     plot_history,
     select_best,
+    urgent_threshold,
 )
 
 DEFAULT_EPOCHS = 60
 DEFAULT_FOLDS = 4  # cross-fit copies of the chosen recipe; 0 publishes the candidate as trained
-# The validation split holds about 20 patients' urgent slices: when a model is very sure of
-# them, the threshold reaching the target recall there climbs high and misses urgent scans of
-# other patients. Any scan the model finds more likely urgent than not is flagged regardless.
-URGENT_THRESHOLD_CEILING = 0.5
-# The urgent threshold must reach the target recall in this share of bootstrap resamples of the
-# held-out urgent patients, not merely on them (trainer.report.choose_urgent_threshold).
-URGENT_RECALL_CONFIDENCE = 0.9
 
 
 def run_training(
@@ -127,7 +121,7 @@ def run_training(
     rows = []
     for candidate in chosen:
         result = results[candidate.name]
-        threshold = _urgent_threshold(
+        threshold = urgent_threshold(
             val[1],
             val_probabilities[candidate.name],
             urgent_recall,
@@ -166,7 +160,7 @@ def run_training(
             scans.labels[pool],
             FitResult(crossfit.model, crossfit.histories, crossfit.seconds),
         )
-        threshold = _urgent_threshold(
+        threshold = urgent_threshold(
             pool_labels, crossfit.out_of_fold, urgent_recall, _groups_of(group_ids, pool)
         )
         published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
@@ -216,19 +210,6 @@ def run_training(
         f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {version}"
     )
     return published_dir
-
-
-def _urgent_threshold(
-    labels: np.ndarray, probabilities: np.ndarray, recall: float, groups: np.ndarray | None
-) -> float:
-    return choose_urgent_threshold(
-        labels,
-        probabilities[:, URGENT_CLASS],
-        recall,
-        URGENT_THRESHOLD_CEILING,
-        groups=groups,
-        confidence=URGENT_RECALL_CONFIDENCE,
-    )
 
 
 def _groups_of(group_ids: np.ndarray | None, indices: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,160 @@
+"""What to publish, scored on every patient once: outer group K-fold (not part of the tests).
+
+Each outer fold holds out 1/K of the patient groups as test; the rest is dealt 75/25 into
+train / validation (whole groups), exactly as `triage train` would see it. Per outer fold:
+- `single`: the candidate trained on train, early-stopped on validation, threshold from validation;
+- `crossfit`: the mean of 4 copies cross-fitted over train+val, threshold from out-of-fold scores;
+- `refit`: one copy trained on train+val for the single's best epoch count, threshold from the
+  single's validation scores.
+Test predictions of all outer folds are pooled, so macro F1 and class-2 recall are computed over
+all patients (all of class 1's ~19, instead of ~4 per split). Cached per fold under --cache.
+
+python -m bench.trainer_outer --data ../shared/data/iqothnccd_ct_dev.npz \\
+    --groups ../shared/data/iqothnccd_ct_dev_manifest.csv --candidates pooled2_aug
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = ("single", "crossfit", "refit")
+CEILINGS = (0.5, 1 / 3, 0.25)  # the flag's trade-off at other ceilings, for the record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--groups", required=True)
+    parser.add_argument("--group-column", default="pseudo_case")
+    parser.add_argument("--outer", type=int, default=5)
+    parser.add_argument("--candidates", default="pooled2_aug")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=8)
+    parser.add_argument("--recall", type=float, default=0.95)
+    parser.add_argument("--cache", default="/tmp/trainer_outer_cache")
+    args = parser.parse_args()
+
+    from trainer.crossfit import fold_of_images
+    from trainer.data import deal_groups, load_groups, load_scans
+
+    scans = load_scans(args.data, require_labels=True)
+    groups = load_groups(args.groups, args.group_column, len(scans.images))
+    outer = fold_of_images(scans.labels, groups, args.outer, seed=0)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    pooled: dict[str, list[dict]] = {}
+    for k in range(args.outer):
+        rest, test = np.flatnonzero(outer != k), np.flatnonzero(outer == k)
+        part = deal_groups(scans.labels[rest], groups[rest], (0.75, 0.25), seed=k)
+        splits = {"train": rest[part == 0], "val": rest[part == 1], "test": test}
+        for name in args.candidates.split(","):
+            for variant in args.variants.split(","):
+                path = cache / f"{name}_{variant}_o{k}_e{args.epochs}_p{args.patience}.npz"
+                if not path.exists():
+                    np.savez(path, **_run(scans, groups, splits, name, variant, args, cache, k))
+                with np.load(path) as saved:
+                    fold = {key: saved[key] for key in saved.files}
+                fold["labels"] = scans.labels[test]
+                pooled.setdefault(f"{name} {variant}", []).append(fold)
+                print(f"fold {k} {name} {variant}: {float(fold['seconds']):.0f} s", flush=True)
+    _print(pooled, args.outer, args.recall)
+
+
+def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa: ANN001
+    """Test softmax of one variant, with the held-out scores that set its urgent threshold."""
+    from schemas.scans import to_model_input
+    from trainer.balance import balance_by_augmentation
+    from trainer.candidates import select_candidates
+    from trainer.crossfit import cross_fit
+    from trainer.fit import configure_tensorflow, fit_candidate, predict_proba
+
+    configure_tensorflow()
+    recipe = [c for c in select_candidates([name]) if not c.combines]
+    test = to_model_input(scans.images[splits["test"]])
+    pool = np.concatenate([splits["train"], splits["val"]])
+    if variant == "crossfit":
+        result = cross_fit(
+            recipe, name, scans.images[pool], scans.labels[pool], groups[pool], 4,
+            args.epochs, k, args.patience,
+        )  # fmt: skip
+        return {
+            "test": predict_proba(result.model, test),
+            "held_probs": result.out_of_fold,
+            "held_labels": scans.labels[pool],
+            "held_groups": groups[pool],
+            "seconds": result.seconds,
+        }
+    (candidate,) = recipe
+    val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
+    held = {"held_labels": val[1], "held_groups": groups[splits["val"]]}
+    if variant == "single":
+        images, labels = balance_by_augmentation(
+            scans.images[splits["train"]], scans.labels[splits["train"]], k
+        )
+        result = fit_candidate(
+            candidate, (to_model_input(images), labels), val, args.epochs, k,
+            patience=args.patience,
+        )  # fmt: skip
+        best = int(np.argmin(result.histories[0]["val_loss"])) + 1
+        np.save(cache / f"{name}_single_o{k}_best_epoch.npy", best)
+        held["held_probs"] = predict_proba(result.model, val[0])
+    else:  # refit: train + val for the single's best epoch count, its validation threshold
+        best_path = cache / f"{name}_single_o{k}_best_epoch.npy"
+        if not best_path.exists():
+            raise SystemExit("refit needs the single variant first (list it before refit)")
+        with np.load(cache / f"{name}_single_o{k}_e{args.epochs}_p{args.patience}.npz") as single:
+            held["held_probs"] = single["held_probs"]
+        images, labels = balance_by_augmentation(scans.images[pool], scans.labels[pool], k)
+        result = fit_candidate(
+            candidate, (to_model_input(images), labels), None, int(np.load(best_path)), k
+        )
+    return {"test": predict_proba(result.model, test), "seconds": result.seconds, **held}
+
+
+def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
+    from trainer.report import URGENT_THRESHOLD_CEILING, choose_urgent_threshold, evaluate
+
+    print(f"\npooled over {folds} outer group folds (every patient tested once); urgent flag by "
+          f"the trainer's policy (ceiling {URGENT_THRESHOLD_CEILING:.2f}), then at other ceilings")  # fmt: skip
+    print(f"{'variant':<26}{'macroF1':>8}{'F1 0/1/2':>16}{'R2 argmax':>10}{'ceiling':>8}"
+          f"{'R2@thr':>8}{'P2@thr':>8}{'flag 0/1':>10}  R2@thr per fold")  # fmt: skip
+    for name, folds_ in pooled.items():
+        y = np.concatenate([fold["labels"] for fold in folds_])
+        p = np.concatenate([fold["test"] for fold in folds_])
+        report = evaluate(y, p)
+        f1s = "/".join(f"{c['f1']:.2f}" for c in report["per_class"].values())
+        for ceiling in (
+            URGENT_THRESHOLD_CEILING,
+            *(c for c in CEILINGS if c != URGENT_THRESHOLD_CEILING),
+        ):
+            flags = np.concatenate(
+                [_flags(fold, recall, ceiling, choose_urgent_threshold) for fold in folds_]
+            )
+            urgent = y == 2
+            per_fold = [
+                f"{_flags(f, recall, ceiling, choose_urgent_threshold)[f['labels'] == 2].mean():.2f}"
+                for f in folds_
+            ]
+            head = (f"{name:<26}{report['macro_f1']:>8.3f}{f1s:>16}{report['urgent_recall_argmax']:>10.3f}"
+                    if ceiling == URGENT_THRESHOLD_CEILING else " " * 60)  # fmt: skip
+            print(f"{head}{ceiling:>8.2f}{(flags & urgent).sum() / urgent.sum():>8.3f}"
+                  f"{(flags & urgent).sum() / max(flags.sum(), 1):>8.3f}"
+                  f"{flags[y == 0].mean():>5.2f}/{flags[y == 1].mean():.2f}  {' '.join(per_fold)}")  # fmt: skip
+
+
+def _flags(fold: dict, recall: float, ceiling: float, choose) -> np.ndarray:  # noqa: ANN001
+    from trainer.report import URGENT_RECALL_CONFIDENCE
+
+    threshold = choose(
+        fold["held_labels"], fold["held_probs"][:, 2], recall, ceiling,
+        groups=fold["held_groups"], confidence=URGENT_RECALL_CONFIDENCE,
+    )  # fmt: skip
+    return fold["test"][:, 2] >= threshold
+
+
+if __name__ == "__main__":
+    main()
