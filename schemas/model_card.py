@@ -43,6 +43,7 @@ class ModelCard(BaseModel):
         ge=0, le=1, description="Flag urgent when P(class 2) >= this (chosen on held-out scans)."
     )
     urgent_target_recall: float = 0.95
+    urgent_threshold_rule: str = Field(default="", description="How the threshold was chosen.")
     selected_candidate: str = ""
     published_model: str = Field(default="", description="How the saved model was trained.")
     data_fingerprint: str = ""

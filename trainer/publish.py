@@ -67,12 +67,12 @@ def card_markdown(card: ModelCard) -> str:
         f"- Published model: {card.published_model}" if card.published_model else "",
         f"- Classes: {', '.join(f'{i} {name}' for i, name in enumerate(card.classes))}",
         f"- Input: {card.input_shape}; preprocessing: {card.preprocessing}",
-        f"- Urgent flag: P(class 2) >= {card.urgent_threshold:.4f}, chosen on held-out scans "
-        f"(see 'validation' below) for class-2 recall >= {card.urgent_target_recall:.2f}",
+        f"- Urgent flag: P(class 2) >= {card.urgent_threshold:.4f}: "
+        + (card.urgent_threshold_rule or f"class-2 recall >= {card.urgent_target_recall:.2f}"),
         f"- Data fingerprint (sha256 of images + labels): `{card.data_fingerprint}`",
         f"- Training time: {card.training_seconds:.0f} s",
         "",
-        "## Selected model",
+        "## Published model",
         "",
         "| split | macro F1 | accuracy | class-2 recall (argmax) | urgent recall @thr | urgent precision @thr |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",

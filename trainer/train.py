@@ -37,6 +37,7 @@ from trainer.fit import (
 from trainer.publish import library_versions, new_version, publish, staging_dir
 from trainer.report import (
     URGENT_RECALL_CONFIDENCE,
+    URGENT_THRESHOLD_CEILING,
     candidate_table,
     class_count_table,
     evaluate,
@@ -138,49 +139,21 @@ def run_training(
     published_row, how = best, "the selected candidate as trained on the training split"
     if folds:
         pool = np.concatenate([splits["train"], splits["val"]])
-        recipe = [c for c in select_candidates([selected]) if not c.combines]
-        console.print(
-            f"cross-fitting {selected} over {folds} folds of the training + validation "
-            f"{'groups' if group_ids is not None else 'images'} ..."
-        )
-        with _progress(console) as progress:
-            crossfit = cross_fit(
-                recipe,
-                selected,
-                scans.images[pool],
-                scans.labels[pool],
-                _groups_of(group_ids, pool),
-                folds,
-                epochs,
-                seed,
-                patience,
-                progress,
-            )
-        pool_labels, fold_result = (
-            scans.labels[pool],
-            FitResult(crossfit.model, crossfit.histories, crossfit.seconds),
-        )
-        threshold = urgent_threshold(
-            pool_labels, crossfit.out_of_fold, urgent_recall, _groups_of(group_ids, pool)
-        )
-        published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
-        row = _report_row(
-            published, fold_result, pool_labels, crossfit.out_of_fold, test, threshold
-        )
-        published_row = _with_plots(row, fold_result, staging)
-        model = crossfit.model
-        how = (
-            f"mean softmax of {folds} copies of {selected}, each trained on {folds - 1} of "
-            f"{folds} folds of the training + validation split; urgent threshold and the "
-            "'val' metrics from the out-of-fold predictions"
-        )
-        console.print(candidate_table([published_row], published_row["name"], "Published model"))
+        model, published_row, how = _cross_fit_selected(
+            selected, scans.images[pool], scans.labels[pool], _groups_of(group_ids, pool),
+            (folds, epochs, seed, patience), urgent_recall, test, staging, console,
+        )  # fmt: skip
+        threshold = published_row["val"]["threshold"]
+    rule = (
+        f"class-2 recall >= {urgent_recall} on the held-out scans ('validation' below) in "
+        f"{URGENT_RECALL_CONFIDENCE:.0%} of bootstrap resamples of their urgent "
+        f"{'patients' if group_ids is not None else 'scans'}, and never above "
+        f"{URGENT_THRESHOLD_CEILING}"
+    )
     console.print(
         f"selected [bold]{selected}[/]; published {published_row['name']}; urgent threshold "
-        f"{threshold:.4f} (class-2 recall {published_row['val']['urgent_recall']:.3f} on "
-        f"{'out-of-fold' if folds else 'validation'} scans; >= {urgent_recall} in "
-        f"{URGENT_RECALL_CONFIDENCE:.0%} of resamples of their urgent "
-        f"{'patients' if group_ids is not None else 'scans'}); "
+        f"{threshold:.4f} ({'out-of-fold' if folds else 'validation'} class-2 recall "
+        f"{published_row['val']['urgent_recall']:.3f}; rule: {rule}); "
         f"test at threshold: recall {published_row['test']['urgent_recall']:.3f}, "
         f"precision {published_row['test']['urgent_precision']:.3f}"
     )
@@ -189,6 +162,7 @@ def run_training(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         urgent_threshold=threshold,
         urgent_target_recall=urgent_recall,
+        urgent_threshold_rule=rule,
         selected_candidate=selected,
         published_model=how,
         data_fingerprint=fingerprint,
@@ -214,6 +188,42 @@ def run_training(
 
 def _groups_of(group_ids: np.ndarray | None, indices: np.ndarray) -> np.ndarray | None:
     return None if group_ids is None else group_ids[indices]
+
+
+def _cross_fit_selected(
+    selected: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    schedule: tuple[int, int, int, int],
+    urgent_recall: float,
+    test: tuple[np.ndarray, np.ndarray],
+    staging: Path,
+    console,  # noqa: ANN001 - rich.console.Console
+) -> tuple[object, dict, str]:
+    """Cross-fit the selected recipe over train + val: the model, its report row (threshold
+    and 'val' metrics from the out-of-fold scores) and a sentence for the card."""
+    folds, epochs, seed, patience = schedule
+    recipe = [c for c in select_candidates([selected]) if not c.combines]
+    console.print(
+        f"cross-fitting {selected} over {folds} folds of the training + validation "
+        f"{'groups' if groups is not None else 'images'} ..."
+    )
+    with _progress(console) as progress:
+        crossfit = cross_fit(
+            recipe, selected, images, labels, groups, folds, epochs, seed, patience, progress
+        )
+    threshold = urgent_threshold(labels, crossfit.out_of_fold, urgent_recall, groups)
+    result = FitResult(crossfit.model, crossfit.histories, crossfit.seconds)
+    published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
+    row = _report_row(published, result, labels, crossfit.out_of_fold, test, threshold)
+    console.print(candidate_table([row], row["name"], "Published model"))
+    how = (
+        f"mean softmax of {folds} copies of {selected}, each trained on {folds - 1} of "
+        f"{folds} folds of the training + validation split; urgent threshold and the "
+        "'val' metrics from the out-of-fold predictions"
+    )
+    return crossfit.model, _with_plots(row, result, staging), how
 
 
 def _report_row(
