@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-CEILING = 0.5  # the trainer's URGENT_THRESHOLD_CEILING: r2_cap/p2_cap flag P(2) >= min(thr, it)
 C1_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)  # multipliers on P(class 1) tried on validation
 
 
@@ -144,11 +143,19 @@ def _cross_fit(scans, groups, splits, name: str, seed: int, epochs: int, patienc
 
 
 def _score(labels: dict, val: np.ndarray, test: np.ndarray, recall: float) -> dict:
-    from trainer.report import choose_urgent_threshold, evaluate, urgent_flag_metrics
+    from trainer.report import (
+        URGENT_THRESHOLD_CEILING,
+        choose_urgent_threshold,
+        evaluate,
+        urgent_flag_metrics,
+    )
 
     threshold = choose_urgent_threshold(labels["val"], val[:, 2], recall)
     test_report = evaluate(labels["test"], test, threshold)
-    capped = urgent_flag_metrics(labels["test"], test[:, 2], min(threshold, CEILING))
+    # r2_cap / p2_cap: the flag P(2) >= min(threshold, the trainer's ceiling)
+    capped = urgent_flag_metrics(
+        labels["test"], test[:, 2], min(threshold, URGENT_THRESHOLD_CEILING)
+    )
     return {
         "val_f1": evaluate(labels["val"], val)["macro_f1"],
         "f1": test_report["macro_f1"],
