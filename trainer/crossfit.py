@@ -44,12 +44,12 @@ def fold_of_images(
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
     if groups is not None:
         if len(np.unique(groups)) < folds:
-            raise DataError(f"{folds} folds need at least {folds} patient groups")
+            raise DataError(f"{folds} cross-fit folds need at least {folds} patient groups")
         return deal_groups(labels, groups, (1.0,) * folds, seed)
     from sklearn.model_selection import StratifiedKFold
 
     if np.bincount(labels, minlength=NUM_CLASSES).min() < folds:
-        raise DataError(f"{folds} folds need at least {folds} images of every class")
+        raise DataError(f"{folds} cross-fit folds need at least {folds} images of every class")
     fold = np.zeros(len(labels), dtype=int)
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for index, (_, held_out) in enumerate(splitter.split(labels, labels)):
@@ -78,7 +78,10 @@ def cross_fit(
     for index in range(folds):
         held_out, rest = fold == index, fold != index
         if len(np.unique(labels[rest])) < NUM_CLASSES or not held_out.any():
-            raise DataError(f"fold {index + 1} of {folds} leaves a class out of its training part")
+            raise DataError(
+                f"cross-fit fold {index + 1} of {folds} leaves a class out of its training part; "
+                "use fewer --folds, or --folds 0"
+            )
         train_images, train_labels = balance_by_augmentation(
             images[rest], labels[rest], seed + index
         )
