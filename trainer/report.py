@@ -17,6 +17,7 @@ CLASSES = list(range(len(CLASS_NAMES)))
 # allows, and the held-out recall must hold in 90 % of resamples of their urgent patients.
 URGENT_THRESHOLD_CEILING = 0.25
 URGENT_RECALL_CONFIDENCE = 0.9
+BOOTSTRAP_LIMIT = 1000  # candidate thresholds and resampled units, to bound time and memory
 
 
 def evaluate(labels: np.ndarray, probabilities: np.ndarray, threshold: float | None = None) -> dict:
@@ -111,16 +112,25 @@ def choose_urgent_threshold(
     scores = np.asarray(urgent_probability, dtype=float)[urgent]
     if len(scores) == 0:
         raise ValueError("no class-2 scans in the held-out scans: cannot pick a threshold")
-    candidates = np.unique(scores)[::-1]  # descending: the first that qualifies is the highest
     if confidence is None:
         needed = math.ceil(target_recall * len(scores) - 1e-9)
         return min(float(np.sort(scores)[::-1][needed - 1]), ceiling)
+    rng = np.random.default_rng(0)
+    candidates = np.unique(scores)  # at most BOOTSTRAP_LIMIT, always with the lowest score
+    if len(candidates) > BOOTSTRAP_LIMIT:
+        candidates = np.unique(np.quantile(scores, np.linspace(0, 1, BOOTSTRAP_LIMIT)))
+    candidates = candidates[::-1]  # descending: the first that qualifies is the highest
     patient = np.arange(len(scores)) if groups is None else np.asarray(groups)[urgent]
     _, patient = np.unique(patient, return_inverse=True)
-    hits = np.zeros((patient.max() + 1, len(candidates)))
-    np.add.at(hits, patient, scores[:, None] >= candidates[None, :])
+    if patient.max() >= BOOTSTRAP_LIMIT:  # many patients: resample random bundles of them
+        patient = rng.permutation(patient.max() + 1)[patient] % BOOTSTRAP_LIMIT
+    # hits[p, j]: patient p's urgent scans with score >= candidates[j] (a scan counts from the
+    # first candidate at or below its score onwards)
+    first = len(candidates) - np.searchsorted(candidates[::-1], scores, side="right")
+    hits = np.zeros((patient.max() + 1, len(candidates) + 1))
+    np.add.at(hits, (patient, first), 1)
+    hits = np.cumsum(hits, axis=1)[:, :-1]
     sizes = np.bincount(patient).astype(float)
-    rng = np.random.default_rng(0)
     draws = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=resamples)
     recall = (draws @ hits) / (draws @ sizes)[:, None]  # (resamples, candidates)
     assured = np.quantile(recall, 1 - confidence, axis=0) >= target_recall - 1e-9

@@ -63,3 +63,13 @@ def test_threshold_with_confidence_counts_a_hard_patient_once_per_draw() -> None
     by_patient = choose_urgent_threshold(labels, scores, 0.85, groups=patients, confidence=0.9)
     assert by_patient == pytest.approx(0.2)
     assert choose_urgent_threshold(labels, scores, 0.85, 0.15, patients, 0.9) == 0.15  # ceiling
+
+
+def test_threshold_with_confidence_stays_bounded_on_many_scans() -> None:
+    """60,000 urgent scans without groups: bundled resampling, close to the plain threshold."""
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(0, 1, 60_000)
+    labels = np.full(len(scores), 2)
+    plain = choose_urgent_threshold(labels, scores, 0.9)
+    assured = choose_urgent_threshold(labels, scores, 0.9, confidence=0.9)
+    assert plain - 0.01 < assured <= plain
