@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -24,6 +24,7 @@ results = Result.__table__
 urgent_cases = UrgentCase.__table__
 models = ModelVersion.__table__
 ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
+T = TypeVar("T")
 _registered: set[tuple[str, str]] = set()  # (database URL, model version) this process wrote
 
 
@@ -58,9 +59,10 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(ids), ID_CHUNK):
-        yield ids[start : start + ID_CHUNK]
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`items` in slices of ID_CHUNK (one statement each)."""
+    for start in range(0, len(items), ID_CHUNK):
+        yield items[start : start + ID_CHUNK]
 
 
 def _insert(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect Insert
@@ -102,12 +104,12 @@ def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> No
             connection.execute(scan_pixels.insert(), pixels)
 
 
-def mark_published(engine: Engine, scan_ids: Sequence[str]) -> None:
+def mark_published(engine: Engine, scan_ids: Sequence[str], at: datetime | None = None) -> None:
+    """Record when these scans' jobs were (re-)published: `at`, or now."""
+    at = at or utcnow()
     with engine.begin() as connection:
         for chunk in _chunks(scan_ids):
-            connection.execute(
-                scans.update().where(scans.c.id.in_(chunk)).values(published_at=utcnow())
-            )
+            connection.execute(scans.update().where(scans.c.id.in_(chunk)).values(published_at=at))
 
 
 # -- classification ------------------------------------------------------------------------
@@ -263,8 +265,8 @@ def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[
     ]
     added: list[str] = []
     with engine.begin() as connection:
-        for start in range(0, len(rows), ID_CHUNK):
-            statement = _insert(connection, urgent_cases).values(rows[start : start + ID_CHUNK])
+        for chunk in _chunks(rows):
+            statement = _insert(connection, urgent_cases).values(list(chunk))
             statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
             # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
             added += connection.execute(statement.returning(urgent_cases.c.scan_id)).scalars()
@@ -275,8 +277,7 @@ def mark_notified(engine: Engine, scan_ids: Sequence[str]) -> None:
     """Record that these worklist cases were paged."""
     now = utcnow()
     with engine.begin() as connection:
-        for start in range(0, len(scan_ids), ID_CHUNK):
-            chunk = scan_ids[start : start + ID_CHUNK]
+        for chunk in _chunks(scan_ids):
             connection.execute(
                 urgent_cases.update()
                 .where(urgent_cases.c.scan_id.in_(chunk), urgent_cases.c.notified_at.is_(None))

@@ -91,7 +91,7 @@ def reconcile(
     for priority, ids in (("stat", plan.stat), ("routine", plan.routine)):
         if ids:
             publish_jobs(ids, priority)
-            _mark_published(engine, ids, now)
+            ledger.mark_published(engine, ids, now)
     report.republished = len(plan.stat) + len(plan.routine) - plan.moved_ahead
     report.moved_ahead = plan.moved_ahead
     if urgent_queue_empty:
@@ -159,14 +159,6 @@ def _plan(engine: Engine, settings: Settings, now: datetime) -> _Plan:
             (stat if row.priority == "stat" or overdue else routine).append(row.id)
             moved_ahead += moving
     return _Plan(fail, routine, stat, moved_ahead)
-
-
-def _mark_published(engine: Engine, scan_ids: Sequence[str], now: datetime) -> None:
-    scans = ledger.scans
-    with engine.begin() as connection:
-        for start in range(0, len(scan_ids), ledger.ID_CHUNK):
-            chunk = scan_ids[start : start + ledger.ID_CHUNK]
-            connection.execute(scans.update().where(scans.c.id.in_(chunk)).values(published_at=now))
 
 
 def _missing_escalations(engine: Engine, cutoff: datetime) -> list[Escalation]:
