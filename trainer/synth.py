@@ -20,6 +20,7 @@ import numpy as np
 SIZE = 64
 DEFAULT_MIX = (0.79, 0.18, 0.03)
 MIN_URGENT_PIXELS = 30
+URGENT_ATTEMPTS = 20  # placements tried before the last one is kept
 _ROWS, _COLS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 
 
@@ -132,17 +133,17 @@ def _add_urgent(
 ) -> None:
     """A mass or consolidation of at least MIN_URGENT_PIXELS inside the lungs: urgent findings
     are never hidden at a lung's edge (a faint urgent phantom teaches a low urgent threshold)."""
-    for attempt in range(20):
-        last = attempt == 19
+    for attempt in range(URGENT_ATTEMPTS):
         y, x = points[rng.integers(len(points))]
-        if rng.random() < 0.65:
+        mass = rng.random() < 0.65
+        if mass:
             region = _blob(y, x, rng.uniform(4.5, 8.0), rng) & lung_mask
-            if last or region.sum() >= MIN_URGENT_PIXELS:
-                image[region] = rng.uniform(110, 160)
-                return
         else:
-            shape = _ellipse(y, x, rng.uniform(6, 9), rng.uniform(5, 7), rng.uniform(0, np.pi))
-            region = shape & lung_mask
-            if last or region.sum() >= MIN_URGENT_PIXELS:
-                image[region] = image[region] * 0.3 + rng.uniform(85, 120)
-                return
+            axes_and_angle = (rng.uniform(6, 9), rng.uniform(5, 7), rng.uniform(0, np.pi))
+            region = _ellipse(y, x, *axes_and_angle) & lung_mask
+        if region.sum() >= MIN_URGENT_PIXELS or attempt == URGENT_ATTEMPTS - 1:
+            break
+    if mass:
+        image[region] = rng.uniform(110, 160)
+    else:
+        image[region] = image[region] * 0.3 + rng.uniform(85, 120)
