@@ -116,7 +116,7 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
 
 
 def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
-    from trainer.report import URGENT_THRESHOLD_CEILING, choose_urgent_threshold, evaluate
+    from trainer.report import URGENT_THRESHOLD_CEILING, evaluate
 
     print(f"\npooled over {folds} outer group folds (every patient tested once); urgent flag by "
           f"the trainer's policy (ceiling {URGENT_THRESHOLD_CEILING:.2f}), then at other ceilings")  # fmt: skip
@@ -131,13 +131,11 @@ def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
             URGENT_THRESHOLD_CEILING,
             *(c for c in CEILINGS if c != URGENT_THRESHOLD_CEILING),
         ):
-            flags = np.concatenate(
-                [_flags(fold, recall, ceiling, choose_urgent_threshold) for fold in folds_]
-            )
-            urgent = y == 2
+            fold_flags = [_flags(fold, recall, ceiling) for fold in folds_]  # one threshold each
+            flags, urgent = np.concatenate(fold_flags), y == 2
             per_fold = [
-                f"{_flags(f, recall, ceiling, choose_urgent_threshold)[f['labels'] == 2].mean():.2f}"
-                for f in folds_
+                f"{flagged[fold['labels'] == 2].mean():.2f}"
+                for flagged, fold in zip(fold_flags, folds_, strict=True)
             ]
             head = (f"{name:<26}{report['macro_f1']:>8.3f}{f1s:>16}{report['urgent_recall_argmax']:>10.3f}"
                     if ceiling == URGENT_THRESHOLD_CEILING else " " * 60)  # fmt: skip
@@ -146,10 +144,11 @@ def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
                   f"{flags[y == 0].mean():>5.2f}/{flags[y == 1].mean():.2f}  {' '.join(per_fold)}")  # fmt: skip
 
 
-def _flags(fold: dict, recall: float, ceiling: float, choose) -> np.ndarray:  # noqa: ANN001
-    from trainer.report import URGENT_RECALL_CONFIDENCE
+def _flags(fold: dict, recall: float, ceiling: float) -> np.ndarray:
+    """The fold's test flags at the threshold its held-out scores give (trainer's rule)."""
+    from trainer.report import URGENT_RECALL_CONFIDENCE, choose_urgent_threshold
 
-    threshold = choose(
+    threshold = choose_urgent_threshold(
         fold["held_labels"], fold["held_probs"][:, 2], recall, ceiling,
         groups=fold["held_groups"], confidence=URGENT_RECALL_CONFIDENCE,
     )  # fmt: skip
