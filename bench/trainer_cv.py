@@ -6,6 +6,8 @@ patients). Reports mean and spread over the splits of test macro F1, class-1 F1,
 (argmax) and class-2 recall / precision at the threshold chosen on validation. Also scores
 post-hoc ensembles (mean softmax of trained candidates) and a class-1 decision offset chosen on
 validation. Probabilities are cached per (candidate, seed, epochs, patience) under --cache.
+Each test split holds only about four benign patients, so class-1 numbers here are noisy:
+bench/trainer_outer.py scores every patient once (and the cross-fit the trainer publishes).
 
 python -m bench.trainer_cv --data ../shared/data/iqothnccd_ct_dev.npz \\
     --groups ../shared/data/iqothnccd_ct_dev_manifest.csv --seeds 1,2,3 \\
@@ -35,12 +37,6 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=8)
     parser.add_argument("--recall", type=float, default=0.95)
     parser.add_argument("--cache", default="/tmp/trainer_cv_cache")
-    parser.add_argument(
-        "--crossfit",
-        type=int,
-        default=0,
-        help="also score each candidate cross-fitted over K folds of train+val (0: off)",
-    )
     args = parser.parse_args()
 
     from trainer.data import load_groups, load_scans, split_indices
@@ -68,21 +64,6 @@ def main() -> None:
                 if name in names:
                     print(f"seed {seed} {name}: {int(saved['epochs'])} epochs "
                           f"{float(saved['seconds']):.0f} s", flush=True)  # fmt: skip
-        if args.crossfit:
-            for name in names:
-                path = (
-                    cache / f"{name}_s{seed}_e{args.epochs}_p{args.patience}_cf{args.crossfit}.npz"
-                )
-                if not path.exists():
-                    oof, test, info = _cross_fit(
-                        scans, groups, splits, name, seed, args.epochs, args.patience, args.crossfit
-                    )
-                    np.savez(path, val=oof, test=test, **info)
-                with np.load(path) as saved:
-                    pool = {"val": saved["pool_labels"], "test": labels["test"]}
-                    row = _score(pool, saved["val"], saved["test"], args.recall)
-                    print(f"seed {seed} {name} x{args.crossfit}: {float(saved['seconds']):.0f} s")
-                scores.setdefault(f"{name} crossfit x{args.crossfit}", []).append(row)
         for ensemble in ensembles:
             probs["+".join(ensemble)] = tuple(
                 np.mean([probs[m][i] for m in ensemble], axis=0) for i in (0, 1)
@@ -122,24 +103,6 @@ def _train(scans, splits, name: str, seed: int, epochs: int, patience: int):  # 
         "seconds": result.seconds,
     }
     return predict_proba(result.model, val[0]), predict_proba(result.model, test), info
-
-
-def _cross_fit(scans, groups, splits, name: str, seed: int, epochs: int, patience: int, folds: int):  # noqa: ANN001, ANN202
-    from schemas.scans import to_model_input
-    from trainer.candidates import select_candidates
-    from trainer.crossfit import cross_fit
-    from trainer.fit import configure_tensorflow, predict_proba
-
-    configure_tensorflow()
-    recipe = [c for c in select_candidates([name]) if not c.combines]
-    pool = np.concatenate([splits["train"], splits["val"]])
-    result = cross_fit(
-        recipe, name, scans.images[pool], scans.labels[pool], groups[pool], folds, epochs, seed,
-        patience,
-    )  # fmt: skip
-    test = predict_proba(result.model, to_model_input(scans.images[splits["test"]]))
-    info = {"pool_labels": scans.labels[pool], "seconds": result.seconds}
-    return result.out_of_fold, test, info
 
 
 def _score(labels: dict, val: np.ndarray, test: np.ndarray, recall: float) -> dict:

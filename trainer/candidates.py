@@ -6,9 +6,8 @@ The stronger ones aim at unseen patients, not at the validation split: small and
 (32x32 input-pooled and full 64x64 resolution) rather than over seeds.
 BatchNorm + global pooling nets collapsed to one class on the 719 real slices (PITFALLS), so
 these keep a flattened head. In group-aware trials on the real slices, on-the-fly
-augmentation was what lifted unseen-patient scores over the baselines; over three other
-group-aware splits (bench/trainer_cv.py) the two-design ensemble had the best mean test macro F1
-and urgent recall, while a x2 class-1 loss weight lowered both. Every model maps float
+augmentation was what lifted unseen-patient scores over the baselines, while a x2 class-1
+loss weight lowered them (TRAINING.md has the every-patient scores). Every model maps float
 (N, 64, 64, 1) in [0, 1] to a 3-way softmax and uses only built-in Keras layers, so the worker
 loads it without trainer code.
 """

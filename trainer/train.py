@@ -135,7 +135,7 @@ def run_training(
     console.print(candidate_table(rows, selected))
 
     best = next(row for row in rows if row["name"] == selected)
-    model, threshold = results[selected].model, best["val"]["threshold"]
+    model = results[selected].model
     published_row, how = best, "the selected candidate as trained on the training split"
     if folds:
         pool = np.concatenate([splits["train"], splits["val"]])
@@ -143,7 +143,7 @@ def run_training(
             selected, scans.images[pool], scans.labels[pool], _groups_of(group_ids, pool),
             (folds, epochs, seed, patience), urgent_recall, test, staging, console,
         )  # fmt: skip
-        threshold = published_row["val"]["threshold"]
+    threshold = published_row["val"]["threshold"]
     rule = (
         f"class-2 recall >= {urgent_recall} on the held-out scans ('validation' below) in "
         f"{URGENT_RECALL_CONFIDENCE:.0%} of bootstrap resamples of their urgent "
