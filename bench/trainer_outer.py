@@ -116,16 +116,22 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
 
 
 def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
-    from trainer.report import URGENT_THRESHOLD_CEILING, evaluate
+    from trainer.report import URGENT_THRESHOLD_CEILING, choose_class_weights, evaluate
 
     print(f"\npooled over {folds} outer group folds (every patient tested once); urgent flag by "
           f"the trainer's policy (ceiling {URGENT_THRESHOLD_CEILING:.2f}), then at other ceilings")  # fmt: skip
-    print(f"{'variant':<26}{'macroF1':>8}{'F1 0/1/2':>16}{'R2 argmax':>10}{'ceiling':>8}"
+    print("macroF1: plain argmax; weighed: class weights chosen on each fold's held-out scores")
+    print(f"{'variant':<26}{'macroF1':>8}{'weighed':>8}{'F1 0/1/2':>16}{'R2 argmax':>10}{'ceiling':>8}"
           f"{'R2@thr':>8}{'P2@thr':>8}{'flag 0/1':>10}  R2@thr per fold")  # fmt: skip
     for name, folds_ in pooled.items():
         y = np.concatenate([fold["labels"] for fold in folds_])
         p = np.concatenate([fold["test"] for fold in folds_])
         report = evaluate(y, p)
+        weighed = np.concatenate([
+            (fold["test"] * choose_class_weights(fold["held_labels"], fold["held_probs"])).argmax(1)
+            for fold in folds_
+        ])  # fmt: skip
+        weighed_f1 = evaluate(y, np.eye(3)[weighed])["macro_f1"]
         f1s = "/".join(f"{c['f1']:.2f}" for c in report["per_class"].values())
         for ceiling in (
             URGENT_THRESHOLD_CEILING,
@@ -137,8 +143,9 @@ def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
                 f"{flagged[fold['labels'] == 2].mean():.2f}"
                 for flagged, fold in zip(fold_flags, folds_, strict=True)
             ]
-            head = (f"{name:<26}{report['macro_f1']:>8.3f}{f1s:>16}{report['urgent_recall_argmax']:>10.3f}"
-                    if ceiling == URGENT_THRESHOLD_CEILING else " " * 60)  # fmt: skip
+            head = (f"{name:<26}{report['macro_f1']:>8.3f}{weighed_f1:>8.3f}{f1s:>16}"
+                    f"{report['urgent_recall_argmax']:>10.3f}"
+                    if ceiling == URGENT_THRESHOLD_CEILING else " " * 68)  # fmt: skip
             print(f"{head}{ceiling:>8.2f}{(flags & urgent).sum() / urgent.sum():>8.3f}"
                   f"{(flags & urgent).sum() / max(flags.sum(), 1):>8.3f}"
                   f"{flags[y == 0].mean():>5.2f}/{flags[y == 1].mean():.2f}  {' '.join(per_fold)}")  # fmt: skip

@@ -17,8 +17,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 MODEL_FILE = "model.keras"
@@ -26,6 +27,7 @@ CARD_FILE = "card.json"
 CURRENT_POINTER = "CURRENT"
 CLASS_NAMES = ("healthy", "non-urgent", "urgent")
 URGENT_CLASS = 2
+ClassWeight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class ModelCard(BaseModel):
@@ -44,6 +46,13 @@ class ModelCard(BaseModel):
     )
     urgent_target_recall: float = 0.95
     urgent_threshold_rule: str = Field(default="", description="How the threshold was chosen.")
+    class_weights: list[ClassWeight] = Field(
+        default_factory=lambda: [1.0] * len(CLASS_NAMES),
+        min_length=len(CLASS_NAMES),
+        max_length=len(CLASS_NAMES),
+        description="The predicted class is the argmax of P x these (chosen on held-out scans); "
+        "the urgent flag is the threshold's alone.",
+    )
     selected_candidate: str = ""
     published_model: str = Field(default="", description="How the saved model was trained.")
     data_fingerprint: str = ""
@@ -53,6 +62,20 @@ class ModelCard(BaseModel):
     training_seconds: float = 0.0
     library_versions: dict[str, str] = Field(default_factory=dict)
     synthetic_data: bool = False
+
+    def predicted_classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """The predicted class of each softmax row (N, 3): argmax of P x class_weights."""
+        return predicted_classes(probabilities, self.class_weights)
+
+
+def predicted_classes(
+    probabilities: np.ndarray, class_weights: list[float] | None = None
+) -> np.ndarray:
+    """Argmax of softmax rows (N, 3), each class's probability times its weight when given."""
+    probabilities = np.asarray(probabilities)
+    if class_weights is None:
+        return probabilities.argmax(axis=1)
+    return (probabilities * np.asarray(class_weights, dtype=float)).argmax(axis=1)
 
 
 class ModelNotFoundError(FileNotFoundError):

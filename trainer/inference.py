@@ -47,16 +47,18 @@ def probabilities(loaded: LoadedModel, images: np.ndarray) -> np.ndarray:
 
 
 def write_predictions(loaded: LoadedModel, images: np.ndarray, out: str | Path) -> int:
-    """Write index,predicted,p0,p1,p2,urgent for every image, in input order."""
+    """Write index,predicted,p0,p1,p2,urgent for every image, in input order (predicted and
+    urgent by the card's class weights and threshold)."""
     scores = probabilities(loaded, images)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["index", "predicted", "p0", "p1", "p2", "urgent"])
-        for index, row in enumerate(scores):
+        predicted = loaded.card.predicted_classes(scores)
+        for index, (row, label) in enumerate(zip(scores, predicted, strict=True)):
             urgent = int(row[URGENT_CLASS] >= loaded.card.urgent_threshold)
-            writer.writerow([index, int(row.argmax()), *(f"{p:.6f}" for p in row), urgent])
+            writer.writerow([index, int(label), *(f"{p:.6f}" for p in row), urgent])
     return len(scores)
 
 
@@ -64,9 +66,9 @@ def evaluation_report(loaded: LoadedModel, scans: ScanSet, console) -> dict:  # 
     """Print and return the step-5 report of `loaded` on labelled scans."""
     from rich.table import Table
 
-    report = evaluate(
-        scans.labels, probabilities(loaded, scans.images), loaded.card.urgent_threshold
-    )
+    card = loaded.card
+    scores = probabilities(loaded, scans.images)
+    report = evaluate(scans.labels, scores, card.urgent_threshold, card.class_weights)
     table = Table(title=f"{loaded.card.version} on {scans.source} ({report['n']} scans)")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

@@ -39,6 +39,7 @@ from trainer.report import (
     URGENT_RECALL_CONFIDENCE,
     URGENT_THRESHOLD_CEILING,
     candidate_table,
+    choose_class_weights,
     class_count_table,
     evaluate,
     plot_confusion,
@@ -135,15 +136,25 @@ def run_training(
     console.print(candidate_table(rows, selected))
 
     best = next(row for row in rows if row["name"] == selected)
-    model = results[selected].model
-    published_row, how = best, "the selected candidate as trained on the training split"
     if folds:
         pool = np.concatenate([splits["train"], splits["val"]])
         model, published_row, how = _cross_fit_selected(
             selected, scans.images[pool], scans.labels[pool], _groups_of(group_ids, pool),
             (folds, epochs, seed, patience), urgent_recall, test, staging, console,
         )  # fmt: skip
+    else:
+        model, how = (
+            results[selected].model,
+            "the selected candidate as trained on the training split",
+        )
+        published_row = _report_row(
+            next(c for c in chosen if c.name == selected), results[selected], val[1],
+            val_probabilities[selected], test, best["val"]["threshold"],
+            choose_class_weights(val[1], val_probabilities[selected]),
+        )  # fmt: skip
+    console.print(candidate_table([published_row], published_row["name"], "Published model"))
     threshold = published_row["val"]["threshold"]
+    class_weights = published_row["val"]["class_weights"]
     rule = (
         f"class-2 recall >= {urgent_recall} on the held-out scans ('validation' below) in "
         f"{URGENT_RECALL_CONFIDENCE:.0%} of bootstrap resamples of their urgent "
@@ -155,7 +166,8 @@ def run_training(
         f"{threshold:.4f} ({'out-of-fold' if folds else 'validation'} class-2 recall "
         f"{published_row['val']['urgent_recall']:.3f}; rule: {rule}); "
         f"test at threshold: recall {published_row['test']['urgent_recall']:.3f}, "
-        f"precision {published_row['test']['urgent_precision']:.3f}"
+        f"precision {published_row['test']['urgent_precision']:.3f}; predicted class: argmax "
+        f"of P x {class_weights} (weights chosen on the same held-out scans)"
     )
     card = ModelCard(
         version=version,
@@ -163,6 +175,7 @@ def run_training(
         urgent_threshold=threshold,
         urgent_target_recall=urgent_recall,
         urgent_threshold_rule=rule,
+        class_weights=class_weights,
         selected_candidate=selected,
         published_model=how,
         data_fingerprint=fingerprint,
@@ -214,14 +227,14 @@ def _cross_fit_selected(
             recipe, selected, images, labels, groups, folds, epochs, seed, patience, progress
         )
     threshold = urgent_threshold(labels, crossfit.out_of_fold, urgent_recall, groups)
+    weights = choose_class_weights(labels, crossfit.out_of_fold)
     result = FitResult(crossfit.model, crossfit.histories, crossfit.seconds)
     published = Candidate(f"{selected}_x{folds}", f"{folds} cross-fitted copies of {selected}")
-    row = _report_row(published, result, labels, crossfit.out_of_fold, test, threshold)
-    console.print(candidate_table([row], row["name"], "Published model"))
+    row = _report_row(published, result, labels, crossfit.out_of_fold, test, threshold, weights)
     how = (
         f"mean softmax of {folds} copies of {selected}, each trained on {folds - 1} of "
         f"{folds} folds of the training + validation split; urgent threshold and the "
-        "'val' metrics from the out-of-fold predictions"
+        "class weights and the 'val' metrics from the out-of-fold predictions"
     )
     return crossfit.model, _with_plots(row, result, staging), how
 
@@ -233,16 +246,18 @@ def _report_row(
     val_probabilities: np.ndarray,
     test: tuple[np.ndarray, np.ndarray],
     threshold: float,
+    class_weights: list[float] | None = None,
 ) -> dict:
-    """One candidate-table row: validation and test reports at the candidate's own threshold."""
+    """One candidate-table row: validation and test reports at the candidate's own threshold
+    (predicted class: plain argmax, or the published model's weighted one)."""
     return {
         "name": candidate.name,
         "description": candidate.description,
         "baseline": candidate.baseline,
         "epochs": max(len(h.get("loss", [])) for h in result.histories),
         "seconds": round(result.seconds, 1),
-        "val": evaluate(val_labels, val_probabilities, threshold),
-        "test": evaluate(test[1], predict_proba(result.model, test[0]), threshold),
+        "val": evaluate(val_labels, val_probabilities, threshold, class_weights),
+        "test": evaluate(test[1], predict_proba(result.model, test[0]), threshold, class_weights),
     }
 
 

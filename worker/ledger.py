@@ -48,8 +48,11 @@ class Claim:
 
 @dataclass(frozen=True)
 class ScoredScan:
+    """One classified scan: softmax, the model's predicted class and its urgent flag."""
+
     scan_id: str
     probabilities: tuple[float, float, float]
+    predicted: int
     urgent: bool
 
 
@@ -173,7 +176,7 @@ def record_results(
     rows = [
         {
             "scan_id": item.scan_id,
-            "predicted": max(range(3), key=lambda k, p=item.probabilities: p[k]),
+            "predicted": item.predicted,
             "p0": item.probabilities[0],
             "p1": item.probabilities[1],
             "p2": item.probabilities[2],

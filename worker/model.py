@@ -39,6 +39,10 @@ class ServingModel:
         """Canonical uint8 scans (N, 64, 64) -> class probabilities (N, 3), one forward pass."""
         return self.forward(to_model_input(scans))
 
+    def predicted_classes(self, probabilities: np.ndarray) -> np.ndarray:
+        """The class each scan is sorted into, by the card's decision rule."""
+        return self.card.predicted_classes(probabilities)
+
     def is_urgent(self, probabilities: np.ndarray) -> np.ndarray:
         """P(class 2) >= the threshold the trainer chose for the target class-2 recall."""
         return probabilities[:, 2] >= self.urgent_threshold

@@ -88,10 +88,10 @@ def classify_scans(
             [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
         )
         probabilities = model.probabilities(pixels)
-        urgent = model.is_urgent(probabilities)
+        predicted, urgent = model.predicted_classes(probabilities), model.is_urgent(probabilities)
         scored = [
-            ledger.ScoredScan(sid, tuple(float(p) for p in row), bool(flag))
-            for sid, row, flag in zip(ids, probabilities, urgent, strict=True)
+            ledger.ScoredScan(sid, tuple(float(p) for p in row), int(label), bool(flag))
+            for sid, row, label, flag in zip(ids, probabilities, predicted, urgent, strict=True)
         ]
         classified_at = ledger.record_results(
             engine,

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.report import choose_urgent_threshold, evaluate, select_best, urgent_flag_metrics
+from trainer.report import (
+    choose_class_weights,
+    choose_urgent_threshold,
+    evaluate,
+    select_best,
+    urgent_flag_metrics,
+)
 
 
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.95, 1.0])
@@ -43,6 +49,26 @@ def test_evaluate_reports_the_confusion_matrix_and_averages() -> None:
     assert report["urgent_precision"] == pytest.approx(1.0)
     expected_macro = np.mean([0.5, 2 / 3, 0.8])
     assert report["macro_f1"] == pytest.approx(expected_macro)
+
+
+def test_class_weights_raise_class_1_only_where_it_is_under_called() -> None:
+    """Class-1 scans scored (0.55, 0.40, 0.05) are lost to class 0 by plain argmax; a weight
+    of 1.4 (the smallest that wins them without costing the healthy (0.7, 0.25, 0.05)
+    scans) recovers them. Where argmax is already right, the weight stays 1."""
+    labels = np.array([0] * 6 + [1] * 4 + [2] * 4)
+    probabilities = np.array(
+        [[0.7, 0.25, 0.05]] * 6 + [[0.55, 0.40, 0.05]] * 4 + [[0.1, 0.1, 0.8]] * 4
+    )
+    weights = choose_class_weights(labels, probabilities)
+    assert weights == [1.0, pytest.approx(1.4), 1.0]
+    plain, weighed = evaluate(labels, probabilities), evaluate(labels, probabilities, None, weights)
+    assert (
+        weighed["per_class"]["non-urgent"]["recall"]
+        == 1.0
+        > plain["per_class"]["non-urgent"]["recall"]
+    )
+    assert weighed["macro_f1"] == 1.0 and weighed["class_weights"] == weights
+    assert choose_class_weights(labels, np.eye(3)[labels]) == [1.0, 1.0, 1.0]
 
 
 def test_select_best_takes_the_highest_validation_macro_f1() -> None:

@@ -58,6 +58,10 @@ def test_train_publishes_a_complete_model_directory(published) -> None:  # noqa:
     assert card.metrics["val"]["n"] == sum(card.class_counts["train"] + card.class_counts["val"])
     assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
     assert card.metrics["test"]["n"] == sum(card.class_counts["test"])
+    # the predicted class's weights were chosen on the out-of-fold scores, reported with them
+    assert card.class_weights[0] == card.class_weights[2] == 1.0
+    assert card.metrics["val"]["class_weights"] == card.metrics["test"]["class_weights"]
+    assert card.metrics["val"]["class_weights"] == card.class_weights
 
 
 def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path, phantoms) -> None:  # noqa: ANN001
@@ -68,7 +72,11 @@ def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path
         (images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=0
     )
     card = read_card(published)
-    assert card.metrics["folds"] == 0 and card.metrics["val"] == card.candidates[0]["val"]
+    assert card.metrics["folds"] == 0
+    # the candidate as trained, its threshold; the predicted class weighed as chosen on val
+    assert card.metrics["val"]["class_weights"] == card.class_weights
+    assert card.metrics["val"]["threshold"] == card.candidates[0]["val"]["threshold"]
+    assert card.metrics["val"]["n"] == card.candidates[0]["val"]["n"]
     assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
     with pytest.raises(ValueError, match="--folds"):
         run_training((images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=1)
@@ -93,8 +101,38 @@ def test_predict_rows_line_up_with_the_input(published, tmp_path: Path) -> None:
     for index in (0, 17, 36):  # each row is its own image, scored alone
         alone = probabilities(loaded, images[index : index + 1])[0]
         assert [float(rows[index][f"p{k}"]) for k in range(3)] == pytest.approx(alone, abs=1e-5)
-        assert int(rows[index]["predicted"]) == int(alone.argmax())
+        weighed = alone * np.asarray(loaded.card.class_weights)
+        assert int(rows[index]["predicted"]) == int(weighed.argmax())
         assert int(rows[index]["urgent"]) == int(alone[2] >= loaded.card.urgent_threshold)
+
+
+def test_predict_sorts_by_the_cards_class_weights(published, tmp_path: Path) -> None:  # noqa: ANN001
+    """The same model with a card that weighs class 1 by 1000 predicts class 1 wherever
+    P(class 1) > P(other) / 1000; the urgent column is unchanged."""
+    import shutil
+
+    from schemas.model_card import write_card
+
+    root, data = published
+    copy = tmp_path / "weighted"
+    shutil.copytree(resolve_model_dir(root), copy)
+    card = read_card(copy)
+    write_card(copy, card.model_copy(update={"class_weights": [1.0, 1000.0, 1.0]}))
+    outputs = {}
+    for name, model in (("plain", root), ("weighted", copy)):
+        out = tmp_path / f"{name}.csv"
+        result = CliRunner().invoke(
+            app, ["predict", "--model", str(model), "--data", str(data), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        outputs[name] = list(csv.DictReader(out.open()))
+    for plain, weighted in zip(outputs["plain"], outputs["weighted"], strict=True):
+        p = [float(plain[f"p{k}"]) for k in range(3)]
+        expected = 1 if 1000 * p[1] > max(p[0], p[2]) else int(np.argmax(p))
+        assert int(weighted["predicted"]) == expected and weighted["urgent"] == plain["urgent"]
+    assert sum(row["predicted"] == "1" for row in outputs["weighted"]) > sum(
+        row["predicted"] == "1" for row in outputs["plain"]
+    )
 
 
 def test_evaluate_reports_on_labelled_data(published) -> None:  # noqa: ANN001

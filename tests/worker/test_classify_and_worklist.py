@@ -5,6 +5,7 @@ The task body runs in-process here; tests/integration runs it in real worker pro
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -61,6 +62,19 @@ def test_a_batch_gets_one_result_each_and_urgent_ones_are_escalated(
     again: list[Escalation] = []
     assert classify_scans(engine, ids, model, 3, again.append)["classified"] == 0
     assert again == [] and len(worklist.list_results(engine)) == 4
+
+
+def test_the_predicted_class_follows_the_cards_class_weights(engine, model_root: Path) -> None:
+    """A scan of mean 110 is about P = (0.57, 0.28, 0.14): class 0 by plain argmax, class 1
+    once the card weighs class 1 by 3; its urgent flag depends on the threshold alone."""
+    plain = current_model(get_settings())
+    card = plain.card.model_copy(update={"class_weights": [1.0, 3.0, 1.0]})
+    weighted = dataclasses.replace(plain, card=card)
+    for model, expected in ((plain, 0), (weighted, 1)):
+        ids = add(engine, [110, 110])
+        assert classify_scans(engine, ids, model, 3, lambda _: None)["urgent"] == 0
+        rows = {row["scan_id"]: row for row in worklist.list_results(engine)}
+        assert [rows[i]["predicted"] for i in ids] == [expected, expected]
 
 
 def test_a_repeated_job_re_sends_an_escalation_whose_publish_was_lost(

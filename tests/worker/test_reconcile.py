@@ -137,8 +137,8 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
     ledger.record_results(
         engine,
         [
-            ledger.ScoredScan(urgent, (0.1, 0.1, 0.8), True),
-            ledger.ScoredScan(calm, (0.8, 0.1, 0.1), False),
+            ledger.ScoredScan(urgent, (0.1, 0.1, 0.8), 2, True),
+            ledger.ScoredScan(calm, (0.8, 0.1, 0.1), 0, False),
         ],
         "v1",
         "/models/v1",

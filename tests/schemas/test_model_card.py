@@ -1,0 +1,33 @@
+"""The model card's sorting rule: class weights, their defaults and their limits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from schemas.model_card import ModelCard
+
+CARD = {"version": "v1", "created_at": "2026-01-01T00:00:00Z", "urgent_threshold": 0.3}
+
+
+def test_a_card_without_class_weights_sorts_by_plain_argmax() -> None:
+    """Cards published before class weights existed load unchanged and mean argmax."""
+    card = ModelCard.model_validate_json(json.dumps(CARD))
+    probabilities = np.array([[0.5, 0.4, 0.1], [0.2, 0.3, 0.5]])
+    assert card.class_weights == [1.0, 1.0, 1.0]
+    assert card.predicted_classes(probabilities).tolist() == [0, 2]
+
+
+def test_class_weights_change_the_predicted_class_only() -> None:
+    card = ModelCard(**CARD, class_weights=[1.0, 1.5, 1.0])
+    probabilities = np.array([[0.5, 0.4, 0.1], [0.6, 0.3, 0.1], [0.25, 0.2, 0.55]])
+    assert card.predicted_classes(probabilities).tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize("weights", [[1.0, 0.0, 1.0], [1.0, -2.0, 1.0], [1.0, 1.0], [1, "inf", 1]])
+def test_class_weights_must_be_three_positive_finite_numbers(weights: list) -> None:
+    with pytest.raises(ValidationError, match="class_weights"):
+        ModelCard(**CARD, class_weights=weights)
