@@ -116,6 +116,7 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
 
 
 def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
+    from schemas.model_card import predicted_classes
     from trainer.report import URGENT_THRESHOLD_CEILING, choose_class_weights, evaluate
 
     print(f"\npooled over {folds} outer group folds (every patient tested once); urgent flag by "
@@ -128,7 +129,7 @@ def _print(pooled: dict[str, list[dict]], folds: int, recall: float) -> None:
         p = np.concatenate([fold["test"] for fold in folds_])
         report = evaluate(y, p)
         weighed = np.concatenate([
-            (fold["test"] * choose_class_weights(fold["held_labels"], fold["held_probs"])).argmax(1)
+            predicted_classes(fold["test"], choose_class_weights(fold["held_labels"], fold["held_probs"]))
             for fold in folds_
         ])  # fmt: skip
         weighed_f1 = evaluate(y, np.eye(3)[weighed])["macro_f1"]

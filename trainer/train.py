@@ -2,8 +2,8 @@
 
 Order matters for honesty: candidates are compared on the validation split only; the chosen
 recipe is then cross-fitted over the training and validation patients (trainer.crossfit), whose
-out-of-fold predictions set the urgent threshold; the test split, never seen by any of it, is
-scored last, for the report.
+out-of-fold predictions set the urgent threshold and the class weights of the predicted class;
+the test split, never seen by any of it, is scored last, for the report.
 """
 
 from __future__ import annotations
