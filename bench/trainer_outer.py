@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--groups", required=True)
     parser.add_argument("--group-column", default="pseudo_case")
     parser.add_argument("--outer", type=int, default=5)
+    parser.add_argument("--outer-seed", type=int, default=0, help="another deal of the patients")
     parser.add_argument("--candidates", default="pooled2_aug")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--epochs", type=int, default=40)
@@ -43,8 +44,8 @@ def main() -> None:
 
     scans = load_scans(args.data, require_labels=True)
     groups = load_groups(args.groups, args.group_column, len(scans.images))
-    outer = fold_of_images(scans.labels, groups, args.outer, seed=0)
-    cache = Path(args.cache)
+    outer = fold_of_images(scans.labels, groups, args.outer, seed=args.outer_seed)
+    cache = Path(args.cache) / (f"outer_seed{args.outer_seed}" if args.outer_seed else "")
     cache.mkdir(parents=True, exist_ok=True)
     pooled: dict[str, list[dict]] = {}
     for k in range(args.outer):

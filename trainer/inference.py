@@ -92,6 +92,7 @@ def evaluation_report(loaded: LoadedModel, scans: ScanSet, console) -> dict:  # 
         matrix.add_row(name, *(str(count) for count in counts))
     console.print(matrix)
     console.print(
+        f"predicted class: argmax of P x {card.class_weights}; "
         f"accuracy {report['accuracy']:.3f}; macro F1 {report['macro_f1']:.3f}; urgent flag at "
         f"P(class 2) >= {report['threshold']:.4f}: recall {report['urgent_recall']:.3f}, "
         f"precision {report['urgent_precision']:.3f}, flagged {report['flagged_share']:.1%}"

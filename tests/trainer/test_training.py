@@ -140,6 +140,8 @@ def test_evaluate_reports_on_labelled_data(published) -> None:  # noqa: ANN001
     result = CliRunner().invoke(app, ["evaluate", "--model", str(root), "--data", str(data)])
     assert result.exit_code == 0, result.output
     assert "macro avg" in result.output and "Confusion matrix" in result.output
+    weights = str(read_card(resolve_model_dir(root)).class_weights)
+    assert f"predicted class: argmax of P x {weights}" in " ".join(result.output.split())
 
 
 def test_commands_refuse_bad_input_with_clear_errors(published, tmp_path: Path) -> None:  # noqa: ANN001
