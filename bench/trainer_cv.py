@@ -18,36 +18,30 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
+
+from bench.real_scans import add_real_scan_options, cache_folder, load_real_scans
 
 C1_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)  # multipliers on P(class 1) tried on validation
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--groups", required=True)
-    parser.add_argument("--group-column", default="pseudo_case")
+    add_real_scan_options(parser, cache="/tmp/trainer_cv_cache")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--candidates", default="pooled2_aug,full3_aug")
     parser.add_argument("--ensembles", default="", help="e.g. a+b,a+c (mean softmax)")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--recall", type=float, default=0.95)
-    parser.add_argument("--cache", default="/tmp/trainer_cv_cache")
     args = parser.parse_args()
 
-    from trainer.data import load_groups, load_scans, split_indices
+    from trainer.data import split_indices
+    from trainer.report import choose_class_weights
 
-    scans = load_scans(args.data, require_labels=True)
-    groups = load_groups(args.groups, args.group_column, len(scans.images))
+    scans, groups = load_real_scans(args)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     names = [name for name in args.candidates.split(",") if name]
     ensembles = [tuple(e.split("+")) for e in args.ensembles.split(",") if e]
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = cache_folder(args.cache)
 
     scores: dict[str, list[dict]] = {}
     for seed in seeds:
@@ -71,10 +65,10 @@ def main() -> None:
         for name in [*names, *("+".join(e) for e in ensembles)]:
             val, test = probs[name]
             scores.setdefault(name, []).append(_score(labels, val, test, args.recall))
-            scale = _best_c1_scale(labels["val"], val)
-            shifted = tuple(p * np.array([1.0, scale, 1.0]) for p in (val, test))
+            weights = choose_class_weights(labels["val"], val, C1_SCALES)
+            shifted = tuple(p * np.array(weights) for p in (val, test))
             row = _score(labels, *shifted, args.recall)
-            row["c1_scale"] = scale
+            row["c1_scale"] = weights[1]
             scores.setdefault(name + " +c1offset", []).append(row)
     _print_table(scores, seeds)
     out = cache / "summary.json"
@@ -135,13 +129,6 @@ def _class_name(index: int) -> str:
     from schemas.model_card import CLASS_NAMES
 
     return CLASS_NAMES[index]
-
-
-def _best_c1_scale(labels: np.ndarray, val: np.ndarray) -> float:
-    from trainer.report import evaluate
-
-    f1 = {s: evaluate(labels, val * np.array([1.0, s, 1.0]))["macro_f1"] for s in C1_SCALES}
-    return max(f1, key=f1.get)
 
 
 def _print_table(scores: dict[str, list[dict]], seeds: list[int]) -> None:

@@ -20,33 +20,29 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.real_scans import add_real_scan_options, cache_folder, load_real_scans
+
 VARIANTS = ("single", "crossfit", "refit")
 CEILINGS = (0.5, 1 / 3, 0.25)  # the flag's trade-off at other ceilings, for the record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--groups", required=True)
-    parser.add_argument("--group-column", default="pseudo_case")
+    add_real_scan_options(parser, cache="/tmp/trainer_outer_cache")
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--outer-seed", type=int, default=0, help="another deal of the patients")
     parser.add_argument("--candidates", default="pooled2_aug")
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=8)
-    parser.add_argument("--recall", type=float, default=0.95)
-    parser.add_argument("--cache", default="/tmp/trainer_outer_cache")
     args = parser.parse_args()
 
     from trainer.crossfit import fold_of_images
-    from trainer.data import deal_groups, load_groups, load_scans
+    from trainer.data import deal_groups
 
-    scans = load_scans(args.data, require_labels=True)
-    groups = load_groups(args.groups, args.group_column, len(scans.images))
+    scans, groups = load_real_scans(args)
     outer = fold_of_images(scans.labels, groups, args.outer, seed=args.outer_seed)
-    cache = Path(args.cache) / (f"outer_seed{args.outer_seed}" if args.outer_seed else "")
-    cache.mkdir(parents=True, exist_ok=True)
+    cache = cache_folder(
+        Path(args.cache) / (f"outer_seed{args.outer_seed}" if args.outer_seed else "")
+    )
     pooled: dict[str, list[dict]] = {}
     for k in range(args.outer):
         rest, test = np.flatnonzero(outer != k), np.flatnonzero(outer == k)

@@ -70,17 +70,19 @@ def evaluate(
     return report
 
 
-def choose_class_weights(labels: np.ndarray, probabilities: np.ndarray) -> list[float]:
-    """Class weights [1, w, 1] for the predicted class, w from NON_URGENT_WEIGHTS: the best
+def choose_class_weights(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    grid: tuple[float, ...] = NON_URGENT_WEIGHTS,
+) -> list[float]:
+    """Class weights [1, w, 1] for the predicted class, w from `grid` (ascending): the best
     held-out macro F1, the smallest w on ties (so 1 unless weighing class 1 helps)."""
     scores = [
         evaluate(labels, probabilities, class_weights=[1.0, weight, 1.0])["macro_f1"]
-        for weight in NON_URGENT_WEIGHTS
+        for weight in grid
     ]
     best = max(scores)
-    weight = next(
-        w for w, score in zip(NON_URGENT_WEIGHTS, scores, strict=True) if score >= best - 1e-12
-    )
+    weight = next(w for w, score in zip(grid, scores, strict=True) if score >= best - 1e-12)
     return [1.0, float(weight), 1.0]
 
 
