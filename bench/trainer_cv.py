@@ -89,9 +89,11 @@ def _train(scans, splits, name: str, seed: int, epochs: int, patience: int):  # 
     )
     val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
     test = to_model_input(scans.images[splits["test"]])
+    original = (to_model_input(scans.images[splits["train"]]), scans.labels[splits["train"]])
     result = fit_candidate(
-        candidate, (to_model_input(images), labels), val, epochs, seed, patience=patience
-    )
+        candidate, (to_model_input(images), labels), val, epochs, seed, patience=patience,
+        original=original,
+    )  # fmt: skip
     info = {
         "epochs": max(len(h["loss"]) for h in result.histories),
         "seconds": result.seconds,

@@ -50,15 +50,28 @@ def main() -> None:
         splits = {"train": rest[part == 0], "val": rest[part == 1], "test": test}
         for name in args.candidates.split(","):
             for variant in args.variants.split(","):
-                path = cache / f"{name}_{variant}_o{k}_e{args.epochs}_p{args.patience}.npz"
-                if not path.exists():
-                    np.savez(path, **_run(scans, groups, splits, name, variant, args, cache, k))
-                with np.load(path) as saved:
-                    fold = {key: saved[key] for key in saved.files}
+                fold = _fold(scans, groups, splits, name, variant, args, cache, k)
                 fold["labels"] = scans.labels[test]
                 pooled.setdefault(f"{name} {variant}", []).append(fold)
                 print(f"fold {k} {name} {variant}: {float(fold['seconds']):.0f} s", flush=True)
     _print(pooled, args.outer, args.recall)
+
+
+def _fold(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa: ANN001
+    """One outer fold's scores, from the cache or trained. An ensemble averages its members'
+    (each cached on its own), as the trainer does: the same folds and seeds per member."""
+    from trainer.candidates import CANDIDATES
+
+    members = CANDIDATES[name].combines
+    if members:
+        folds = [_fold(scans, groups, splits, m, variant, args, cache, k) for m in members]
+        mean = {key: np.mean([f[key] for f in folds], axis=0) for key in ("test", "held_probs")}
+        return {**folds[0], **mean, "seconds": sum(float(f["seconds"]) for f in folds)}
+    path = cache / f"{name}_{variant}_o{k}_e{args.epochs}_p{args.patience}.npz"
+    if not path.exists():
+        np.savez(path, **_run(scans, groups, splits, name, variant, args, cache, k))
+    with np.load(path) as saved:
+        return {key: saved[key] for key in saved.files}
 
 
 def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa: ANN001
@@ -70,12 +83,12 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
     from trainer.fit import configure_tensorflow, fit_candidate, predict_proba
 
     configure_tensorflow()
-    recipe = [c for c in select_candidates([name]) if not c.combines]
+    (candidate,) = select_candidates([name])
     test = to_model_input(scans.images[splits["test"]])
     pool = np.concatenate([splits["train"], splits["val"]])
     if variant == "crossfit":
         result = cross_fit(
-            recipe, name, scans.images[pool], scans.labels[pool], groups[pool], 4,
+            [candidate], name, scans.images[pool], scans.labels[pool], groups[pool], 4,
             args.epochs, k, args.patience,
         )  # fmt: skip
         return {
@@ -85,7 +98,6 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
             "held_groups": groups[pool],
             "seconds": result.seconds,
         }
-    (candidate,) = recipe
     val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
     held = {"held_labels": val[1], "held_groups": groups[splits["val"]]}
     if variant == "single":
@@ -95,6 +107,7 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
         result = fit_candidate(
             candidate, (to_model_input(images), labels), val, args.epochs, k,
             patience=args.patience,
+            original=(to_model_input(scans.images[splits["train"]]), scans.labels[splits["train"]]),
         )  # fmt: skip
         best = int(np.argmin(result.histories[0]["val_loss"])) + 1
         np.save(cache / f"{name}_single_o{k}_best_epoch.npy", best)
@@ -107,8 +120,9 @@ def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa:
             held["held_probs"] = single["held_probs"]
         images, labels = balance_by_augmentation(scans.images[pool], scans.labels[pool], k)
         result = fit_candidate(
-            candidate, (to_model_input(images), labels), None, int(np.load(best_path)), k
-        )
+            candidate, (to_model_input(images), labels), None, int(np.load(best_path)), k,
+            original=(to_model_input(scans.images[pool]), scans.labels[pool]),
+        )  # fmt: skip
     return {"test": predict_proba(result.model, test), "seconds": result.seconds, **held}
 
 

@@ -91,8 +91,9 @@ def cross_fit(
         for candidate in recipe:
             label = f"{candidate.name} fold {index + 1}/{folds}"
             result = fit_candidate(
-                candidate, train, val, epochs, seed + index, progress, patience, label
-            )
+                candidate, train, val, epochs, seed + index, progress, patience, label,
+                original=(to_model_input(images[rest]), labels[rest]),
+            )  # fmt: skip
             result.model.name = f"{candidate.name}_fold{index + 1}"  # unique in the average
             fold_models.append(result.model)
             histories += result.histories

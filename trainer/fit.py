@@ -55,11 +55,19 @@ def fit_candidate(
     progress=None,  # noqa: ANN001 - rich.progress.Progress
     patience: int = 10,
     label: str | None = None,
+    original: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> FitResult:
     """Train `candidate` on float images and integer labels, with early stopping on `val`
-    (best weights restored); without `val`, for exactly `epochs` epochs."""
+    (best weights restored); without `val`, for exactly `epochs` epochs. `train` is the
+    balanced training set; a candidate with a class-weighted loss trains on `original`, the
+    training split before balancing, instead."""
     import keras
 
+    class_weight = None
+    if candidate.class_weighted_loss:
+        if original is None:
+            raise ValueError(f"{candidate.name} trains on the unbalanced split: pass `original`")
+        train, class_weight = original, inverse_share_weights(original[1])
     started = time.perf_counter()
     keras.utils.set_random_seed(seed)
     model = candidate.build()
@@ -85,17 +93,24 @@ def fit_candidate(
         else (val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
         epochs=epochs,
         callbacks=callbacks,
+        class_weight=class_weight,
         verbose=0,
     )
     histories = [{key: [float(v) for v in values] for key, values in history.history.items()}]
     return FitResult(model, histories, time.perf_counter() - started)
 
 
-def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed: int):  # noqa: ANN202
+def inverse_share_weights(labels: np.ndarray) -> dict[int, float]:
+    """Loss weight per class, 1 / (NUM_CLASSES x its share): every class weighs the same."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES)
+    return {c: len(labels) / (NUM_CLASSES * n) for c, n in enumerate(counts.tolist()) if n}
+
+
+def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: str, seed: int):  # noqa: ANN202
     import keras
     import tensorflow as tf
 
-    from trainer.augment import augment_batch, augmentation_layers
+    from trainer.augment import add_black_bars, augment_batch, augmentation_layers
 
     images, labels = train
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -103,10 +118,14 @@ def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: bool, seed:
     )
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(BATCH_SIZE)
-    if augment:
+    generator = tf.random.Generator.from_seed(seed)
+    if augment == "full":
         layers = augmentation_layers(seed)
-        generator = tf.random.Generator.from_seed(seed)
         dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
+    elif augment == "bars":
+        dataset = dataset.map(lambda x, y: (add_black_bars(x, generator), y))
+    elif augment:
+        raise ValueError(f"unknown augmentation {augment!r}: use 'full', 'bars' or ''")
     return dataset.prefetch(2)
 
 
