@@ -97,7 +97,8 @@ def card_markdown(card: ModelCard) -> str:
     ]
     for row in card.candidates:
         lines.append(
-            f"| {row['name']} | {row['val']['macro_f1']:.3f} | {row['test']['macro_f1']:.3f} | "
+            f"| {row['name']}{'' if row.get('competes', True) else ' (ensemble member)'} "
+            f"| {row['val']['macro_f1']:.3f} | {row['test']['macro_f1']:.3f} | "
             f"{row['test']['urgent_recall_argmax']:.3f} | {row['epochs']} |"
         )
     lines += ["", "## Class counts", ""]

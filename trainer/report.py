@@ -186,8 +186,9 @@ def candidate_table(rows: list[dict], selected: str, title: str = "Candidates"):
         val, test = row["val"], row["test"]
         f1s = "/".join(f"{test['per_class'][name]['f1']:.2f}" for name in CLASS_NAMES)
         at_threshold = [_fmt(test.get("urgent_recall")), _fmt(test.get("urgent_precision"))]
+        member = "" if row.get("competes", True) else " (member)"
         table.add_row(
-            ("* " if row["name"] == selected else "  ") + row["name"],
+            ("* " if row["name"] == selected else "  ") + row["name"] + member,
             str(row["epochs"]),
             f"{row['seconds']:.0f}",
             _fmt(val["macro_f1"]),
@@ -202,6 +203,8 @@ def candidate_table(rows: list[dict], selected: str, title: str = "Candidates"):
     table.caption = (
         "* selected by validation macro F1; R2 = class-2 recall (argmax); @thr = urgent flag"
     )
+    if not all(row.get("competes", True) for row in rows):
+        table.caption += "; (member): trained for an ensemble, not selected alone"
     weights = {str(row["val"].get("class_weights")) for row in rows} - {"None"}
     if weights:
         table.caption += f"; predicted class: argmax of P x class weights {', '.join(weights)}"

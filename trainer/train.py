@@ -17,7 +17,7 @@ import numpy as np
 from schemas.model_card import ModelCard
 from schemas.scans import to_model_input
 from trainer.balance import balance_by_augmentation, class_counts
-from trainer.candidates import Candidate, select_candidates
+from trainer.candidates import Candidate, named_candidates, select_candidates
 from trainer.crossfit import cross_fit
 from trainer.data import (
     SPLITS,
@@ -77,7 +77,8 @@ def run_training(
     settings = get_settings()
     out = Path(out) if out is not None else settings.resolved_model_dir
     urgent_recall = urgent_recall if urgent_recall is not None else settings.urgent_recall
-    chosen = select_candidates(candidates)
+    competing = named_candidates(candidates)  # an ensemble's unnamed members don't compete
+    chosen = select_candidates(competing)
     scans = _as_scan_set(data)
     if groups is not None and not group_column:
         raise ValueError("--groups needs --group-column naming the group column")
@@ -101,6 +102,7 @@ def run_training(
     val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
     test = (to_model_input(scans.images[splits["test"]]), scans.labels[splits["test"]])
     train = (to_model_input(balanced_images), balanced_labels)
+    original = (to_model_input(train_images), train_labels)
     with _progress(console) as progress:
         results: dict[str, FitResult] = {}
         for candidate in chosen:
@@ -109,13 +111,13 @@ def run_training(
                 results[candidate.name] = combine_results(candidate, members)
             else:
                 results[candidate.name] = fit_candidate(
-                    candidate, train, val, epochs, seed, progress, patience
+                    candidate, train, val, epochs, seed, progress, patience, original=original
                 )
 
     # selection sees validation data only
     val_probabilities = {name: predict_proba(r.model, val[0]) for name, r in results.items()}
     selected = select_best(
-        {name: evaluate(val[1], p)["macro_f1"] for name, p in val_probabilities.items()}
+        {name: evaluate(val[1], val_probabilities[name])["macro_f1"] for name in competing}
     )
     fingerprint = scans.fingerprint()
     version = new_version(fingerprint)
@@ -132,6 +134,7 @@ def run_training(
         row = _report_row(
             candidate, result, val[1], val_probabilities[candidate.name], test, threshold
         )
+        row["competes"] = candidate.name in competing
         rows.append(_with_plots(row, result, staging))
     console.print(candidate_table(rows, selected))
 

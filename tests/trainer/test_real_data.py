@@ -24,7 +24,7 @@ def test_short_group_aware_training_on_real_scans(tmp_path: Path) -> None:
         data,
         tmp_path / "models",
         epochs=15,
-        candidates=["baseline_2conv", "pooled2_aug"],
+        candidates=["baseline_2conv", "ens_hog_pooled2"],  # + hog_linear, pooled2_aug
         groups=manifest,
         group_column="pseudo_case",
         patience=6,

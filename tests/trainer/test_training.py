@@ -82,6 +82,28 @@ def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path
         run_training((images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=1)
 
 
+def test_an_ensembles_members_are_reported_but_only_named_candidates_compete(
+    tmp_path: Path,
+    phantoms,  # noqa: ANN001
+) -> None:
+    from trainer.train import run_training
+
+    images, labels = phantoms
+    published = run_training(
+        (images, labels), tmp_path, epochs=2, candidates=["ens_hog_pooled2"], folds=0
+    )
+    card = read_card(published)
+    rows = {row["name"]: row for row in card.candidates}
+    assert list(rows) == ["hog_linear", "pooled2_aug", "ens_hog_pooled2"]
+    assert [row["competes"] for row in rows.values()] == [False, False, True]
+    assert (
+        card.selected_candidate == "ens_hog_pooled2"
+    )  # the only named one, whatever members score
+    assert "(ensemble member)" in (published / "card.md").read_text()
+    members = [rows[name]["test"] for name in ("hog_linear", "pooled2_aug")]
+    assert rows["ens_hog_pooled2"]["test"]["n"] == members[0]["n"] == members[1]["n"]
+
+
 def test_predict_rows_line_up_with_the_input(published, tmp_path: Path) -> None:  # noqa: ANN001
     from trainer.inference import load_model, probabilities
 
