@@ -63,7 +63,8 @@ def card_markdown(card: ModelCard) -> str:
         "**Trained on SYNTHETIC phantom scans: not for clinical use.**"
         if card.synthetic_data
         else "",
-        f"- Selected candidate: `{card.selected_candidate}` (highest validation macro F1)",
+        f"- Selected candidate: `{card.selected_candidate}` (highest validation macro F1 of the "
+        "compared candidates)",
         f"- Published model: {card.published_model}" if card.published_model else "",
         f"- Classes: {', '.join(f'{i} {name}' for i, name in enumerate(card.classes))}",
         f"- Input: {card.input_shape}; preprocessing: {card.preprocessing}",
