@@ -106,7 +106,8 @@ def _hog_linear() -> object:
     from keras import layers, regularizers
 
     scan = keras.Input(INPUT_SHAPE)
-    # |directional derivative| in each orientation = relu(+d) + relu(-d), central differences
+    # |directional derivative| in each orientation = relu(+d) + relu(-d), central differences;
+    # the pairs are summed after the (linear) cell average, on 8x8 cells instead of 64x64 pixels
     gradients = layers.Conv2D(
         2 * HOG_ORIENTATIONS, 3, padding="same", use_bias=False, trainable=False,
         name="oriented_derivatives",
@@ -114,17 +115,20 @@ def _hog_linear() -> object:
     magnitudes = layers.Conv2D(
         HOG_ORIENTATIONS, 1, use_bias=False, trainable=False, name="unsigned_magnitudes"
     )
-    cells = layers.AveragePooling2D(HOG_CELL)(magnitudes(layers.ReLU()(gradients(scan))))
+    cells = magnitudes(layers.AveragePooling2D(HOG_CELL)(layers.ReLU()(gradients(scan))))
     # v / sqrt(|v|^2 + eps^2): a constant eps channel joins each cell before unit length, so a
     # blank cell reads (0, ..., 0, 1) instead of amplified rounding noise
     floor = layers.Conv2D(1, 1, trainable=False, name="blank_floor")
     cells = layers.Concatenate()([cells, floor(cells)])
     hog = layers.Flatten()(layers.UnitNormalization(axis=-1)(cells))
-    # soft (triangular) intensity histogram: relu(1 - |x - centre| / width), averaged per scan
-    distances = layers.Conv2D(2 * INTENSITY_BINS, 1, trainable=False, name="bin_distances")
-    triangles = layers.Conv2D(INTENSITY_BINS, 1, trainable=False, name="bin_triangles")
-    bins = layers.ReLU()(triangles(layers.ReLU()(distances(scan))))
-    histogram = layers.GlobalAveragePooling2D()(bins)
+    # soft intensity histogram: triangles of width 2/INTENSITY_BINS around each bin centre,
+    # averaged over the scan. A triangle is the second difference of three ramps
+    # relu((x - knot) / width), so the per-pixel work is one ramp per knot and the differences
+    # are taken after the average
+    ramps = layers.Conv2D(INTENSITY_BINS + 2, 1, trainable=False, name="bin_ramps")
+    ramp_means = layers.GlobalAveragePooling2D()(layers.ReLU()(ramps(scan)))
+    triangles = layers.Dense(INTENSITY_BINS, trainable=False, name="bin_triangles")
+    histogram = triangles(ramp_means)
     features = layers.BatchNormalization()(layers.Concatenate(name="features")([hog, histogram]))
     features = layers.Dropout(0.2)(features)
     output = layers.Dense(
@@ -139,12 +143,13 @@ def _hog_linear() -> object:
     pairs = np.concatenate([np.eye(HOG_ORIENTATIONS)] * 2)
     magnitudes.set_weights([pairs[None, None]])
     floor.set_weights([np.zeros((1, 1, HOG_ORIENTATIONS, 1)), np.array([BLANK_CELL_ENERGY])])
-    centres = (np.arange(INTENSITY_BINS) + 0.5) / INTENSITY_BINS
     width = 1.0 / INTENSITY_BINS
-    signs = np.concatenate([np.ones(INTENSITY_BINS), -np.ones(INTENSITY_BINS)])
-    distances.set_weights([signs[None, None, None], -signs * np.concatenate([centres] * 2)])
-    both_sides = np.concatenate([np.eye(INTENSITY_BINS)] * 2)
-    triangles.set_weights([-both_sides[None, None] / width, np.ones(INTENSITY_BINS)])
+    knots = (np.arange(-1, INTENSITY_BINS + 1) + 0.5) * width  # bin centres and one beyond each end
+    ramps.set_weights([np.full((1, 1, 1, len(knots)), 1 / width), -knots / width])
+    second_difference = np.zeros((len(knots), INTENSITY_BINS))
+    for bin_ in range(INTENSITY_BINS):  # triangle = ramp(k - 1) - 2 ramp(k) + ramp(k + 1)
+        second_difference[bin_ : bin_ + 3, bin_] = (1, -2, 1)
+    triangles.set_weights([second_difference, np.zeros(INTENSITY_BINS)])
     return model
 
 
