@@ -86,13 +86,14 @@ def cross_fit(
             images[rest], labels[rest], seed + index
         )
         train = (to_model_input(train_images), train_labels)
+        original = (to_model_input(images[rest]), labels[rest])  # for class-weighted losses
         val = (to_model_input(images[held_out]), labels[held_out])
         fold_models = []
         for candidate in recipe:
             label = f"{candidate.name} fold {index + 1}/{folds}"
             result = fit_candidate(
                 candidate, train, val, epochs, seed + index, progress, patience, label,
-                original=(to_model_input(images[rest]), labels[rest]),
+                original=original,
             )  # fmt: skip
             result.model.name = f"{candidate.name}_fold{index + 1}"  # unique in the average
             fold_models.append(result.model)

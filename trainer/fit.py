@@ -101,9 +101,13 @@ def fit_candidate(
 
 
 def inverse_share_weights(labels: np.ndarray) -> dict[int, float]:
-    """Loss weight per class, 1 / (NUM_CLASSES x its share): every class weighs the same."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=NUM_CLASSES)
-    return {c: len(labels) / (NUM_CLASSES * n) for c, n in enumerate(counts.tolist()) if n}
+    """Loss weight per present class, n / (classes x its count): every class weighs the same
+    (scikit-learn's "balanced" class weights)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return {int(c): float(w) for c, w in zip(present, weights, strict=True)}
 
 
 def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: str, seed: int):  # noqa: ANN202
@@ -118,14 +122,15 @@ def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: str, seed: 
     )
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(BATCH_SIZE)
-    generator = tf.random.Generator.from_seed(seed)
-    if augment == "full":
-        layers = augmentation_layers(seed)
-        dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
-    elif augment == "bars":
-        dataset = dataset.map(lambda x, y: (add_black_bars(x, generator), y))
-    elif augment:
+    if augment not in ("full", "bars", ""):
         raise ValueError(f"unknown augmentation {augment!r}: use 'full', 'bars' or ''")
+    if augment:
+        generator = tf.random.Generator.from_seed(seed)
+        if augment == "full":
+            layers = augmentation_layers(seed)
+            dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
+        else:
+            dataset = dataset.map(lambda x, y: (add_black_bars(x, generator), y))
     return dataset.prefetch(2)
 
 
