@@ -13,6 +13,9 @@ RUN useradd --create-home --uid 10001 triage \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
+COPY imaging ./imaging
+COPY ledger ./ledger
+COPY gateway ./gateway
 COPY trainer ./trainer
 COPY worker ./worker
 COPY triage ./triage

@@ -72,7 +72,6 @@ def postgres_version(admin_url: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from schemas.model_card import resolve_model_dir
     from schemas.settings import get_settings
 
     options = parse(argv)
@@ -85,64 +84,71 @@ def main(argv: list[str] | None = None) -> dict:
         env = open_environment(stack, options.scans + STAT_RESERVE, console, options.model_dir)
         if env.postgres_admin_url is None:
             raise SystemExit("the benchmark needs PostgreSQL (apt-get install postgresql)")
-        model_dir = resolve_model_dir(env.model_root)
-        logs = env.directory / "logs"
-        console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {logs}")
-
-        console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
-        ceiling_rate = ceiling(model_dir, options.ceiling_scans)
-        pipeline, rss, tree_rss = {}, [], []
-        for backend in BACKENDS:
-            console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
-            run = run_pipeline(env, backend, options.scans, batch_size, logs)
-            pipeline[backend] = run.scans_per_s
-            rss.append(run.worker_peak_rss_mib)
-            tree_rss.append(run.worker_tree_peak_rss_mib)
-        console.print(f"naive peer: {options.naive_scans:,} scans ...")
-        naive_rate = run_naive(env, options.naive_scans, logs)
-        latency = {}
-        for backend in BACKENDS:
-            console.print(f"latency on {backend}: {options.scans:,} backlog, stat scans behind ...")
-            latency[backend] = run_latency(env, backend, options.scans, batch_size, logs)
-            rss.append(latency[backend].routine_peak_rss_mib)
-        results = {
-            "ceiling_scans_per_s": ceiling_rate,
-            "naive_scans_per_s": naive_rate,
-            "pipeline_scans_per_s": pipeline,
-            "ratios": {
-                "pipeline_over_ceiling_sqlite": pipeline["sqlite"] / ceiling_rate,
-                "pipeline_over_ceiling_postgresql": pipeline["postgresql"] / ceiling_rate,
-                "pipeline_over_naive": pipeline["sqlite"] / naive_rate,
-            },
-            "urgent_escalation_ms": percentiles(latency["sqlite"].escalation_ms),
-            "stat_time_to_result_ms": percentiles(latency["sqlite"].stat_ms),
-            "latency_by_database": {
-                backend: {
-                    "urgent_escalation_ms": percentiles(run.escalation_ms),
-                    "stat_time_to_result_ms": percentiles(run.stat_ms),
-                    "escalations": len(run.escalation_ms),
-                    "stat_scans": len(run.stat_ms),
-                    "backlog_drain_s": run.drain_seconds,
-                    "urgent_worker_peak_rss_mib": run.urgent_peak_rss_mib,
-                }
-                for backend, run in latency.items()
-            },
-            "worker_peak_rss_mib": max(rss),
-            "worker_tree_peak_rss_mib": max(tree_rss),
-            "counts": {
-                "pipeline": options.scans,
-                "backlog": options.scans,
-                "naive": options.naive_scans,
-                "ceiling": options.ceiling_scans,
-            },
-            "batch_size": batch_size,
-            "model_version": model_dir.name,
-            "machine": report.machine(),
-            "versions": report.library_versions(postgres_version(env.postgres_admin_url)),
-        }
+        results = run_stages(env, options, batch_size, console)
+        results["versions"] = report.library_versions(postgres_version(env.postgres_admin_url))
     results["seconds"] = round(time.perf_counter() - started, 1)
     report.write(results, options.out, console)
     return results
+
+
+def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
+    """Ceiling, pipeline on each database, the naive peer and latency: the results dict."""
+    from schemas.model_card import resolve_model_dir
+
+    model_dir = resolve_model_dir(env.model_root)
+    logs = env.directory / "logs"
+    console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {logs}")
+    console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
+    ceiling_rate = ceiling(model_dir, options.ceiling_scans)
+    pipeline, rss, tree_rss = {}, [], []
+    for backend in BACKENDS:
+        console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
+        run = run_pipeline(env, backend, options.scans, batch_size, logs)
+        pipeline[backend] = run.scans_per_s
+        rss.append(run.worker_peak_rss_mib)
+        tree_rss.append(run.worker_tree_peak_rss_mib)
+    console.print(f"naive peer: {options.naive_scans:,} scans ...")
+    naive_rate = run_naive(env, options.naive_scans, logs)
+    latency = {}
+    for backend in BACKENDS:
+        console.print(f"latency on {backend}: {options.scans:,} backlog, stat scans behind ...")
+        latency[backend] = run_latency(env, backend, options.scans, batch_size, logs)
+        rss.append(latency[backend].routine_peak_rss_mib)
+    return {
+        "ceiling_scans_per_s": ceiling_rate,
+        "naive_scans_per_s": naive_rate,
+        "pipeline_scans_per_s": pipeline,
+        "ratios": {
+            "pipeline_over_ceiling_sqlite": pipeline["sqlite"] / ceiling_rate,
+            "pipeline_over_ceiling_postgresql": pipeline["postgresql"] / ceiling_rate,
+            "pipeline_over_naive": pipeline["sqlite"] / naive_rate,
+        },
+        "urgent_escalation_ms": percentiles(latency["sqlite"].escalation_ms),
+        "stat_time_to_result_ms": percentiles(latency["sqlite"].stat_ms),
+        "latency_by_database": {backend: latency_summary(run) for backend, run in latency.items()},
+        "worker_peak_rss_mib": max(rss),
+        "worker_tree_peak_rss_mib": max(tree_rss),
+        "counts": {
+            "pipeline": options.scans,
+            "backlog": options.scans,
+            "naive": options.naive_scans,
+            "ceiling": options.ceiling_scans,
+        },
+        "batch_size": batch_size,
+        "model_version": model_dir.name,
+        "machine": report.machine(),
+    }
+
+
+def latency_summary(run) -> dict:  # noqa: ANN001 - bench.latency.LatencyRun
+    return {
+        "urgent_escalation_ms": percentiles(run.escalation_ms),
+        "stat_time_to_result_ms": percentiles(run.stat_ms),
+        "escalations": len(run.escalation_ms),
+        "stat_scans": len(run.stat_ms),
+        "backlog_drain_s": run.drain_seconds,
+        "urgent_worker_peak_rss_mib": run.urgent_peak_rss_mib,
+    }
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from schemas.model_card import ModelNotFoundError, resolve_model_dir
 from schemas.settings import Settings
-from tests.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 
 TRAIN_SCANS = 1500
 TRAIN_EPOCHS = 10

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 from bench.environment import BenchEnvironment, worker_environment
 from bench.pipeline import count, enqueue, prepare, read_engine, warm_up
-from bench.workers import Worker, wait_for
-from schemas.tables import Result, UrgentCase
-from worker.ledger import as_utc
+from bench.workers import start_worker, wait_for
+from ledger.worklist import unlisted_urgent
+from schemas.tables import Result, UrgentCase, as_utc
+from worker.processes import stop_workers
 
 STAT_SCANS = 20
 STAT_INTERVAL_S = 0.25
@@ -54,11 +55,16 @@ def run_latency(
     prepare(settings)
     engine = read_engine(settings)
     worker_env = worker_environment(settings)
-    routine = Worker("worker", "stat,scans", f"lat-routine-{backend}", worker_env, log_dir)
-    urgent = Worker("worker", "urgent", f"lat-urgent-{backend}", worker_env, log_dir)
+    url = settings.redis_url
+    routine = start_worker(
+        "worker", "stat,scans", f"lat-routine-{backend}", worker_env, log_dir, url
+    )
     try:
-        routine.wait_ready(settings.redis_url)
-        urgent.wait_ready(settings.redis_url)
+        urgent = start_worker("worker", "urgent", f"lat-urgent-{backend}", worker_env, log_dir, url)
+    except BaseException:
+        routine.stop()
+        raise
+    try:
         warm_up(env.scans, settings, engine, timeout=300)
         before = count(engine, Result.__table__)
         started = time.perf_counter()
@@ -81,18 +87,13 @@ def run_latency(
             escalation_ms, stat_ms, backlog, drained, routine.peak_rss_mib(), urgent.peak_rss_mib()
         )
     finally:
-        routine.stop()
-        urgent.stop()
+        stop_workers([routine, urgent])
         engine.dispose()
 
 
 def _unescalated(engine: sa.Engine) -> int:
-    results, cases = Result.__table__, UrgentCase.__table__
     with engine.connect() as connection:
-        urgent = connection.execute(
-            sa.select(sa.func.count()).select_from(results).where(results.c.urgent)
-        ).scalar()
-    return int(urgent) - count(engine, cases)
+        return int(connection.execute(unlisted_urgent(sa.func.count())).scalar_one())
 
 
 def _escalation_ms(engine: sa.Engine, scan_ids: set[str]) -> list[float]:

@@ -13,52 +13,45 @@ PostgreSQL comes from TRIAGE_TEST_POSTGRES_URL, else a throwaway cluster is star
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from worker import ledger
-from worker.database import create_ledger_engine, ensure_schema
+from ledger import scans as ledger
+from ledger.database import create_ledger_engine, upgrade_schema
+from schemas.model_card import ModelCard
+from worker.model import ServingModel
 from worker.tasks import classify_scans
 
 CARD_KEYS = 60  # about the size of a real card's JSON
 
 
-class StubModel:
-    """Duck-types `ServingModel` for `classify_scans`: random probabilities, no TensorFlow."""
-
-    version = "bench-stub"
+def stub_model(seed: int) -> ServingModel:
+    """A ServingModel whose forward pass draws random probabilities: no TensorFlow."""
+    rng = np.random.default_rng(seed)
+    card = ModelCard(
+        version="bench-stub",
+        created_at="2026-01-01T00:00:00Z",
+        urgent_threshold=0.8,
+        class_counts={f"field_{k}": f"value {k}" for k in range(CARD_KEYS)},
+    )
     directory = Path("/nonexistent/bench-stub")
-    urgent_threshold = 0.8
-
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.card = self
-
-    def model_dump(self, mode: str = "json") -> dict[str, Any]:
-        return {f"field_{k}": f"value {k}" for k in range(CARD_KEYS)}
-
-    def probabilities(self, scans: np.ndarray) -> np.ndarray:
-        return self.rng.dirichlet((1.0, 1.0, 1.0), size=len(scans))
-
-    def is_urgent(self, probabilities: np.ndarray) -> np.ndarray:
-        return probabilities[:, 2] >= self.urgent_threshold
+    return ServingModel(
+        card.version, directory, card, lambda x: rng.dirichlet((1.0, 1.0, 1.0), size=len(x))
+    )
 
 
 def run_backend(url: str, jobs: int, batch: int) -> dict[str, float]:
     """Median µs per scan of enqueue and of one job's database work."""
     engine = create_ledger_engine(url)
-    ensure_schema(engine)
+    upgrade_schema(engine)
     rng = np.random.default_rng(0)
-    model = StubModel(1)
-    folded = "refuse_redelivered" in inspect.signature(classify_scans).parameters
+    model = stub_model(1)
     enqueue_us, job_us = [], []
     for _ in range(jobs + 1):  # the first job warms caches and is not counted
         new = [
@@ -71,11 +64,7 @@ def run_backend(url: str, jobs: int, batch: int) -> dict[str, float]:
         started = time.perf_counter()
         ledger.add_scans(engine, new, "routine")
         enqueued = time.perf_counter()
-        if folded:
-            classify_scans(engine, ids, model, 3, lambda _: None, refuse_redelivered=True)
-        else:
-            ledger.redelivered(engine, ids)
-            classify_scans(engine, ids, model, 3, lambda _: None)
+        classify_scans(engine, ids, model, 3, lambda _: None, refuse_redelivered=True)
         done = time.perf_counter()
         enqueue_us.append((enqueued - started) * 1e6 / batch)
         job_us.append((done - enqueued) * 1e6 / batch)
@@ -88,7 +77,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--batch", type=int, default=256)
     options = parser.parse_args()
-    from tests.services import PostgresServer, create_database
+    from bench.services import PostgresServer, create_database
 
     with tempfile.TemporaryDirectory(prefix="ledger-steps-") as tmp:
         admin_url, server = os.environ.get("TRIAGE_TEST_POSTGRES_URL"), None

@@ -17,10 +17,10 @@ import numpy as np
 from celery import Celery, signals
 from sqlalchemy.orm import Session
 
-from schemas.scans import SCAN_SIZE, to_model_input
+from imaging.canonical import SCAN_SIZE, to_model_input
+from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, ScanPixels
-from worker.database import engine_for
 
 NAIVE_QUEUE = "naive"
 NAIVE_TASK = "bench.naive.classify_one"
@@ -93,15 +93,17 @@ def run_naive(env, scans: int, log_dir: Path) -> float:  # noqa: ANN001 - BenchE
     """Scans per second of the naive design, from the first enqueue to the last result."""
     from bench.environment import worker_environment
     from bench.pipeline import count, prepare, read_engine
-    from bench.workers import Worker, wait_for
+    from bench.workers import start_worker, wait_for
 
     settings = env.settings(env.fresh_database("sqlite"))
     prepare(settings)
     engine = read_engine(settings)
     results = Result.__table__
-    worker = Worker("bench.naive", NAIVE_QUEUE, "naive", worker_environment(settings), log_dir)
+    worker_env = worker_environment(settings)
+    worker = start_worker(
+        "bench.naive", NAIVE_QUEUE, "naive", worker_env, log_dir, settings.redis_url
+    )
     try:
-        worker.wait_ready(settings.redis_url)
         url = settings.resolved_database_url
         enqueue_naive(env.scans[:WARMUP_SCANS], url, settings.redis_url)
         wait_for(lambda: count(engine, results) >= WARMUP_SCANS, "naive warm-up", 300)

@@ -2,7 +2,7 @@
 
 The clock runs from the first enqueue call (validation, the ledger insert, publishing the jobs)
 to the moment the last result row is visible in the database: the whole pipeline. Scans are
-submitted through `worker.client.submit_images` in chunks, as a hospital system would send
+submitted through `gateway.client.submit_images` in chunks, as a hospital system would send
 studies, so the worker starts on the first chunk while later ones are still arriving.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from bench.environment import BenchEnvironment, worker_environment
-from bench.workers import Worker, wait_for
+from bench.workers import start_worker, wait_for
 from schemas.settings import Settings
 from schemas.tables import Result, Scan, UrgentCase
 
@@ -50,7 +50,7 @@ def count(engine: sa.Engine, table: sa.Table) -> int:
 
 def enqueue(images: np.ndarray, settings: Settings, priority: str = "routine") -> list[str]:
     """Submit `images` in chunks through the client API; returns the scan ids."""
-    from worker.client import submit_images
+    from gateway.client import submit_images
 
     ids: list[str] = []
     for start in range(0, len(images), ENQUEUE_CHUNK):
@@ -64,9 +64,9 @@ def enqueue(images: np.ndarray, settings: Settings, priority: str = "routine") -
 
 
 def prepare(settings: Settings) -> None:
-    from worker.database import engine_for, ensure_schema
+    from ledger.database import engine_for, upgrade_schema
 
-    ensure_schema(engine_for(settings.resolved_database_url))
+    upgrade_schema(engine_for(settings.resolved_database_url))
 
 
 def warm_up(images: np.ndarray, settings: Settings, engine: sa.Engine, timeout: float) -> None:
@@ -82,11 +82,15 @@ def run_pipeline(
     settings = env.settings(env.fresh_database(backend), batch_size=batch_size)
     prepare(settings)
     engine = read_engine(settings)
-    worker = Worker(
-        "worker", "stat,scans", f"routine-{backend}", worker_environment(settings), log_dir
+    worker = start_worker(
+        "worker",
+        "stat,scans",
+        f"routine-{backend}",
+        worker_environment(settings),
+        log_dir,
+        settings.redis_url,
     )
     try:
-        worker.wait_ready(settings.redis_url)
         warm_up(env.scans, settings, engine, timeout=300)
         baseline = count(engine, Result.__table__)
         images = env.scans[:scans]

@@ -77,7 +77,7 @@ def main() -> None:
 
 
 def _train(scans, splits, name: str, seed: int, epochs: int, patience: int):  # noqa: ANN001, ANN202
-    from schemas.scans import to_model_input
+    from imaging.canonical import to_model_input
     from trainer.balance import balance_by_augmentation
     from trainer.candidates import select_candidates
     from trainer.fit import configure_tensorflow, fit_candidate, predict_proba

@@ -76,7 +76,7 @@ def _fold(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa
 
 def _run(scans, groups, splits, name, variant, args, cache, k) -> dict:  # noqa: ANN001
     """Test softmax of one variant, with the held-out scores that set its urgent threshold."""
-    from schemas.scans import to_model_input
+    from imaging.canonical import to_model_input
     from trainer.balance import balance_by_augmentation
     from trainer.candidates import select_candidates
     from trainer.crossfit import cross_fit

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
+from ledger.database import create_ledger_engine
 from schemas.settings import get_settings
 from schemas.tables import Base
-from worker.database import create_ledger_engine
 
 MIGRATION_LOCK_ID = 20_260_303  # PostgreSQL advisory lock: concurrent upgrades wait their turn
 

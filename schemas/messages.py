@@ -7,18 +7,32 @@ configured for JSON only.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-Priority = Literal["routine", "stat"]
+
+class Priority(StrEnum):
+    """How soon a scan is classified: `stat` jobs are served ahead of the routine backlog."""
+
+    routine = "routine"
+    stat = "stat"
+
+
+def check_priority(priority: str) -> Priority:
+    """The Priority named by `priority`, or a ValueError that lists the known ones."""
+    try:
+        return Priority(priority)
+    except ValueError:
+        known = " or ".join(item.value for item in Priority)
+        raise ValueError(f"unknown priority {priority!r}: use {known}") from None
 
 
 class ClassifyJob(BaseModel):
     """A batch of scans for one forward pass; pixels are read from the database."""
 
     scan_ids: list[str] = Field(min_length=1)
-    priority: Priority = "routine"
+    priority: Priority = Priority.routine
 
 
 class Escalation(BaseModel):

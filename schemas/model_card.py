@@ -38,7 +38,7 @@ class ModelCard(BaseModel):
     classes: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     input_shape: list[int] = Field(default_factory=lambda: [64, 64, 1])
     preprocessing: str = (
-        "schemas.scans: grayscale, pad to square with black, Lanczos resize to 64x64, "
+        "imaging.canonical: grayscale, pad to square with black, Lanczos resize to 64x64, "
         "uint8 / 255 -> float32 in [0, 1]"
     )
     urgent_threshold: float = Field(
@@ -66,6 +66,10 @@ class ModelCard(BaseModel):
     def predicted_classes(self, probabilities: np.ndarray) -> np.ndarray:
         """The predicted class of each softmax row (N, 3): argmax of P x class_weights."""
         return predicted_classes(probabilities, self.class_weights)
+
+    def is_urgent(self, probabilities: np.ndarray) -> np.ndarray:
+        """The urgent flag of each softmax row (N, 3): P(class 2) >= urgent_threshold."""
+        return np.asarray(probabilities)[:, URGENT_CLASS] >= self.urgent_threshold
 
 
 def predicted_classes(

@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from schemas.messages import Priority
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -36,12 +38,23 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-PRIORITIES = ("routine", "stat")
 STATUSES = ("queued", "processing", "done", "failed")
+
+
+def _one_of(column: str, values: tuple[str, ...] | type[Priority]) -> str:
+    """SQL for a check constraint: `column` holds one of `values`."""
+    return f"{column} IN ({', '.join(repr(str(value)) for value in values)})"
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A timestamp read back from the ledger, in UTC (SQLite hands them back naive)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):
@@ -51,17 +64,15 @@ class Base(DeclarativeBase):
 class Scan(Base):
     __tablename__ = "scans"
     __table_args__ = (
-        CheckConstraint("priority IN ('routine', 'stat')", name="priority_known"),
-        CheckConstraint(
-            "status IN ('queued', 'processing', 'done', 'failed')", name="status_known"
-        ),
+        CheckConstraint(_one_of("priority", Priority), name="priority_known"),
+        CheckConstraint(_one_of("status", STATUSES), name="status_known"),
         Index("ix_scans_status_received_at", "status", "received_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     accession: Mapped[str | None] = mapped_column(String(128), index=True)
     source: Mapped[str | None] = mapped_column(Text)  # file (and index in a stack) it came from
-    priority: Mapped[str] = mapped_column(String(16), default="routine")
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from schemas.settings import get_settings
 from tests.fixtures_model import model_root, published_model_root  # noqa: F401 - fixtures
-from tests.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 
 REQUIRE_SERVICES = os.environ.get("TRIAGE_TEST_REQUIRE_SERVICES") == "1"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.scans import to_model_input
+from imaging.canonical import to_model_input
 from trainer.balance import balance_by_augmentation
 from trainer.candidates import NUM_CLASSES, Candidate
 from trainer.data import DataError, deal_groups

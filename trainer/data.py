@@ -8,26 +8,21 @@ Accepted `--data` forms:
 - a folder with one sub-folder per class (`0`/`1`/`2`, or names like `healthy`, `benign`,
   `malignant`, `urgent`) of PNG / JPEG / DICOM files; a folder of files without class
   sub-folders, or a single image file, is unlabelled.
-Every image goes through `schemas.scans`, exactly as in the worker.
+Every image goes through `imaging`, exactly as in the worker.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from schemas.scans import (
-    DICOM_SUFFIXES,
-    IMAGE_SUFFIXES,
-    ScanError,
-    canonicalize_stack,
-    read_scan_file,
-)
+from imaging.arrays import load_npy, load_npz
+from imaging.canonical import ScanError, canonicalize_stack
+from imaging.files import DICOM_SUFFIXES, IMAGE_SUFFIXES, read_scan_file
 
 NUM_CLASSES = 3
 SPLITS = ("train", "val", "test")
@@ -211,20 +206,11 @@ def _check_labels(labels: np.ndarray, count: int, source: str) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
-def _open_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise DataError(f"{path}: NPZ holds Python objects (pickled data is refused)") from None
-        raise DataError(f"{path}: not a valid NPZ file ({error})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a valid NPZ file ({error})") from None
-
-
 def _load_npz(path: Path) -> ScanSet:
-    arrays = _open_npz(path)
+    try:
+        arrays = load_npz(path, str(path))
+    except ScanError as error:
+        raise DataError(str(error)) from None
     synthetic = bool(arrays["synthetic"]) if "synthetic" in arrays else False
     if "train_images" in arrays:
         return _load_medmnist(path, arrays, synthetic)
@@ -259,9 +245,9 @@ def _load_npy_pair(images_path: Path, labels_path: Path) -> ScanSet:
     if not labels_path.is_file():
         raise DataError(f"{labels_path}: no such labels file")
     try:
-        labels = np.load(labels_path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{labels_path}: not a valid NPY labels file ({error})") from None
+        labels = load_npy(labels_path, str(labels_path))
+    except ScanError as error:
+        raise DataError(f"{error} (labels)") from None
     labels = _check_labels(labels, len(images), str(labels_path))
     return ScanSet(images, labels, f"{images_path},{labels_path}")
 

@@ -84,7 +84,7 @@ def fit_candidate(
             )
         )
     if progress is not None:
-        callbacks.append(_ProgressCallback(progress, label or candidate.name, epochs))
+        callbacks.append(_progress_callback(progress, label or candidate.name, epochs))
     history = model.fit(
         _training_batches(train, candidate.augment, seed),
         shuffle=False,
@@ -152,27 +152,23 @@ def average_models(members: list, name: str):  # noqa: ANN201
     return keras.Model(inputs, outputs, name=name)
 
 
-class _ProgressCallback:
-    """Drive one rich progress task per candidate, one step per epoch."""
+def _progress_callback(progress, label: str, epochs: int):  # noqa: ANN001, ANN202
+    """Keras' LambdaCallback driving one rich progress task, one step per epoch."""
+    import keras
 
-    def __new__(cls, progress, label: str, epochs: int):  # noqa: ANN001, ANN204
-        import keras
+    task = progress.add_task(label, total=epochs, status="")
 
-        class Callback(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):  # noqa: ANN001, ANN202
-                self.task = progress.add_task(label, total=epochs, status="")
+    def on_epoch_end(epoch: int, logs: dict | None) -> None:
+        logs = logs or {}
+        status = (
+            f"loss {logs.get('loss', float('nan')):.3f} "
+            f"val_loss {logs.get('val_loss', float('nan')):.3f} "
+            f"val_acc {logs.get('val_accuracy', float('nan')):.3f}"
+        )
+        progress.update(task, advance=1, status=status)
 
-            def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN202
-                logs = logs or {}
-                status = (
-                    f"loss {logs.get('loss', float('nan')):.3f} "
-                    f"val_loss {logs.get('val_loss', float('nan')):.3f} "
-                    f"val_acc {logs.get('val_accuracy', float('nan')):.3f}"
-                )
-                progress.update(self.task, advance=1, status=status)
+    def on_train_end(logs: dict | None) -> None:
+        done = next(item for item in progress.tasks if item.id == task).completed
+        progress.update(task, total=done)
 
-            def on_train_end(self, logs=None):  # noqa: ANN001, ANN202
-                done = next(task for task in progress.tasks if task.id == self.task).completed
-                progress.update(self.task, total=done)
-
-        return Callback()
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end, on_train_end=on_train_end)

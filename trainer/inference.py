@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from imaging.canonical import to_model_input
 from schemas.model_card import (
     CLASS_NAMES,
     MODEL_FILE,
-    URGENT_CLASS,
     ModelCard,
     read_card,
     resolve_model_dir,
 )
-from schemas.scans import to_model_input
 from trainer.data import ScanSet
 from trainer.fit import configure_tensorflow, predict_proba
 from trainer.report import evaluate
@@ -56,9 +55,9 @@ def write_predictions(loaded: LoadedModel, images: np.ndarray, out: str | Path) 
         writer = csv.writer(handle)
         writer.writerow(["index", "predicted", "p0", "p1", "p2", "urgent"])
         predicted = loaded.card.predicted_classes(scores)
-        for index, (row, label) in enumerate(zip(scores, predicted, strict=True)):
-            urgent = int(row[URGENT_CLASS] >= loaded.card.urgent_threshold)
-            writer.writerow([index, int(label), *(f"{p:.6f}" for p in row), urgent])
+        flags = loaded.card.is_urgent(scores)
+        for index, (row, label, urgent) in enumerate(zip(scores, predicted, flags, strict=True)):
+            writer.writerow([index, int(label), *(f"{p:.6f}" for p in row), int(urgent)])
     return len(scores)
 
 

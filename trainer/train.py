@@ -9,13 +9,14 @@ the test split, never seen by any of it, is scored last, for the report.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from imaging.canonical import to_model_input
 from schemas.model_card import ModelCard
-from schemas.scans import to_model_input
 from trainer.balance import balance_by_augmentation, class_counts
 from trainer.candidates import Candidate, named_candidates, select_candidates
 from trainer.crossfit import cross_fit
@@ -52,6 +53,17 @@ DEFAULT_EPOCHS = 60
 DEFAULT_FOLDS = 4  # cross-fit copies of the chosen recipe; 0 publishes the candidate as trained
 
 
+@dataclass(frozen=True)
+class Splits:
+    """The float model inputs of one run: balanced train, unbalanced train, val and test."""
+
+    train: tuple[np.ndarray, np.ndarray]
+    original: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    counts: dict[str, dict]
+
+
 def run_training(
     data: str | Path | ScanSet | tuple[np.ndarray, np.ndarray],
     out: str | Path | None = None,
@@ -66,140 +78,249 @@ def run_training(
     console=None,  # noqa: ANN001 - rich.console.Console
 ) -> Path:
     """Train, compare, cross-fit the best and publish it; returns the published model directory."""
-    from rich.console import Console
-
     from schemas.settings import get_settings
 
     started = time.perf_counter()
-    console = console or Console()
-    if not console.is_terminal:  # logs and pipes: keep the candidate table on one line a row
-        console.width = max(console.width, 170)
+    console = _wide_console(console)
     settings = get_settings()
     out = Path(out) if out is not None else settings.resolved_model_dir
     urgent_recall = urgent_recall if urgent_recall is not None else settings.urgent_recall
     competing = named_candidates(candidates)  # an ensemble's unnamed members don't compete
     chosen = select_candidates(competing)
-    scans = _as_scan_set(data)
-    if groups is not None and not group_column:
-        raise ValueError("--groups needs --group-column naming the group column")
     if folds == 1 or folds < 0:
         raise ValueError(f"--folds must be 0 (no cross-fit) or at least 2, got {folds}")
-    group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
-    splits = scans.given_splits or split_indices(scans.labels, group_ids, seed)
+    scans, group_ids, indices = _load_and_split(data, groups, group_column, seed)
     configure_tensorflow()
+    splits = _prepare_splits(scans, indices, group_ids, seed, console)
+    results = _fit_all(chosen, splits, epochs, seed, patience, console)
+    # selection sees validation data only
+    val_probabilities = {name: predict_proba(r.model, splits.val[0]) for name, r in results.items()}
+    selected = select_best(
+        {name: evaluate(splits.val[1], val_probabilities[name])["macro_f1"] for name in competing}
+    )
+    fingerprint = scans.fingerprint()
+    version = new_version(fingerprint)
+    staging = staging_dir(out, version)
+    rows = _candidate_rows(
+        chosen, results, val_probabilities, splits, urgent_recall,
+        _groups_of(group_ids, indices["val"]), staging,
+    )  # fmt: skip
+    for row in rows:
+        row["competes"] = row["name"] in competing
+    console.print(candidate_table(rows, selected))
+    model, published_row, how = _published_model(
+        selected, chosen, results, rows, val_probabilities[selected], scans, indices, group_ids,
+        splits, (folds, epochs, seed, patience), urgent_recall, staging, console,
+    )  # fmt: skip
+    rule = _threshold_rule(urgent_recall, group_ids is not None)
+    _print_published(console, selected, published_row, folds, rule)
+    card = _card(version, fingerprint, published_row, rows, selected, how, rule, urgent_recall)
+    card.class_counts, card.synthetic_data = splits.counts, scans.synthetic
+    card.metrics.update(split_seed=seed, folds=folds)
+    card.training_seconds = round(time.perf_counter() - started, 1)
+    published_dir = publish(model, staging, card)
+    console.print(
+        f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {version}"
+    )
+    return published_dir
 
-    train_images, train_labels = scans.images[splits["train"]], scans.labels[splits["train"]]
+
+def _candidate_rows(
+    chosen: list[Candidate],
+    results: dict[str, FitResult],
+    val_probabilities: dict[str, np.ndarray],
+    splits: Splits,
+    urgent_recall: float,
+    val_groups: np.ndarray | None,
+    staging: Path,
+) -> list[dict]:
+    """Every candidate's report row at its own validation threshold, with its plots."""
+    rows = []
+    for candidate in chosen:
+        probabilities = val_probabilities[candidate.name]
+        threshold = urgent_threshold(splits.val[1], probabilities, urgent_recall, val_groups)
+        result = results[candidate.name]
+        row = _report_row(candidate, result, splits.val[1], probabilities, splits.test, threshold)
+        rows.append(_with_plots(row, result, staging))
+    return rows
+
+
+def _load_and_split(
+    data: str | Path | ScanSet | tuple[np.ndarray, np.ndarray],
+    groups: str | Path | None,
+    group_column: str | None,
+    seed: int,
+) -> tuple[ScanSet, np.ndarray | None, dict[str, np.ndarray]]:
+    """The labelled scans, their groups (if given) and the train/val/test indices."""
+    if groups is not None and not group_column:
+        raise ValueError("--groups needs --group-column naming the group column")
+    scans = _as_scan_set(data)
+    group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
+    return scans, group_ids, scans.given_splits or split_indices(scans.labels, group_ids, seed)
+
+
+def _published_model(
+    selected: str,
+    chosen: list[Candidate],
+    results: dict[str, FitResult],
+    rows: list[dict],
+    val_probabilities: np.ndarray,
+    scans: ScanSet,
+    indices: dict[str, np.ndarray],
+    group_ids: np.ndarray | None,
+    splits: Splits,
+    schedule: tuple[int, int, int, int],
+    urgent_recall: float,
+    staging: Path,
+    console,  # noqa: ANN001 - rich.console.Console
+) -> tuple[object, dict, str]:
+    """The model to publish, its report row and a sentence on how it was made: the selected
+    recipe cross-fitted over train + val (`folds` > 0), or the selected candidate as trained."""
+    if schedule[0]:
+        pool = np.concatenate([indices["train"], indices["val"]])
+        return _cross_fit_selected(
+            selected, scans.images[pool], scans.labels[pool], _groups_of(group_ids, pool),
+            schedule, urgent_recall, splits.test, staging, console,
+        )  # fmt: skip
+    candidate = next(c for c in chosen if c.name == selected)
+    return _as_trained(candidate, results[selected], rows, val_probabilities, splits)
+
+
+def _card(
+    version: str,
+    fingerprint: str,
+    published: dict,
+    rows: list[dict],
+    selected: str,
+    how: str,
+    rule: str,
+    urgent_recall: float,
+) -> ModelCard:
+    """The card of the published model (the caller adds counts, timing and the split seed)."""
+    return ModelCard(
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        urgent_threshold=published["val"]["threshold"],
+        urgent_target_recall=urgent_recall,
+        urgent_threshold_rule=rule,
+        class_weights=published["val"]["class_weights"],
+        selected_candidate=selected,
+        published_model=how,
+        data_fingerprint=fingerprint,
+        candidates=rows,
+        metrics={
+            "val": published["val"],
+            "test": published["test"],
+            "selected_candidate_test": next(r for r in rows if r["name"] == selected)["test"],
+        },
+        library_versions=library_versions(),
+    )
+
+
+def _wide_console(console):  # noqa: ANN001, ANN202 - rich.console.Console
+    """The given console, or a new one; logs and pipes keep a candidate table row on one line."""
+    from rich.console import Console
+
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 170)
+    return console
+
+
+def _prepare_splits(
+    scans: ScanSet,
+    indices: dict[str, np.ndarray],
+    group_ids: np.ndarray | None,
+    seed: int,
+    console,  # noqa: ANN001 - rich.console.Console
+) -> Splits:
+    """Balance the training split by augmentation, print the class counts, make model inputs."""
+    train_images, train_labels = scans.images[indices["train"]], scans.labels[indices["train"]]
     balanced_images, balanced_labels = balance_by_augmentation(train_images, train_labels, seed)
-    counts = {split: class_counts(scans.labels[splits[split]]) for split in SPLITS}
+    counts = {split: class_counts(scans.labels[indices[split]]) for split in SPLITS}
     counts["train (balanced)"] = class_counts(balanced_labels)
     console.print(class_count_table(counts))
     if group_ids is not None:
         console.print(
             "group-aware split: "
-            + ", ".join(f"{s} {len(set(group_ids[splits[s]]))} groups" for s in SPLITS)
+            + ", ".join(f"{s} {len(set(group_ids[indices[s]]))} groups" for s in SPLITS)
         )
 
-    val = (to_model_input(scans.images[splits["val"]]), scans.labels[splits["val"]])
-    test = (to_model_input(scans.images[splits["test"]]), scans.labels[splits["test"]])
-    train = (to_model_input(balanced_images), balanced_labels)
-    original = (to_model_input(train_images), train_labels)
+    def inputs(split: str) -> tuple[np.ndarray, np.ndarray]:
+        return to_model_input(scans.images[indices[split]]), scans.labels[indices[split]]
+
+    return Splits(
+        train=(to_model_input(balanced_images), balanced_labels),
+        original=(to_model_input(train_images), train_labels),
+        val=inputs("val"),
+        test=inputs("test"),
+        counts=counts,
+    )
+
+
+def _fit_all(
+    chosen: list[Candidate],
+    splits: Splits,
+    epochs: int,
+    seed: int,
+    patience: int,
+    console,  # noqa: ANN001 - rich.console.Console
+) -> dict[str, FitResult]:
+    """Train every candidate (an ensemble combines its already trained members)."""
+    results: dict[str, FitResult] = {}
     with _progress(console) as progress:
-        results: dict[str, FitResult] = {}
         for candidate in chosen:
             if candidate.combines:
                 members = [results[name] for name in candidate.combines]
                 results[candidate.name] = combine_results(candidate, members)
             else:
                 results[candidate.name] = fit_candidate(
-                    candidate, train, val, epochs, seed, progress, patience, original=original
-                )
+                    candidate, splits.train, splits.val, epochs, seed, progress, patience,
+                    original=splits.original,
+                )  # fmt: skip
+    return results
 
-    # selection sees validation data only
-    val_probabilities = {name: predict_proba(r.model, val[0]) for name, r in results.items()}
-    selected = select_best(
-        {name: evaluate(val[1], val_probabilities[name])["macro_f1"] for name in competing}
+
+def _as_trained(
+    candidate: Candidate,
+    result: FitResult,
+    rows: list[dict],
+    val_probabilities: np.ndarray,
+    splits: Splits,
+) -> tuple[object, dict, str]:
+    """Publish the selected candidate as trained (`--folds 0`): its row with class weights."""
+    threshold = next(row for row in rows if row["name"] == candidate.name)["val"]["threshold"]
+    weights = choose_class_weights(splits.val[1], val_probabilities)
+    row = _report_row(
+        candidate, result, splits.val[1], val_probabilities, splits.test, threshold, weights
     )
-    fingerprint = scans.fingerprint()
-    version = new_version(fingerprint)
-    staging = staging_dir(out, version)
-    rows = []
-    for candidate in chosen:
-        result = results[candidate.name]
-        threshold = urgent_threshold(
-            val[1],
-            val_probabilities[candidate.name],
-            urgent_recall,
-            _groups_of(group_ids, splits["val"]),
-        )
-        row = _report_row(
-            candidate, result, val[1], val_probabilities[candidate.name], test, threshold
-        )
-        row["competes"] = candidate.name in competing
-        rows.append(_with_plots(row, result, staging))
-    console.print(candidate_table(rows, selected))
+    return result.model, row, "the selected candidate as trained on the training split"
 
-    best = next(row for row in rows if row["name"] == selected)
-    if folds:
-        pool = np.concatenate([splits["train"], splits["val"]])
-        model, published_row, how = _cross_fit_selected(
-            selected, scans.images[pool], scans.labels[pool], _groups_of(group_ids, pool),
-            (folds, epochs, seed, patience), urgent_recall, test, staging, console,
-        )  # fmt: skip
-    else:
-        model, how = (
-            results[selected].model,
-            "the selected candidate as trained on the training split",
-        )
-        published_row = _report_row(
-            next(c for c in chosen if c.name == selected), results[selected], val[1],
-            val_probabilities[selected], test, best["val"]["threshold"],
-            choose_class_weights(val[1], val_probabilities[selected]),
-        )  # fmt: skip
-    console.print(candidate_table([published_row], published_row["name"], "Published model"))
-    threshold = published_row["val"]["threshold"]
-    class_weights = published_row["val"]["class_weights"]
-    rule = (
+
+def _threshold_rule(urgent_recall: float, grouped: bool) -> str:
+    return (
         f"class-2 recall >= {urgent_recall} on the held-out scans ('validation' below) in "
         f"{URGENT_RECALL_CONFIDENCE:.0%} of bootstrap resamples of their urgent "
-        f"{'patients' if group_ids is not None else 'scans'}, and never above "
-        f"{URGENT_THRESHOLD_CEILING}"
+        f"{'patients' if grouped else 'scans'}, and never above {URGENT_THRESHOLD_CEILING}"
     )
+
+
+def _print_published(
+    console,  # noqa: ANN001 - rich.console.Console
+    selected: str,
+    row: dict,
+    folds: int,
+    rule: str,
+) -> None:
+    console.print(candidate_table([row], row["name"], "Published model"))
     console.print(
-        f"selected [bold]{selected}[/]; published {published_row['name']}; urgent threshold "
-        f"{threshold:.4f} ({'out-of-fold' if folds else 'validation'} class-2 recall "
-        f"{published_row['val']['urgent_recall']:.3f}; rule: {rule}); "
-        f"test at threshold: recall {published_row['test']['urgent_recall']:.3f}, "
-        f"precision {published_row['test']['urgent_precision']:.3f}; predicted class: argmax "
-        f"of P x {class_weights} (weights chosen on the same held-out scans)"
+        f"selected [bold]{selected}[/]; published {row['name']}; urgent threshold "
+        f"{row['val']['threshold']:.4f} ({'out-of-fold' if folds else 'validation'} class-2 "
+        f"recall {row['val']['urgent_recall']:.3f}; rule: {rule}); "
+        f"test at threshold: recall {row['test']['urgent_recall']:.3f}, "
+        f"precision {row['test']['urgent_precision']:.3f}; predicted class: argmax "
+        f"of P x {row['val']['class_weights']} (weights chosen on the same held-out scans)"
     )
-    card = ModelCard(
-        version=version,
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        urgent_threshold=threshold,
-        urgent_target_recall=urgent_recall,
-        urgent_threshold_rule=rule,
-        class_weights=class_weights,
-        selected_candidate=selected,
-        published_model=how,
-        data_fingerprint=fingerprint,
-        class_counts=counts,
-        candidates=rows,
-        metrics={
-            "val": published_row["val"],
-            "test": published_row["test"],
-            "selected_candidate_test": best["test"],
-            "split_seed": seed,
-            "folds": folds,
-        },
-        training_seconds=round(time.perf_counter() - started, 1),
-        library_versions=library_versions(),
-        synthetic_data=scans.synthetic,
-    )
-    published_dir = publish(model, staging, card)
-    console.print(
-        f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {version}"
-    )
-    return published_dir
 
 
 def _groups_of(group_ids: np.ndarray | None, indices: np.ndarray) -> np.ndarray | None:

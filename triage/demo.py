@@ -8,6 +8,7 @@ the ledger and the broker are the configured ones (embedded SQLite and Redis by 
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,19 +17,38 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
+from gateway.broker import (
+    SOCKET_NAME,
+    broker_url,
+    ensure_embedded_redis,
+    redis_client,
+    stop_embedded_redis,
+)
+from gateway.client import submit_images
+from ledger.database import engine_for, upgrade_schema
 from schemas.model_card import (
     ModelNotFoundError,
     read_card,
     resolve_model_dir,
 )
 from schemas.settings import Settings
-from triage.demo_report import show_results
-from triage.demo_workers import DemoError, WorkerProcesses
+from triage.demo_report import DemoResult, show_results
+from worker.processes import (
+    WorkerExited,
+    WorkerProcess,
+    celery_worker,
+    stop_workers,
+    wait_ready,
+)
 
 TRAIN_MIX = (0.34, 0.33, 0.33)  # many distinct urgent phantoms: a quick model learns them best
 BATCH_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
 DEMO_CANDIDATES = ("baseline_2conv",)
 POLL_SECONDS = 0.25
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why and where to look."""
 
 
 @dataclass(frozen=True)
@@ -41,21 +61,6 @@ class DemoOptions:
     seed: int = 0
     retrain: bool = False
     timeout: float = 300.0
-
-
-@dataclass(frozen=True)
-class DemoResult:
-    """What one run did, for the summary and for tests."""
-
-    scan_ids: list[str]
-    labels: np.ndarray
-    model_version: str
-    urgent_threshold: float
-    seconds_to_classify: float
-
-    @property
-    def throughput(self) -> float:
-        return len(self.scan_ids) / max(self.seconds_to_classify, 1e-9)
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
@@ -71,23 +76,24 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
     model_dir = ensure_model(model_root, options, console)
     prepare_ledger(settings, console)
     started_broker = start_embedded_broker(settings)
-    workers = WorkerProcesses(settings, home / "logs", model_root)
+    workers = start_workers(settings, home / "logs", model_root)
     try:
-        workers.start("routine", "stat,scans")
-        workers.start("urgent", "urgent")
         console.print("starting workers (each loads TensorFlow and the model) ...")
-        workers.wait_ready(timeout=options.timeout)
+        wait_ready(workers, broker_url(settings), options.timeout)
         images, labels = held_out_batch(options)
         scan_ids, started = enqueue(settings, images, console)
         wait_for_results(settings, scan_ids, workers, options.timeout, console)
         elapsed = time.monotonic() - started
         threshold = read_card(model_dir).urgent_threshold
         result = DemoResult(scan_ids, labels, model_dir.name, threshold, elapsed)
+    except WorkerExited as error:
+        raise DemoError(f"{error}\nworker logs: {home / 'logs'}") from None
     finally:
-        workers.stop(console)
+        running = [worker.name for worker in workers if worker.process.poll() is None]
+        if running:
+            console.print(f"stopping workers: {', '.join(running)}")
+        stop_workers(workers)
         if started_broker:
-            from worker.broker import stop_embedded_redis
-
             stop_embedded_redis(embedded_redis_dir(settings))
     show_results(settings, result, console)
     return result
@@ -122,10 +128,21 @@ def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Pa
     )
 
 
-def prepare_ledger(settings: Settings, console: Console) -> None:
-    from worker.database import engine_for, ensure_schema
+def start_workers(settings: Settings, log_dir: Path, model_root: Path) -> list[WorkerProcess]:
+    """The routine (`stat,scans`) and urgent workers, on the demo's settings and model."""
+    env = dict(
+        os.environ,
+        TRIAGE_DATA_DIR=str(settings.resolved_data_dir),
+        TRIAGE_MODEL_DIR=str(model_root),
+    )
+    return [
+        celery_worker("demo-routine", "stat,scans", env, log_dir, extra_args=()),
+        celery_worker("demo-urgent", "urgent", env, log_dir, extra_args=()),
+    ]
 
-    if ensure_schema(engine_for(settings.resolved_database_url)):
+
+def prepare_ledger(settings: Settings, console: Console) -> None:
+    if upgrade_schema(engine_for(settings.resolved_database_url)):
         console.print("database migrated to the latest schema")
 
 
@@ -136,9 +153,6 @@ def embedded_redis_dir(settings: Settings) -> Path:
 def start_embedded_broker(settings: Settings) -> bool:
     """Start the embedded Redis if it is the broker and not running; True if this call did."""
     import redis
-
-    from worker.broker import SOCKET_NAME, ensure_embedded_redis
-    from worker.monitor import redis_client
 
     if not settings.uses_embedded_redis:
         return False
@@ -160,8 +174,6 @@ def held_out_batch(options: DemoOptions) -> tuple[np.ndarray, np.ndarray]:
 
 def enqueue(settings: Settings, images: np.ndarray, console: Console) -> tuple[list[str], float]:
     """Submit the batch through the hospital-facing API; returns ids and the start time."""
-    from worker.client import submit_images
-
     stamp = time.strftime("%Y%m%d-%H%M%S")
     accessions = [f"PHANTOM-{stamp}-{index:04d}" for index in range(len(images))]
     started = time.monotonic()
@@ -175,14 +187,12 @@ def enqueue(settings: Settings, images: np.ndarray, console: Console) -> tuple[l
 def wait_for_results(
     settings: Settings,
     scan_ids: list[str],
-    workers: WorkerProcesses,
+    workers: list[WorkerProcess],
     timeout: float,
     console: Console,
 ) -> None:
     """A progress bar until every scan is done or failed and every urgent one is on the list."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from worker.database import engine_for
 
     engine = engine_for(settings.resolved_database_url)
     deadline = time.monotonic() + timeout
@@ -195,7 +205,8 @@ def wait_for_results(
             progress.update(task, completed=state["finished"])
             if state["finished"] == len(scan_ids) and not state["escalations_waiting"]:
                 return
-            workers.check_alive()
+            for worker in workers:
+                worker.check_alive()
             if time.monotonic() > deadline:
                 raise DemoError(stuck_message(engine, scan_ids, timeout, workers))
             time.sleep(POLL_SECONDS)
@@ -205,23 +216,17 @@ def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: A
     """Finished scans (done or failed), and urgent results not yet on the worklist."""
     import sqlalchemy as sa
 
-    from schemas.tables import Result, Scan, UrgentCase
+    from ledger.scans import results, scans
+    from ledger.worklist import unlisted_urgent
 
     with engine.connect() as connection:
         finished = connection.execute(
             sa.select(sa.func.count()).where(
-                Scan.id.in_(scan_ids), Scan.status.in_(("done", "failed"))
+                scans.c.id.in_(scan_ids), scans.c.status.in_(("done", "failed"))
             )
         ).scalar_one()
         waiting = connection.execute(
-            sa.select(sa.func.count())
-            .select_from(Result)
-            .outerjoin(UrgentCase, UrgentCase.scan_id == Result.scan_id)
-            .where(
-                Result.scan_id.in_(scan_ids),
-                Result.urgent.is_(True),
-                UrgentCase.scan_id.is_(None),
-            )
+            unlisted_urgent(sa.func.count()).where(results.c.scan_id.in_(scan_ids))
         ).scalar_one()
     return {"finished": finished, "escalations_waiting": waiting}
 
@@ -230,7 +235,7 @@ def stuck_message(
     engine: Any,  # noqa: ANN401 - Engine
     scan_ids: list[str],
     timeout: float,
-    workers: WorkerProcesses,
+    workers: list[WorkerProcess],
 ) -> str:
     import sqlalchemy as sa
 
@@ -246,5 +251,5 @@ def stuck_message(
     more = f" and {len(stuck) - 10} more" if len(stuck) > 10 else ""
     return (
         f"timed out after {timeout:.0f} s with {len(stuck)} scans unfinished: {shown}{more}; "
-        f"worker logs: {workers.log_dir}"
+        f"worker logs: {workers[0].log_path.parent}"
     )

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from ledger.database import engine_for
+from ledger.reads import list_results, worklist
 from schemas.model_card import CLASS_NAMES, URGENT_CLASS
 from schemas.settings import Settings
-
-if TYPE_CHECKING:
-    from triage.demo import DemoResult
 
 WORKLIST_ROWS = 15
 
 
+@dataclass(frozen=True)
+class DemoResult:
+    """What one run did, for the summary and for tests."""
+
+    scan_ids: list[str]
+    labels: np.ndarray
+    model_version: str
+    urgent_threshold: float
+    seconds_to_classify: float
+
+    @property
+    def throughput(self) -> float:
+        return len(self.scan_ids) / max(self.seconds_to_classify, 1e-9)
+
+
 def show_results(settings: Settings, result: DemoResult, console: Console) -> None:
     """The urgent worklist of this batch, then counts per class and throughput."""
-    from worker.database import engine_for
-    from worker.worklist import list_results, worklist
-
     engine = engine_for(settings.resolved_database_url)
     batch = set(result.scan_ids)
     cases = [case for case in worklist(engine) if case["scan_id"] in batch]

@@ -38,8 +38,7 @@ def demo(
     import signal
 
     from schemas.settings import get_settings
-    from triage.demo import DemoOptions, run_demo
-    from triage.demo_workers import DemoError
+    from triage.demo import DemoError, DemoOptions, run_demo
 
     def stop_on_sigterm(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds through run_demo's cleanup
@@ -57,8 +56,8 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Queue depths and the age of the oldest waiting scan per queue, and open urgent cases."""
+    from gateway.monitor import take_snapshot
     from schemas.settings import get_settings
-    from worker.monitor import take_snapshot
 
     try:
         snapshot = take_snapshot(get_settings())
@@ -95,14 +94,17 @@ def reconcile(
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
+    from gateway.publish import PublishError, describe
+    from ledger.database import SchemaOutdatedError, engine_for, require_schema
     from schemas.settings import get_settings
-    from worker.client import PublishError
-    from worker.database import engine_for, ensure_schema
     from worker.reconcile import run_reconcile
-    from worker.tasks import describe
 
     settings = get_settings()
-    ensure_schema(engine_for(settings.resolved_database_url))
+    try:
+        require_schema(engine_for(settings.resolved_database_url))
+    except SchemaOutdatedError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
     try:
         report = run_reconcile(settings)
     except (PublishError, RedisError, OperationalError) as error:

@@ -1,7 +1,7 @@
-"""Pipeline commands: `triage enqueue`, `urgent`, `results`, `status`, `ack` and `db` (worker/).
+"""Pipeline commands: `triage enqueue`, `urgent`, `results`, `status`, `ack` and `db`.
 
-Each opens the ledger through `_ledger()`, which applies pending migrations first, so the very
-first command on a fresh machine needs no manual step.
+Each opens the ledger through `_ledger()`, which checks once that the schema is current and
+otherwise says to run `triage db upgrade` (the only command that migrates).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,13 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from schemas.messages import Priority
+
 console = Console()
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
-
-
-class PriorityOption(StrEnum):
-    routine = "routine"
-    stat = "stat"
 
 
 def register(app: typer.Typer) -> None:
@@ -37,30 +33,33 @@ def register(app: typer.Typer) -> None:
 
 
 def _ledger():  # noqa: ANN202 - sqlalchemy Engine (imported lazily)
+    from ledger.database import SchemaOutdatedError, engine_for, require_schema
     from schemas.settings import get_settings
-    from worker.database import engine_for, ensure_schema
 
     engine = engine_for(get_settings().resolved_database_url)
-    if ensure_schema(engine):
-        typer.echo("database schema created/upgraded (migrations applied)", err=True)
+    try:
+        require_schema(engine)
+    except SchemaOutdatedError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     return engine
 
 
 def enqueue(
     paths: Annotated[list[Path], typer.Argument(help="Scan files or folders.")],
     priority: Annotated[
-        PriorityOption, typer.Option("--priority", help="`stat`: classified ahead of routine.")
-    ] = PriorityOption.routine,
+        Priority, typer.Option("--priority", help="`stat`: classified ahead of routine.")
+    ] = Priority.routine,
     accession_from_filename: Annotated[
         bool, typer.Option("--accession-from-filename", help="Accession = the file name's stem.")
     ] = False,
 ) -> None:
     """Validate and queue scans (PNG, JPEG, NPY, NPZ, DICOM); one line per scan."""
-    from worker.client import PublishError, submit_scans
+    from gateway.client import PublishError, submit_scans
 
     _ledger()
     try:
-        submission = submit_scans(paths, priority.value, accession_from_filename)
+        submission = submit_scans(paths, priority, accession_from_filename)
     except PublishError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -81,9 +80,9 @@ def urgent(
     include_all: Annotated[bool, typer.Option("--all", help="Include reviewed cases.")] = False,
 ) -> None:
     """The urgent worklist, most urgent first (highest P(class 2), then longest waiting)."""
-    from worker import worklist
+    from ledger import reads
 
-    cases = worklist.worklist(_ledger(), include_acknowledged=include_all)
+    cases = reads.worklist(_ledger(), include_acknowledged=include_all)
     if as_json:
         _print_json(cases)
         return
@@ -110,9 +109,9 @@ def results(
     ] = None,
 ) -> None:
     """One entry per classified scan, oldest first."""
-    from worker import worklist
+    from ledger import reads
 
-    rows = worklist.list_results(_ledger(), since=parse_since(since) if since else None)
+    rows = reads.list_results(_ledger(), since=parse_since(since) if since else None)
     if as_json:
         _print_json(rows)
         return
@@ -134,9 +133,9 @@ def results(
 
 def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` printed.")]) -> None:
     """One scan's whole history: received, published, started, classified, escalated, reviewed."""
-    from worker import worklist
+    from ledger import reads
 
-    found = worklist.history(_ledger(), scan_id)
+    found = reads.history(_ledger(), scan_id)
     if found is None:
         typer.echo(f"error: no scan with id {scan_id!r}", err=True)
         raise typer.Exit(1)
@@ -156,9 +155,9 @@ def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` pr
 
 def ack(scan_id: Annotated[str, typer.Argument(help="The urgent case's scan id.")]) -> None:
     """Mark an urgent case reviewed by a clinician."""
-    from worker import worklist
+    from ledger import reads
 
-    moment = worklist.acknowledge(_ledger(), scan_id)
+    moment = reads.acknowledge(_ledger(), scan_id)
     if moment is None:
         typer.echo(f"error: scan {scan_id!r} is not on the urgent worklist", err=True)
         raise typer.Exit(1)
@@ -182,8 +181,8 @@ def db_downgrade(
 
 
 def _migrate(revision: str, downgrade: bool) -> None:
+    from ledger.database import current_revisions, engine_for, migrate
     from schemas.settings import get_settings
-    from worker.database import current_revisions, engine_for, migrate
 
     engine = engine_for(get_settings().resolved_database_url)
     migrate(engine, revision, downgrade=downgrade)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from imaging.canonical import SCAN_SIZE, to_model_input
 from schemas.model_card import MODEL_FILE, ModelCard, read_card, resolve_model_dir
-from schemas.scans import SCAN_SIZE, to_model_input
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ class ServingModel:
         return self.card.predicted_classes(probabilities)
 
     def is_urgent(self, probabilities: np.ndarray) -> np.ndarray:
-        """P(class 2) >= the threshold the trainer chose for the target class-2 recall."""
-        return probabilities[:, 2] >= self.urgent_threshold
+        """The card's urgent flag (P(class 2) >= the threshold the trainer chose)."""
+        return self.card.is_urgent(probabilities)
 
 
 def load_model(directory: Path) -> ServingModel:

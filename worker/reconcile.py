@@ -1,200 +1,29 @@
-"""The reconciler: the ledger says what must still happen; re-send what Redis lost or delayed.
+"""One reconciler pass against the configured ledger and broker (the CLI and the beat task).
 
-Run by `triage reconcile` and every `TRIAGE_RECONCILE_EVERY_SECONDS` by the beat embedded in
-the urgent worker (`celery -A worker worker -Q urgent -B`). Each run reads ids and times only
-(never pixels) of at most `SCANS_PER_RUN` unfinished scans, oldest first, and:
-
-- fails a scan stuck in `processing` whose worker was lost `max_attempts` times (a poison scan
-  that keeps killing its worker), with the reason, instead of sending it again;
-- re-publishes scans stuck in `queued` or `processing` (untouched for `stuck_after_seconds`:
-  their message was lost with Redis, or with a killed worker);
-- moves ahead routine scans that have waited half of `max_wait_seconds`: they are re-published
-  to the `stat` queue, which workers serve first, so none waits past the cap behind new routine
-  work (the original message becomes a no-op: classification is idempotent);
-- re-sends escalations of urgent results missing from the worklist when the `urgent` queue is
-  empty (the message was lost); the worklist insert is idempotent;
-- pages again worklist cases whose page never went out (`notified_at` unset for longer than
-  one reconcile period: the urgent worker died between worklist and page, or the webhook
-  failed).
+The plan lives in `ledger/reconcile.py`; this wires it to the broker through the gateway's
+publishers and pager.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from schemas.messages import Escalation
+from gateway.broker import broker_url, queue_depths, redis_client
+from gateway.publish import publish_escalations, publish_jobs
+from gateway.webhook import page_clinicians
+from ledger.database import engine_for
+from ledger.reconcile import ReconcileReport, reconcile
+from schemas.queues import URGENT_QUEUE
 from schemas.settings import Settings
-from schemas.tables import utcnow
-from worker import ledger
-
-log = logging.getLogger(__name__)
-
-SCANS_PER_RUN = 20_000
-MOVE_AHEAD_AT = 0.5  # fraction of max_wait_seconds after which a routine scan is moved ahead
-
-PublishJobs = Callable[[Sequence[str], str], None]  # (scan ids, "routine" | "stat")
-PublishEscalation = Callable[[Escalation], None]
-Page = Callable[[Sequence[str]], object]  # (scan ids) -> pages the clinicians
-
-
-@dataclass
-class ReconcileReport:
-    """What one run did, in scans (escalations: worklist entries re-sent)."""
-
-    republished: int = 0
-    moved_ahead: int = 0
-    failed: int = 0
-    escalations: int = 0
-    repaged: int = 0
-    failed_ids: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, int]:
-        counts = asdict(self)
-        counts.pop("failed_ids")
-        return counts
-
-
-@dataclass(frozen=True)
-class _Plan:
-    fail: list[str]
-    routine: list[str]
-    stat: list[str]
-    moved_ahead: int
-
-
-def reconcile(
-    engine: Engine,
-    settings: Settings,
-    publish_jobs: PublishJobs,
-    publish_escalation: PublishEscalation,
-    urgent_queue_empty: bool,
-    now: datetime | None = None,
-    page: Page | None = None,
-) -> ReconcileReport:
-    """One reconciliation pass over the ledger; publishing is done by the given callables."""
-    now = now or utcnow()
-    plan = _plan(engine, settings, now)
-    report = ReconcileReport(failed=len(plan.fail), failed_ids=plan.fail)
-    if plan.fail:
-        reason = (
-            f"gave up after {settings.max_attempts} attempts: its worker was lost each time "
-            f"(left in processing for over {settings.stuck_after_seconds:g} s)"
-        )
-        ledger.mark_failed(engine, plan.fail, reason)
-        log.error("marked %d scans failed: %s", len(plan.fail), reason)
-    for priority, ids in (("stat", plan.stat), ("routine", plan.routine)):
-        if ids:
-            publish_jobs(ids, priority)
-            ledger.mark_published(engine, ids, now)
-    report.republished = len(plan.stat) + len(plan.routine) - plan.moved_ahead
-    report.moved_ahead = plan.moved_ahead
-    if urgent_queue_empty:
-        cutoff = now - timedelta(seconds=settings.stuck_after_seconds)
-        for escalation in _missing_escalations(engine, cutoff):
-            publish_escalation(escalation)
-            report.escalations += 1
-    if page is not None:
-        grace = timedelta(seconds=settings.reconcile_every_seconds)
-        unpaged = ledger.unpaged_cases(engine, now - grace, SCANS_PER_RUN)
-        if unpaged:
-            page(unpaged)
-        report.repaged = len(unpaged)
-    if any(report.as_dict().values()):
-        log.warning("reconciled: %s", ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
-    return report
-
-
-def _plan(engine: Engine, settings: Settings, now: datetime) -> _Plan:
-    """Sort the unfinished scans old enough to matter into fail / re-send / move ahead."""
-    stuck_cutoff = now - timedelta(seconds=settings.stuck_after_seconds)
-    move_after = timedelta(seconds=settings.max_wait_seconds * MOVE_AHEAD_AT)
-    wait_cutoff = now - move_after
-    scans = ledger.scans
-    # received_at <= published_at <= started_at: only scans received before the later cutoff
-    # can be stuck or overdue, and the (status, received_at) index finds them
-    query = (
-        sa.select(
-            scans.c.id,
-            scans.c.status,
-            scans.c.priority,
-            scans.c.attempts,
-            scans.c.received_at,
-            scans.c.published_at,
-            scans.c.started_at,
-        )
-        .where(
-            scans.c.status.in_(("queued", "processing")),
-            scans.c.received_at < max(stuck_cutoff, wait_cutoff),
-        )
-        .order_by(scans.c.received_at)
-        .limit(SCANS_PER_RUN)
-    )
-    fail: list[str] = []
-    routine: list[str] = []
-    stat: list[str] = []
-    moved_ahead = 0
-    with engine.begin() as connection:
-        rows = connection.execute(query).all()
-    for row in rows:
-        received = ledger.as_utc(row.received_at)
-        published = ledger.as_utc(row.published_at)
-        touched = max(t for t in (received, published, ledger.as_utc(row.started_at)) if t)
-        overdue = received < wait_cutoff
-        moving = (
-            row.status == "queued"
-            and row.priority == "routine"
-            and overdue
-            and (published is None or published < received + move_after)
-        )
-        stuck = touched < stuck_cutoff
-        if stuck and row.status == "processing" and row.attempts >= settings.max_attempts:
-            fail.append(row.id)
-        elif stuck or moving:
-            (stat if row.priority == "stat" or overdue else routine).append(row.id)
-            moved_ahead += moving
-    return _Plan(fail, routine, stat, moved_ahead)
-
-
-def _missing_escalations(engine: Engine, cutoff: datetime) -> list[Escalation]:
-    """Urgent results classified before `cutoff` that are not on the worklist."""
-    results, urgent_cases = ledger.results, ledger.urgent_cases
-    query = (
-        sa.select(results.c.scan_id)
-        .outerjoin(urgent_cases, urgent_cases.c.scan_id == results.c.scan_id)
-        .where(
-            results.c.urgent,
-            urgent_cases.c.scan_id.is_(None),
-            results.c.classified_at < cutoff,
-        )
-        .limit(SCANS_PER_RUN)
-    )
-    with engine.begin() as connection:
-        ids = list(connection.execute(query).scalars())
-    return ledger.unescalated(engine, ids) if ids else []
 
 
 def run_reconcile(settings: Settings) -> ReconcileReport:
-    """One pass against the configured ledger and broker (used by the CLI and the beat task)."""
-    from worker.app import URGENT_QUEUE
-    from worker.broker import broker_url
-    from worker.client import publish_jobs
-    from worker.database import engine_for
-    from worker.monitor import queue_depths, redis_client
-    from worker.tasks import page_clinicians, publish_escalation
-
+    """One pass: re-send what is stuck, move overdue scans ahead, page unpaged cases."""
     engine = engine_for(settings.resolved_database_url)
     urgent_waiting = queue_depths(redis_client(broker_url(settings)), (URGENT_QUEUE,))
     return reconcile(
         engine,
         settings,
         lambda ids, priority: publish_jobs(ids, priority, settings),
-        publish_escalation,
+        lambda escalation: publish_escalations([escalation], settings),
         urgent_queue_empty=urgent_waiting[URGENT_QUEUE] == 0,
         page=lambda scan_ids: page_clinicians(settings, scan_ids),
     )

@@ -7,9 +7,7 @@ job that still cannot run after `max_attempts` retries marks its scans `failed` 
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,14 +17,19 @@ import redis.exceptions
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
+from gateway.publish import describe, publish_escalations, publish_jobs
+from gateway.webhook import page_clinicians
+from imaging.canonical import SCAN_SIZE
+from ledger import scans as ledger
+from ledger import worklist
+from ledger.database import engine_for
 from schemas.messages import ClassifyJob, Escalation
 from schemas.model_card import ModelNotFoundError
-from schemas.scans import SCAN_SIZE
+from schemas.queues import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK
 from schemas.settings import Settings, get_settings
-from worker import ledger
-from worker.app import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK, app
-from worker.database import engine_for
+from worker.app import app
 from worker.model import ServingModel, current_model
+from worker.reconcile import run_reconcile
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +44,11 @@ RETRYABLE = (
     ModelNotFoundError,  # a model may be published in a moment
 )
 BACKOFF_CAP_S = 60
-NOTIFY_TIMEOUT_S = 3.0
 SCAN_BYTES = SCAN_SIZE * SCAN_SIZE
 
 
 class TransientError(RuntimeError):
     """A retryable failure, described without SQL parameters or other payload."""
-
-
-def describe(error: BaseException) -> str:
-    """One short line for the ledger and the logs: the error type and its first line."""
-    detail = getattr(error, "orig", None) or error
-    first_line = (str(detail).strip().splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first_line}"[:300]
 
 
 def backoff(retries: int) -> int:
@@ -113,7 +108,7 @@ def classify_scans(
         ]
     finished_before = sorted(set(scan_ids) - set(claim.pixels) - set(claim.exhausted))
     if finished_before:  # a repeated job: re-send escalations a lost publish may have dropped
-        escalations += ledger.unescalated(engine, finished_before)
+        escalations += worklist.unescalated(engine, finished_before)
     for escalation in escalations:
         publish(escalation)
     return {
@@ -121,16 +116,6 @@ def classify_scans(
         "urgent": len(escalations),
         "failed": len(corrupt) + len(claim.exhausted),
     }
-
-
-def publish_escalation(escalation: Escalation) -> None:
-    publish_escalations([escalation])
-
-
-def publish_escalations(escalations: Sequence[Escalation]) -> None:
-    """All of a job's escalations in one message: one broker round trip, one worklist write."""
-    if escalations:
-        escalate.apply_async(args=[[item.model_dump(mode="json") for item in escalations]])
 
 
 @app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below
@@ -149,10 +134,10 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
             escalations.append,
             refuse_redelivered=len(job.scan_ids) > 1 and self.request.retries == 0,
         )
-        publish_escalations(escalations)
+        publish_escalations(escalations, settings)
         return outcome
     except ledger.Redelivered:
-        return _split(job)
+        return _split(job, settings)
     except RETRYABLE as error:
         reason = describe(error)
         if self.request.retries >= settings.max_attempts:
@@ -169,11 +154,10 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
         raise
 
 
-def _split(job: ClassifyJob) -> dict[str, int]:
+def _split(job: ClassifyJob, settings: Settings) -> dict[str, int]:
     """A batch whose worker was lost: re-send each scan alone, so one bad scan fails alone."""
     for scan_id in job.scan_ids:
-        single = ClassifyJob(scan_ids=[scan_id], priority=job.priority)
-        classify.apply_async(args=[single.model_dump(mode="json")])
+        publish_jobs([scan_id], job.priority, settings)
     log.warning("job of %d scans was redelivered; re-sent as single-scan jobs", len(job.scan_ids))
     return {"split": len(job.scan_ids)}
 
@@ -201,7 +185,7 @@ def escalate(self, payload: dict[str, Any] | list[dict[str, Any]]) -> int:  # no
     ]
     settings = get_settings()
     try:
-        added = ledger.add_urgent_cases(engine_for(settings.resolved_database_url), escalations)
+        added = worklist.add_urgent_cases(engine_for(settings.resolved_database_url), escalations)
     except RETRYABLE as error:
         reason = describe(error)
         log.warning("%d urgent scans: %s; retrying", len(escalations), reason)
@@ -212,47 +196,10 @@ def escalate(self, payload: dict[str, Any] | list[dict[str, Any]]) -> int:  # no
     return len(added)
 
 
-def page_clinicians(settings: Settings, scan_ids: Sequence[str]) -> list[str]:
-    """Page each new worklist case (log line, webhook if set); record the pages that went out.
-
-    A case whose page failed (webhook down, worker killed) keeps no `notified_at`, and the
-    reconciler pages it again.
-    """
-    paged = []
-    for scan_id in scan_ids:
-        log.warning("URGENT scan %s is on the worklist", scan_id)
-        if not settings.notify_url or notify(settings.notify_url, scan_id):
-            paged.append(scan_id)
-    if paged:
-        try:
-            ledger.mark_notified(engine_for(settings.resolved_database_url), paged)
-        except RETRYABLE as error:  # the reconciler pages them again: twice beats never
-            log.error("could not record %d pages: %s", len(paged), describe(error))
-    return paged
-
-
-def notify(url: str, scan_id: str) -> bool:
-    """POST {"scan_id": ...} to the webhook; a failure is logged, never fatal."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps({"scan_id": scan_id}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
-            return 200 <= response.status < 300
-    except (OSError, ValueError) as error:
-        log.error("urgent scan %s: webhook failed (%s)", scan_id, type(error).__name__)
-        return False
-
-
 # -- reconciliation ------------------------------------------------------------------------
 
 
 @app.task(name=RECONCILE_TASK)
 def reconcile() -> dict[str, int]:
-    """Re-send what the ledger says is stuck or overdue (see worker/reconcile.py)."""
-    from worker.reconcile import run_reconcile
-
+    """Re-send what the ledger says is stuck or overdue (see ledger/reconcile.py)."""
     return run_reconcile(get_settings()).as_dict()

@@ -6,10 +6,8 @@ model; the workers and the CLI see them through TRIAGE_ environment variables on
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +17,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from bench.services import redis_url_with_database, wait_until
+from ledger.database import engine_for, upgrade_schema
 from schemas.settings import get_settings
-from tests.services import redis_url_with_database, wait_until
+from worker.processes import QUIET_FLAGS, WorkerProcess, celery_worker, stop_workers, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _redis_databases = itertools.cycle(range(1, 16))
@@ -33,7 +33,7 @@ class Pipeline:
     env: dict[str, str]
     directory: Path
     redis_url: str
-    workers: list[subprocess.Popen] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     def triage(self, *args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
         """Run the `triage` command line in a fresh process."""
@@ -53,36 +53,18 @@ class Pipeline:
         pool: str = "solo",
         extra_args: tuple[str, ...] = (),
         **env: str,
-    ) -> subprocess.Popen:
-        """Start `celery -A worker worker -Q queues [extra_args]` and wait until it consumes."""
-        log_path = self.directory / f"worker-{name}.log"
-        command = [
-            sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
-            "-n", f"{name}@%h", "--pool", pool, "--concurrency", "1", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat", *extra_args,
-        ]  # fmt: skip
-        with log_path.open("w") as log:
-            process = subprocess.Popen(
-                command,
-                env={**self.env, **env},
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: prefork children stop with it
-            )
-        self.workers.append(process)
-
-        def ready() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker {name} exited:\n{log_path.read_text()[-3000:]}")
-            return " ready." in log_path.read_text()
-
-        wait_until(ready, what=f"worker {name}", timeout=90, interval=0.2)
-        return process
+    ) -> WorkerProcess:
+        """Start `celery -A worker worker -Q queues [extra_args]` and wait until it answers."""
+        worker = celery_worker(
+            name, queues, {**self.env, **env}, self.directory, pool=pool,
+            extra_args=(*QUIET_FLAGS, *extra_args), cwd=REPO_ROOT,
+        )  # fmt: skip
+        self.workers.append(worker)
+        wait_ready([worker], self.redis_url, timeout=90)
+        return worker
 
     def stop_workers(self) -> None:
-        for process in self.workers:
-            _stop(process)
+        stop_workers(self.workers, grace=15)
         self.workers.clear()
 
     def broker(self) -> redis.Redis:
@@ -93,18 +75,6 @@ class Pipeline:
 
     def worker_logs(self) -> str:
         return "\n".join(path.read_text() for path in sorted(self.directory.glob("worker-*.log")))
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the worker's process group, then SIGKILL what is left."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(timeout=10)
 
 
 def make_pipeline(
@@ -154,6 +124,7 @@ def pipeline_factory(
             if key.startswith("TRIAGE_") and not key.startswith("TRIAGE_TEST_"):
                 monkeypatch.setenv(key, value)
         get_settings.cache_clear()
+        upgrade_schema(engine_for(database_url))  # what `triage db upgrade` does before a start
         made.append(pipeline)
         return pipeline
 

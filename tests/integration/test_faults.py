@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -25,20 +24,21 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from schemas.settings import get_settings
-from schemas.tables import Result, Scan, UrgentCase
-from tests.fixtures_model import brightness_scans
-from tests.integration.conftest import Pipeline, wait_for
-from tests.reliability_figures import record
-from tests.services import (
+from bench.services import (
     PostgresServer,
     RedisServer,
     create_database,
     postgres_bin_dir,
     wait_until,
 )
-from worker.client import submit_images
-from worker.database import engine_for
+from gateway.client import submit_images
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Result, Scan, UrgentCase
+from tests.fixtures_model import brightness_scans
+from tests.integration.conftest import Pipeline, wait_for
+from tests.reliability_figures import record
+from worker.processes import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -59,7 +59,7 @@ def start(pipeline_factory):  # noqa: ANN001, ANN201
     return make
 
 
-def urgent_worker_with_beat(pipeline: Pipeline, name: str, **env: str) -> subprocess.Popen:
+def urgent_worker_with_beat(pipeline: Pipeline, name: str, **env: str) -> WorkerProcess:
     schedule = str(pipeline.directory / f"beat-{name}")
     return pipeline.start_worker("urgent", name, extra_args=(*BEAT, schedule), **env)
 
@@ -75,10 +75,9 @@ def enqueue(count: int, seed: int, urgent_share: float = 0.3) -> tuple[list[str]
     return ids, {scan_id for scan_id, flag in zip(ids, urgent, strict=True) if flag}
 
 
-def kill(process: subprocess.Popen) -> None:
+def kill(worker: WorkerProcess) -> None:
     """SIGKILL the worker and its children: no shutdown, no acks, no cleanup."""
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
+    worker.kill()
 
 
 def counts(engine) -> dict[str, int]:  # noqa: ANN001 - sqlalchemy Engine
@@ -133,6 +132,34 @@ def reconcile_until(pipeline: Pipeline, engine, total: int, urgent: int, timeout
         runs += 1
         time.sleep(1.0)
     return runs
+
+
+def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
+    start, redis_server: str, postgres_admin_url: str
+) -> None:
+    """SIGKILL the pool child (not the worker): Celery replaces it and requeues the job."""
+    pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=25)
+    ids, urgent = enqueue(600, seed=13)
+    engine = engine_for(get_settings().resolved_database_url)
+    pipeline.start_worker("urgent", "urgent")
+    routine = pipeline.start_worker("stat,scans", "routine", pool="prefork")
+    (child,) = routine.pool_children()
+
+    def mid_job() -> bool:
+        now = counts(engine)
+        return now["done"] >= 100 and now["processing"] > 0
+
+    wait_until(mid_job, what="a job in flight after 100 scans", timeout=120, interval=0.005)
+    os.kill(child, signal.SIGKILL)
+    at_kill = counts(engine)
+    assert at_kill["done"] < 600, "the backlog drained before the kill: nothing was tested"
+    # the worker itself lives on with a new child; the lost job comes back as single scans
+    wait_for(lambda: settled(engine, 600, len(urgent)), "the backlog to finish", timeout=150)
+    routine.check_alive()
+    assert routine.pool_children() and routine.pool_children() != [child]
+    figures = check_exactly_once(engine, ids, urgent)
+    assert figures["redeliveries"] >= 1  # the killed child's scans were claimed twice
+    assert "redelivered; re-sent as single-scan jobs" in pipeline.worker_logs()
 
 
 def test_routine_worker_killed_in_a_backlog_of_2000_scans(
@@ -304,7 +331,8 @@ def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: Post
     own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
     time.sleep(3)
     own_postgres.start()
-    wait_for(lambda: counts(engine)["done"] >= 0, "PostgreSQL back")
+    # back, and every result committed before the crash is still there
+    wait_for(lambda: counts(engine)["done"] >= 200, "PostgreSQL back with the results it had")
 
     wait_for(lambda: settled(engine, 1500, len(urgent)), "the workers to retry and finish", 120)
     figures = check_exactly_once(engine, ids, urgent)

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from gateway.client import submit_images
+from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, utcnow
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import wait_for
-from worker.client import submit_images
-from worker.database import engine_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from ledger.database import create_ledger_engine, current_revisions, head_revisions, migrate
 from schemas.tables import Base
-from worker.database import create_ledger_engine, current_revisions, head_revisions, migrate
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
+from gateway.publish import publish_jobs
+from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase
 from tests.fixtures_model import BRIGHTNESS_MODEL_VERSION, brightness_scans
 from tests.integration.conftest import wait_for
-from worker.client import publish_jobs
-from worker.database import engine_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

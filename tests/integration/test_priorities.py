@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+from gateway.client import submit_images
+from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import wait_for
-from worker.client import submit_images
-from worker.database import engine_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -22,35 +22,46 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
 
 
-def test_urgent_worker_fills_the_worklist_while_the_routine_backlog_waits(
+def test_urgent_and_stat_work_is_served_while_a_routine_backlog_is_being_worked(
     pipeline_factory, tmp_path: Path
 ) -> None:
+    """Every queue has its consumer: the routine worker is busy with a long backlog while the
+    stat worker classifies stat scans and the urgent worker puts them on the worklist."""
     pipeline = pipeline_factory(sqlite_url(tmp_path), batch_size=8)
-    routine = submit_images(brightness_scans([40, 220] * 40, seed=1))  # 80 scans, 10 jobs
-    stat = submit_images(brightness_scans([230] * 6, seed=2), priority="stat")
-    assert (pipeline.queue_length("scans"), pipeline.queue_length("stat")) == (10, 1)
-
-    # no routine worker at all; the urgent worker needs no model (its model dir is empty)
+    # the urgent worker needs no model (its model dir is empty)
     pipeline.start_worker("urgent", "urgent", TRIAGE_MODEL_DIR=str(tmp_path / "no-models"))
     pipeline.start_worker("stat", "stat")
+    pipeline.start_worker("scans", "routine")
     engine = engine_for(get_settings().resolved_database_url)
+    backlog = submit_images(brightness_scans([40, 60, 80, 220] * 400, seed=1))  # 200 jobs
+    stat = submit_images(brightness_scans([230] * 6, seed=2), priority="stat")
+    stat_ids = {scan_id for scan_id, _ in stat.queued}
+    routine_ids = [scan_id for scan_id, _ in backlog.queued]
 
-    def worklist_size() -> int:
+    def stat_listed() -> bool:
         with engine.connect() as connection:
-            return connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
+            listed = set(connection.scalars(sa.select(UrgentCase.scan_id)))
+        return stat_ids <= listed
 
-    wait_for(lambda: worklist_size() == 6, "the six stat scans on the urgent worklist")
+    wait_for(stat_listed, "the six stat scans on the urgent worklist")
     with engine.connect() as connection:
-        on_worklist = set(connection.scalars(sa.select(UrgentCase.scan_id)))
-        routine_results = connection.scalar(
-            sa.select(sa.func.count()).where(Result.scan_id.in_([i for i, _ in routine.queued]))
+        routine_done = connection.scalar(
+            sa.select(sa.func.count()).where(Result.scan_id.in_(routine_ids))
         )
-        routine_status = set(
-            connection.scalars(sa.select(Scan.status).where(Scan.priority == "routine"))
-        )
-    assert on_worklist == {scan_id for scan_id, _ in stat.queued}
-    assert pipeline.queue_length("scans") == 10  # the whole routine backlog still waits
-    assert routine_results == 0 and routine_status == {"queued"}
+    assert routine_done < len(routine_ids), "the backlog was gone: nothing waited behind it"
+
+    def backlog_done() -> bool:
+        with engine.connect() as connection:
+            done = connection.scalar(
+                sa.select(sa.func.count()).where(Scan.status == "done", Scan.priority == "routine")
+            )
+        return done == len(routine_ids)
+
+    wait_for(backlog_done, "the routine worker to drain its backlog", timeout=180)
+    with engine.connect() as connection:
+        listed = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
+    assert listed == 6 + 400  # the stat scans and every bright routine scan
+    assert pipeline.queue_length("scans") == pipeline.queue_length("stat") == 0
 
 
 def test_a_stat_scan_behind_a_routine_backlog_is_classified_before_the_backlog_drains(

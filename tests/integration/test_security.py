@@ -22,15 +22,15 @@ import sqlalchemy as sa
 from kombu import Connection, Exchange, Queue
 from PIL import Image
 
+from bench.services import RedisServer
+from gateway.client import submit_images
+from ledger import scans as ledger
+from ledger.database import engine_for, upgrade_schema
+from schemas.queues import CLASSIFY_TASK, ROUTINE_QUEUE
 from schemas.settings import get_settings
 from schemas.tables import Scan, UrgentCase
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import Pipeline, wait_for
-from tests.services import RedisServer
-from worker import ledger
-from worker.app import CLASSIFY_TASK, ROUTINE_QUEUE
-from worker.client import submit_images
-from worker.database import engine_for, ensure_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -70,7 +70,7 @@ def test_a_pickle_message_is_refused_and_the_json_job_next_to_it_goes_through(
 ) -> None:
     pipeline = start(redis_server, f"sqlite:///{tmp_path / 'ledger.db'}")
     engine = engine_for(get_settings().resolved_database_url)
-    ensure_schema(engine)
+    upgrade_schema(engine)
     smuggled = [str(uuid.uuid4()) for _ in range(3)]
     ledger.add_scans(
         engine,

@@ -22,9 +22,25 @@ def test_a_card_without_class_weights_sorts_by_plain_argmax() -> None:
 
 
 def test_class_weights_change_the_predicted_class_only() -> None:
-    card = ModelCard(**CARD, class_weights=[1.0, 1.5, 1.0])
-    probabilities = np.array([[0.5, 0.4, 0.1], [0.6, 0.3, 0.1], [0.25, 0.2, 0.55]])
-    assert card.predicted_classes(probabilities).tolist() == [1, 0, 2]
+    plain = ModelCard(**CARD)
+    weighed = ModelCard(**CARD, class_weights=[1.0, 1.5, 1.0])
+    probabilities = np.array(
+        [[0.5, 0.4, 0.1], [0.6, 0.3, 0.1], [0.25, 0.2, 0.55], [0.35, 0.35, 0.3], [0.45, 0.3, 0.25]]
+    )
+    assert plain.predicted_classes(probabilities).tolist() == [0, 0, 2, 0, 0]
+    assert weighed.predicted_classes(probabilities).tolist() == [1, 0, 2, 1, 0]
+    # the urgent flag is the threshold's alone: the same with and without weights, and it
+    # flags scans whose predicted class is not 2
+    flags = [False, False, True, True, False]
+    assert plain.is_urgent(probabilities).tolist() == flags
+    assert weighed.is_urgent(probabilities).tolist() == flags
+
+
+def test_the_urgent_flag_follows_the_cards_threshold() -> None:
+    probabilities = np.array([[0.7, 0.1, 0.2], [0.6, 0.1, 0.3], [0.2, 0.1, 0.7]])
+    assert ModelCard(**CARD).is_urgent(probabilities).tolist() == [False, True, True]
+    lower = ModelCard(**{**CARD, "urgent_threshold": 0.2})
+    assert lower.is_urgent(probabilities).tolist() == [True, True, True]
 
 
 @pytest.mark.parametrize("weights", [[1.0, 0.0, 1.0], [1.0, -2.0, 1.0], [1.0, 1.0], [1, "inf", 1]])

@@ -20,11 +20,18 @@ def test_balancing_equalises_counts_and_keeps_originals(phantoms) -> None:
     )
 
 
-def test_balancing_touches_only_the_split_it_is_given(phantoms) -> None:
+def test_balancing_leaves_the_arrays_it_is_given_unchanged(phantoms) -> None:
     images, labels = phantoms
-    val_images, val_labels = images[150:].copy(), labels[150:].copy()
-    balance_by_augmentation(images[:150], labels[:150], seed=2)
-    assert np.array_equal(images[150:], val_images) and np.array_equal(labels[150:], val_labels)
+    train_images, train_labels = images[:150].copy(), labels[:150].copy()
+    given_images, given_labels = train_images.copy(), train_labels.copy()
+    balanced, balanced_labels = balance_by_augmentation(train_images, train_labels, seed=2)
+    assert np.array_equal(train_images, given_images)
+    assert np.array_equal(train_labels, given_labels)
+    # the output is the given scans, then copies of the minority classes only
+    assert np.array_equal(balanced[:150], given_images)
+    counts = class_counts(given_labels)
+    added = class_counts(balanced_labels[150:])
+    assert added == [max(counts) - count for count in counts]
 
 
 def test_balancing_is_reproducible(phantoms) -> None:

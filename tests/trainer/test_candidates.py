@@ -44,7 +44,7 @@ def test_combined_model_is_the_mean_softmax_of_its_members() -> None:
 
 
 def test_without_validation_a_fit_runs_exactly_the_given_epochs(phantoms) -> None:  # noqa: ANN001
-    from schemas.scans import to_model_input
+    from imaging.canonical import to_model_input
     from trainer.fit import fit_candidate
 
     images, labels = phantoms[0][:64], phantoms[1][:64]
@@ -92,7 +92,7 @@ def test_hog_features_read_edge_direction_blank_cells_and_intensity() -> None:
 
 
 def test_hog_linear_trains_only_its_head_on_the_unbalanced_split(phantoms) -> None:  # noqa: ANN001
-    from schemas.scans import to_model_input
+    from imaging.canonical import to_model_input
     from trainer.fit import fit_candidate, inverse_share_weights
 
     candidate = CANDIDATES["hog_linear"]

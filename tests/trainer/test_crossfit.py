@@ -38,7 +38,7 @@ def test_folds_refuse_too_few_groups_or_folds() -> None:
 
 
 def test_out_of_fold_scores_come_from_the_copy_that_did_not_train_on_the_image(phantoms) -> None:
-    from schemas.scans import to_model_input
+    from imaging.canonical import to_model_input
     from trainer.candidates import CANDIDATES
     from trainer.fit import predict_proba
 

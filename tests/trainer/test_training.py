@@ -56,8 +56,9 @@ def test_train_publishes_a_complete_model_directory(published) -> None:  # noqa:
     # the published model: two cross-fitted copies, threshold from their out-of-fold scores
     assert card.metrics["folds"] == 2 and "2 copies" in card.published_model
     assert card.metrics["val"]["n"] == sum(card.class_counts["train"] + card.class_counts["val"])
-    assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
+    # the urgent flag on scans its threshold never saw (the test split's patients)
     assert card.metrics["test"]["n"] == sum(card.class_counts["test"])
+    assert card.metrics["test"]["urgent_recall"] >= 0.8, card.metrics["test"]
     # the predicted class's weights were chosen on the out-of-fold scores, reported with them
     assert card.class_weights[0] == card.class_weights[2] == 1.0
     assert card.metrics["val"]["class_weights"] == card.metrics["test"]["class_weights"]
@@ -77,7 +78,7 @@ def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path
     assert card.metrics["val"]["class_weights"] == card.class_weights
     assert card.metrics["val"]["threshold"] == card.candidates[0]["val"]["threshold"]
     assert card.metrics["val"]["n"] == card.candidates[0]["val"]["n"]
-    assert card.metrics["val"]["urgent_recall"] >= card.urgent_target_recall
+    assert card.metrics["test"]["urgent_recall"] >= 0.8, card.metrics["test"]
     with pytest.raises(ValueError, match="--folds"):
         run_training((images, labels), tmp_path, epochs=1, candidates=["baseline_1conv"], folds=1)
 

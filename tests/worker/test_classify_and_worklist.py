@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ledger import reads, worklist
+from ledger import scans as ledger
+from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.messages import Escalation
 from schemas.settings import get_settings
 from tests.fixtures_model import BRIGHTNESS_MODEL_VERSION, brightness_scans
-from worker import ledger, worklist
-from worker.database import create_ledger_engine, ensure_schema
 from worker.model import current_model
 from worker.tasks import classify_scans
 
@@ -24,7 +25,7 @@ from worker.tasks import classify_scans
 @pytest.fixture
 def engine(database_url: str):  # noqa: ANN201 - sqlalchemy Engine
     engine = create_ledger_engine(database_url)
-    ensure_schema(engine)
+    upgrade_schema(engine)
     yield engine
     engine.dispose()
 
@@ -51,17 +52,17 @@ def test_a_batch_gets_one_result_each_and_urgent_ones_are_escalated(
     assert outcome == {"classified": 4, "urgent": 2, "failed": 0}
     assert [e.scan_id for e in sent] == [ids[1], ids[3]]
     assert {e.model_version for e in sent} == {BRIGHTNESS_MODEL_VERSION}
-    rows = {row["scan_id"]: row for row in worklist.list_results(engine)}
+    rows = {row["scan_id"]: row for row in reads.list_results(engine)}
     assert [rows[i]["urgent"] for i in ids] == [False, True, False, True]
     assert [rows[i]["predicted"] for i in ids] == [0, 2, 0, 2]
-    assert worklist.status_counts(engine) == {"done": 4}
+    assert reads.status_counts(engine) == {"done": 4}
 
     # delivered again: nothing new, and no escalation re-sent while none is missing
     for escalation in sent:
-        assert ledger.add_urgent_case(engine, escalation)
+        assert worklist.add_urgent_cases(engine, [escalation]) == [escalation.scan_id]
     again: list[Escalation] = []
     assert classify_scans(engine, ids, model, 3, again.append)["classified"] == 0
-    assert again == [] and len(worklist.list_results(engine)) == 4
+    assert again == [] and len(reads.list_results(engine)) == 4
 
 
 def test_the_predicted_class_follows_the_cards_class_weights(engine, model_root: Path) -> None:
@@ -73,7 +74,7 @@ def test_the_predicted_class_follows_the_cards_class_weights(engine, model_root:
     for model, expected in ((plain, 0), (weighted, 1)):
         ids = add(engine, [110, 110])
         assert classify_scans(engine, ids, model, 3, lambda _: None)["urgent"] == 0
-        rows = {row["scan_id"]: row for row in worklist.list_results(engine)}
+        rows = {row["scan_id"]: row for row in reads.list_results(engine)}
         assert [rows[i]["predicted"] for i in ids] == [expected, expected]
 
 
@@ -86,9 +87,9 @@ def test_a_repeated_job_re_sends_an_escalation_whose_publish_was_lost(
     resent: list[Escalation] = []
     classify_scans(engine, ids, model, 3, resent.append)
     assert [e.scan_id for e in resent] == ids
-    assert ledger.add_urgent_case(engine, resent[0]) is True
-    assert ledger.add_urgent_case(engine, resent[0]) is False  # the worklist holds it once
-    assert len(worklist.worklist(engine)) == 1
+    assert worklist.add_urgent_cases(engine, resent) == [resent[0].scan_id]
+    assert worklist.add_urgent_cases(engine, resent) == []  # the worklist holds it once
+    assert len(reads.worklist(engine)) == 1
 
 
 def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path) -> None:
@@ -98,12 +99,12 @@ def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path
     model = current_model(get_settings())
     with pytest.raises(ledger.Redelivered):  # a lost worker's batch: it claims nothing
         classify_scans(engine, ids, model, 2, lambda e: None, refuse_redelivered=True)
-    assert [worklist.history(engine, sid)["attempts"] for sid in ids] == [2, 0]
+    assert [reads.history(engine, sid)["attempts"] for sid in ids] == [2, 0]
     outcome = classify_scans(engine, ids, model, 2, lambda e: None)
     assert outcome == {"classified": 1, "urgent": 0, "failed": 1}
-    failed = worklist.history(engine, ids[0])
+    failed = reads.history(engine, ids[0])
     assert failed["status"] == "failed" and "gave up after 2 attempts" in failed["error"]
-    assert worklist.history(engine, ids[1])["status"] == "done"
+    assert reads.history(engine, ids[1])["status"] == "done"
 
 
 def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None:
@@ -111,18 +112,18 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
     when = ledger.utcnow()
     for scan_id, p2 in zip(ids, [0.7, 0.95, 0.8], strict=True):
         escalation = Escalation(scan_id=scan_id, p2=p2, model_version="m", classified_at=when)
-        ledger.add_urgent_case(engine, escalation)
+        worklist.add_urgent_cases(engine, [escalation])
 
-    assert [case["scan_id"] for case in worklist.worklist(engine)] == [ids[1], ids[2], ids[0]]
-    acknowledged = worklist.acknowledge(engine, ids[1])
+    assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[1], ids[2], ids[0]]
+    acknowledged = reads.acknowledge(engine, ids[1])
     assert acknowledged is not None
-    assert worklist.acknowledge(engine, ids[1]) == acknowledged  # idempotent
-    assert worklist.acknowledge(engine, "no-such-scan") is None
-    assert [case["scan_id"] for case in worklist.worklist(engine)] == [ids[2], ids[0]]
-    everything = worklist.worklist(engine, include_acknowledged=True)
+    assert reads.acknowledge(engine, ids[1]) == acknowledged  # idempotent
+    assert reads.acknowledge(engine, "no-such-scan") is None
+    assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[2], ids[0]]
+    everything = reads.worklist(engine, include_acknowledged=True)
     assert [case["acknowledged"] for case in everything] == [True, False, False]
     assert all(case["waited_s"] >= 0 for case in everything)
-    assert worklist.history(engine, ids[1])["acknowledged_at"] == acknowledged
+    assert reads.history(engine, ids[1])["acknowledged_at"] == acknowledged
 
 
 def test_unknown_priority_is_refused(engine) -> None:

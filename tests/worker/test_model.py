@@ -28,12 +28,17 @@ def test_a_batch_gets_the_probabilities_the_published_weights_define(model_root:
     assert model.is_urgent(probabilities).tolist() == [False] * 4 + [True] * 3
 
 
-def test_batches_of_any_size_give_the_same_answer_per_scan(model_root: Path) -> None:
+@pytest.mark.parametrize("size", [1, 2, 5, 17, 80, 256, 300])
+def test_batches_of_any_size_give_the_same_answer_per_scan(model_root: Path, size: int) -> None:
     model = current_model(get_settings())
-    scans = brightness_scans(list(range(10, 250, 3)), seed=1)
-    whole = model.probabilities(scans)
-    one_by_one = np.concatenate([model.probabilities(scan[None]) for scan in scans[:5]])
-    np.testing.assert_allclose(whole[:5], one_by_one, atol=1e-6)
+    scans = brightness_scans(list(np.linspace(10, 250, size).astype(int)), seed=size)
+    batch = model.probabilities(scans)
+    assert batch.shape == (size, 3)
+    np.testing.assert_allclose(batch, expected_probabilities(scans), atol=1e-5)
+    singles = np.concatenate(
+        [model.probabilities(scan[None]) for scan in scans[:: max(1, size // 7)]]
+    )
+    np.testing.assert_allclose(batch[:: max(1, size // 7)], singles, atol=1e-6)
 
 
 def test_a_new_current_version_is_picked_up(model_root: Path, tmp_path: Path, monkeypatch) -> None:

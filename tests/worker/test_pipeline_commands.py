@@ -11,9 +11,9 @@ import redis
 from PIL import Image
 from typer.testing import CliRunner
 
+from bench.services import redis_url_with_database
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
-from tests.services import redis_url_with_database
 from triage.cli import app
 
 runner = CliRunner()
@@ -26,6 +26,7 @@ def broker(redis_server: str, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
     get_settings.cache_clear()
     client = redis.Redis.from_url(url)
     client.flushdb()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
     return client
 
 
@@ -60,7 +61,12 @@ def test_enqueue_records_good_scans_publishes_by_priority_and_fails_on_rejects(
     assert runner.invoke(app, ["ack", stat_id]).exit_code == 1  # not an urgent case
 
 
-def test_first_run_needs_no_manual_migration(triage_env: Path) -> None:
+def test_only_db_upgrade_migrates_and_other_commands_say_to_run_it(triage_env: Path) -> None:
+    before = runner.invoke(app, ["results", "--json"])
+    assert before.exit_code == 2
+    assert "has no tables yet" in before.output and "triage db upgrade" in before.output
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0 and "at revision" in upgraded.stdout
     listed = runner.invoke(app, ["results", "--since", "1h", "--json"])
     assert listed.exit_code == 0, listed.output
     assert json.loads(listed.stdout) == []

@@ -5,6 +5,10 @@ it runs in WAL mode, waits for locks instead of failing, and starts every transa
 `BEGIN IMMEDIATE` (a deferred transaction that later writes can fail at once with "database is
 locked" under WAL). Migrations are Alembic's, found next to this package, so
 `triage db upgrade` works from any directory.
+
+Only `triage db upgrade` (and the compose `migrate` service, the demo) apply migrations:
+`upgrade_schema`. Every other command checks the schema version once per process
+(`require_schema`) and says what to run when it is behind.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 log = logging.getLogger(__name__)
+_checked: set[str] = set()  # engine URLs whose schema this process found at head
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL between automatic checkpoints (default 1,000)
 
@@ -101,6 +106,7 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
     """Upgrade (or downgrade) the schema to `revision` in one transaction."""
     from alembic import command
 
+    _checked.discard(str(engine.url))
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -110,10 +116,31 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
             command.upgrade(config, revision)
 
 
-def ensure_schema(engine: Engine) -> bool:
+class SchemaOutdatedError(RuntimeError):
+    """The ledger's schema is not at this code's head revision; run `triage db upgrade`."""
+
+
+def upgrade_schema(engine: Engine) -> bool:
     """Apply pending migrations (a fresh database gets the whole schema). True if it did."""
     if current_revisions(engine) == head_revisions():
+        _checked.add(str(engine.url))
         return False
     log.info("database %s: applying migrations", engine.url.render_as_string(hide_password=True))
     migrate(engine)
+    _checked.add(str(engine.url))
     return True
+
+
+def require_schema(engine: Engine) -> None:
+    """Raise SchemaOutdatedError unless the schema is at head (checked once per process)."""
+    if str(engine.url) in _checked:
+        return
+    current, head = current_revisions(engine), head_revisions()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no tables yet" if not current else f"is at {', '.join(sorted(current))}"
+        raise SchemaOutdatedError(
+            f"the ledger at {where} {state}, this code needs {', '.join(sorted(head))}; "
+            "run `triage db upgrade` first"
+        )
+    _checked.add(str(engine.url))

@@ -1,4 +1,4 @@
-"""worker.monitor and `triage stats`: queue depths from a real Redis, ages from a real ledger."""
+"""gateway.monitor and `triage stats`: queue depths from a real Redis, ages from a real ledger."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import sqlalchemy as sa
+from kombu.transport.redis import Channel
 from typer.testing import CliRunner
 
+from bench.services import redis_url_with_database
+from gateway.broker import queue_depths, redis_client
+from gateway.monitor import take_snapshot
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, UrgentCase
-from tests.services import redis_url_with_database
-from worker.monitor import PRIORITY_SEPARATOR, queue_depths, redis_client, take_snapshot
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count
 
@@ -98,8 +100,8 @@ def result_row(scan_id: str, classified_at: datetime) -> dict:
 
 def test_queue_depths_count_every_priority_list(broker: redis.Redis) -> None:
     broker.rpush("scans", "a", "b", "c")
-    broker.rpush(f"scans{PRIORITY_SEPARATOR}6", "d")
-    broker.rpush(f"stat{PRIORITY_SEPARATOR}3", "e")
+    broker.rpush(f"scans{Channel.sep}6", "d")
+    broker.rpush(f"stat{Channel.sep}3", "e")
     broker.rpush("unrelated", "f")
     assert queue_depths(broker) == {"stat": 1, "scans": 4, "urgent": 0}
 
@@ -154,7 +156,7 @@ def test_stats_without_tables_says_to_migrate(
 def test_depths_match_what_celery_really_publishes(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.client import publish_jobs
+    from gateway.publish import publish_jobs
 
     kwargs = broker.connection_pool.connection_kwargs
     monkeypatch.setenv(

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gateway.intake import read_arrays, read_paths
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
-from worker.ingest import read_arrays, read_paths
 
 
 def save_png(path: Path, mean: int = 120) -> Path:

@@ -12,8 +12,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from schemas.tables import utcnow
-from worker.ledger import as_utc, fetch_rows, results, scans, urgent_cases
+from ledger.scans import results, scans
+from ledger.worklist import urgent_cases
+from schemas.tables import as_utc, utcnow
+
+
+def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
+    """Rows as dicts, timestamps in UTC."""
+    with engine.begin() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, datetime):
+                row[key] = as_utc(value)
+    return rows
 
 
 def acknowledge(engine: Engine, scan_id: str) -> datetime | None:

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from ledger import reads, worklist
+from ledger import scans as ledger
+from ledger.database import create_ledger_engine, upgrade_schema
+from ledger.reconcile import reconcile
 from schemas.messages import Escalation
 from schemas.settings import get_settings
 from schemas.tables import utcnow
 from tests.fixtures_model import brightness_scans
-from worker import ledger, worklist
-from worker.database import create_ledger_engine, ensure_schema
-from worker.reconcile import reconcile
 
 
 @pytest.fixture
@@ -27,7 +28,7 @@ def engine(database_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 
     monkeypatch.setenv("TRIAGE_MAX_ATTEMPTS", "3")
     get_settings.cache_clear()
     engine = create_ledger_engine(database_url)
-    ensure_schema(engine)
+    upgrade_schema(engine)
     yield engine
     engine.dispose()
 
@@ -80,7 +81,7 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
     assert broker.jobs["stat"] == []
     broker.jobs["routine"].clear()
     assert broker.run(engine, 90).republished == 0  # just re-sent: published_at moved on
-    assert worklist.status_counts(engine) == {"queued": 3, "processing": 2}
+    assert reads.status_counts(engine) == {"queued": 3, "processing": 2}
 
 
 def test_a_scan_that_keeps_killing_its_worker_is_failed_with_the_reason(engine) -> None:  # noqa: ANN001
@@ -93,7 +94,7 @@ def test_a_scan_that_keeps_killing_its_worker_is_failed_with_the_reason(engine) 
     report = broker.run(engine, 120)
 
     assert report.failed_ids == [poison] and broker.jobs["routine"] == [healthy]
-    found = worklist.history(engine, poison)
+    found = reads.history(engine, poison)
     assert found["status"] == "failed" and "gave up after 3 attempts" in found["error"]
     assert "worker was lost" in found["error"]
     assert broker.run(engine, 400).failed == 0  # terminal: never sent again
@@ -148,24 +149,25 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
     broker = Broker()
     assert broker.run(engine, 61, urgent_queue_empty=False).escalations == 0  # may be in flight
     assert broker.run(engine, 61).escalations == 1 and broker.escalations == [urgent]
-    ledger.add_urgent_case(
-        engine, Escalation(scan_id=urgent, p2=0.8, model_version="v1", classified_at=utcnow())
+    worklist.add_urgent_cases(
+        engine, [Escalation(scan_id=urgent, p2=0.8, model_version="v1", classified_at=utcnow())]
     )
     assert broker.run(engine, 120).escalations == 0
     with engine.connect() as connection:
-        assert connection.scalar(sa.select(sa.func.count()).select_from(ledger.urgent_cases)) == 1
+        assert connection.scalar(sa.select(sa.func.count()).select_from(worklist.urgent_cases)) == 1
 
 
 def test_worklist_cases_never_paged_are_paged_again_until_recorded(
     engine,  # noqa: ANN001
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from worker.tasks import page_clinicians
+    from gateway.webhook import page_clinicians
 
     paged, unpaged = add(engine, 2)
     for scan_id in (paged, unpaged):
-        ledger.add_urgent_case(
-            engine, Escalation(scan_id=scan_id, p2=0.9, model_version="v1", classified_at=utcnow())
+        worklist.add_urgent_cases(
+            engine,
+            [Escalation(scan_id=scan_id, p2=0.9, model_version="v1", classified_at=utcnow())],
         )
     monkeypatch.setenv("TRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     # a webhook that is down: nothing recorded as paged
@@ -195,5 +197,5 @@ def test_worklist_cases_never_paged_are_paged_again_until_recorded(
     assert run(utcnow()) == 0, "a case escalated just now may still be being paged"
     later = utcnow() + timedelta(seconds=get_settings().reconcile_every_seconds + 1)
     assert run(later) == 1 and pages == [[unpaged]]
-    ledger.mark_notified(engine, [unpaged])
+    worklist.mark_notified(engine, [unpaged])
     assert run(later) == 0

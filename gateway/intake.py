@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.scans import ScanError, canonicalize, read_scan_file
+from imaging.canonical import ScanError, canonicalize
+from imaging.files import read_scan_file
 from schemas.settings import Settings
 
 MAX_ACCESSION_CHARS = 128

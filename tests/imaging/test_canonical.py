@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schemas.scans import (
-    ScanError,
-    canonicalize,
-    canonicalize_stack,
-    read_scan_file,
-    to_model_input,
-)
+from imaging.canonical import ScanError, canonicalize, canonicalize_stack, to_model_input
+from imaging.files import read_scan_file
 
 rng = np.random.default_rng(3)
 

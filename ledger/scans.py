@@ -1,27 +1,26 @@
-"""The ledger: every scan's row from arrival to result, and the urgent worklist.
+"""A scan's life in the ledger: received (`queued`), claimed (`processing`), `done` or `failed`.
 
 Writes are set-based (one statement per batch, one transaction per step) so that a batch of
 scans costs a few round trips, and idempotent (upserts), so that a job delivered twice leaves
-one result. Timestamps are stored in UTC; SQLite hands them back naive, `as_utc` fixes that.
+one result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from schemas.messages import Escalation
-from schemas.tables import ModelVersion, Result, Scan, ScanPixels, UrgentCase, utcnow
+from schemas.messages import check_priority
+from schemas.tables import ModelVersion, Result, Scan, ScanPixels, utcnow
 
 scans = Scan.__table__
 scan_pixels = ScanPixels.__table__
 results = Result.__table__
-urgent_cases = UrgentCase.__table__
 models = ModelVersion.__table__
 ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 T = TypeVar("T")
@@ -56,19 +55,13 @@ class ScoredScan:
     urgent: bool
 
 
-def as_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
-
-
-def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     """`items` in slices of ID_CHUNK (one statement each)."""
     for start in range(0, len(items), ID_CHUNK):
         yield items[start : start + ID_CHUNK]
 
 
-def _insert(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect Insert
+def upsert_into(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect Insert
     """INSERT with ON CONFLICT support for the connection's dialect."""
     name = connection.dialect.name
     if name == "postgresql":
@@ -85,8 +78,7 @@ def _insert(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect 
 
 def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> None:
     """Record scans as `queued` and their pixels, all in one transaction (bulk inserts)."""
-    if priority not in ("routine", "stat"):
-        raise ValueError(f"unknown priority {priority!r}: use routine or stat")
+    priority = check_priority(priority).value
     received_at = utcnow()
     rows = [
         {
@@ -111,7 +103,7 @@ def mark_published(engine: Engine, scan_ids: Sequence[str], at: datetime | None 
     """Record when these scans' jobs were (re-)published: `at`, or now."""
     at = at or utcnow()
     with engine.begin() as connection:
-        for chunk in _chunks(scan_ids):
+        for chunk in chunks(scan_ids):
             connection.execute(scans.update().where(scans.c.id.in_(chunk)).values(published_at=at))
 
 
@@ -152,7 +144,7 @@ def claim(
             )
         runnable = [row.id for row in rows if row.attempts <= max_attempts]
         pixels = dict.fromkeys(runnable, b"")  # a scan without a pixel row fails as corrupt
-        for chunk in _chunks(runnable):
+        for chunk in chunks(runnable):
             query = sa.select(scan_pixels.c.scan_id, scan_pixels.c.pixels).where(
                 scan_pixels.c.scan_id.in_(chunk)
             )
@@ -189,7 +181,7 @@ def record_results(
     registration = (str(engine.url), model_version)
     with engine.begin() as connection:
         if registration not in _registered:
-            register = _insert(connection, models).values(
+            register = upsert_into(connection, models).values(
                 version=model_version,
                 path=model_path,
                 urgent_threshold=urgent_threshold,
@@ -197,7 +189,7 @@ def record_results(
                 card=card,
             )
             connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
-        upsert = _insert(connection, results)
+        upsert = upsert_into(connection, results)
         upsert = upsert.on_conflict_do_update(
             index_elements=["scan_id"],
             set_={name: upsert.excluded[name] for name in rows[0] if name != "scan_id"},
@@ -212,25 +204,6 @@ def record_results(
     return classified_at
 
 
-def unescalated(engine: Engine, scan_ids: Sequence[str]) -> list[Escalation]:
-    """Urgent results among these scans that have no worklist row yet (to re-send)."""
-    query = (
-        sa.select(results.c.scan_id, results.c.p2, results.c.model_version, results.c.classified_at)
-        .outerjoin(urgent_cases, urgent_cases.c.scan_id == results.c.scan_id)
-        .where(results.c.scan_id.in_(scan_ids), results.c.urgent, urgent_cases.c.scan_id.is_(None))
-    )
-    with engine.begin() as connection:
-        return [
-            Escalation(
-                scan_id=row.scan_id,
-                p2=row.p2,
-                model_version=row.model_version,
-                classified_at=as_utc(row.classified_at),
-            )
-            for row in connection.execute(query)
-        ]
-
-
 def mark_failed(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:
     """Terminal status for unfinished scans, with the reason (done scans are kept)."""
     with engine.begin() as connection:
@@ -243,71 +216,3 @@ def _fail(connection: Connection, scan_ids: Sequence[str], reason: str) -> None:
         .where(scans.c.id.in_(scan_ids), scans.c.status.in_(("queued", "processing")))
         .values(status="failed", error=reason[:2000])
     )
-
-
-# -- urgent worklist -----------------------------------------------------------------------
-
-
-def add_urgent_case(engine: Engine, escalation: Escalation) -> bool:
-    """Put a class-2 scan on the worklist once. True if this call added it."""
-    return bool(add_urgent_cases(engine, [escalation]))
-
-
-def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[str]:
-    """Put class-2 scans on the worklist once each, in one transaction; returns the ids added."""
-    escalated_at = utcnow()
-    rows = [
-        {
-            "scan_id": escalation.scan_id,
-            "p2": escalation.p2,
-            "model_version": escalation.model_version,
-            "classified_at": escalation.classified_at,
-            "escalated_at": escalated_at,
-        }
-        for escalation in escalations
-    ]
-    added: list[str] = []
-    with engine.begin() as connection:
-        for chunk in _chunks(rows):
-            statement = _insert(connection, urgent_cases).values(list(chunk))
-            statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
-            # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
-            added += connection.execute(statement.returning(urgent_cases.c.scan_id)).scalars()
-    return added
-
-
-def mark_notified(engine: Engine, scan_ids: Sequence[str]) -> None:
-    """Record that these worklist cases were paged."""
-    now = utcnow()
-    with engine.begin() as connection:
-        for chunk in _chunks(scan_ids):
-            connection.execute(
-                urgent_cases.update()
-                .where(urgent_cases.c.scan_id.in_(chunk), urgent_cases.c.notified_at.is_(None))
-                .values(notified_at=now)
-            )
-
-
-def unpaged_cases(engine: Engine, escalated_before: datetime, limit: int) -> list[str]:
-    """Worklist cases put on the list before `escalated_before` whose page never went out."""
-    query = (
-        sa.select(urgent_cases.c.scan_id)
-        .where(
-            urgent_cases.c.notified_at.is_(None),
-            urgent_cases.c.escalated_at < escalated_before,
-        )
-        .order_by(urgent_cases.c.escalated_at)
-        .limit(limit)
-    )
-    with engine.begin() as connection:
-        return list(connection.execute(query).scalars())
-
-
-def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
-    with engine.begin() as connection:
-        rows = [dict(row._mapping) for row in connection.execute(query)]
-    for row in rows:
-        for key, value in row.items():
-            if isinstance(value, datetime):
-                row[key] = as_utc(value)
-    return rows

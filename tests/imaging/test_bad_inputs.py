@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from schemas.scans import ScanError, read_scan_file
+from imaging.canonical import ScanError
+from imaging.files import read_scan_file
 
 rng = np.random.default_rng(7)
 

@@ -23,22 +23,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.services import redis_url_with_database
+from gateway.client import submit_images, submit_scans
+from ledger.database import engine_for, upgrade_schema
+from ledger.reads import status_counts
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
+from tests.imaging.test_bad_inputs import REFUSED
 from tests.reliability_figures import record
-from tests.schemas.test_bad_inputs import REFUSED
-from tests.services import redis_url_with_database
-from worker.client import submit_images, submit_scans
-from worker.database import engine_for, ensure_schema
-from worker.worklist import status_counts
 
-BATCH_GROUP = "batch level (tests/worker/test_bad_batches.py)"
+BATCH_GROUP = "batch level (tests/gateway/test_bad_batches.py)"
 
 
 @pytest.fixture(autouse=True)
 def broker(redis_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIAGE_REDIS_URL", redis_url_with_database(redis_server, 15))
     get_settings.cache_clear()
+    upgrade_schema(engine_for(get_settings().resolved_database_url))
 
 
 def png(path: Path, mean: int = 120, seed: int = 0) -> Path:
@@ -147,7 +148,7 @@ def test_unknown_priority_refuses_the_whole_call_before_recording_anything(tmp_p
     correct = "routine or stat" in str(refused.value)
     record("bad_input", BATCH_GROUP, tried=1, rejected_correctly=int(correct))
     engine = engine_for(get_settings().resolved_database_url)
-    ensure_schema(engine)
+    upgrade_schema(engine)
     assert status_counts(engine) == {}  # nothing recorded, nothing published
 
 

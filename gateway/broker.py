@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 import redis
+from kombu.transport.redis import PRIORITY_STEPS, Channel
 
+from schemas.queues import ALL_QUEUES
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -117,3 +119,26 @@ def _start_server(directory: Path, socket_path: Path) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client for a broker URL, including kombu's `redis+socket://` form for Unix sockets."""
+    for prefix in ("redis+socket://", "socket://"):
+        if url.startswith(prefix):
+            return redis.Redis(unix_socket_path=url[len(prefix) :], socket_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for a queue: its name, plus one per non-zero priority step."""
+    return [queue] + [f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS if step]
+
+
+def queue_depths(client: redis.Redis, queues: tuple[str, ...] = ALL_QUEUES) -> dict[str, int]:
+    """Messages waiting in each queue's Redis lists (reserved, unacked ones are not counted)."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            for name in queue_lists(queue):
+                pipe.llen(name)
+        lengths = iter(pipe.execute())
+    return {queue: sum(next(lengths) for _ in queue_lists(queue)) for queue in queues}

@@ -1,0 +1,1 @@
+"""The database is the ledger: engine and migrations, scan lifecycle, worklist, reads."""

@@ -1,0 +1,57 @@
+"""The broker contract: task and queue names, routing and serializer settings.
+
+Producers (the gateway, the reconciler) publish jobs by these names without importing the
+worker; the Celery app in `worker/app.py` is configured from the same `CELERY_CONFIG`.
+
+Queues (one per kind of work; Redis priorities are approximate, separate queues are not):
+- `urgent`  escalations of class-2 results -> the worklist; its own worker, no model needed
+- `stat`    classification of scans the hospital flagged urgent up front
+- `scans`   routine classification; `-Q stat,scans` serves `stat` first
+            (queue_order_strategy=priority)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from schemas.messages import Priority
+
+CLASSIFY_TASK = "worker.tasks.classify"
+ESCALATE_TASK = "worker.tasks.escalate"
+RECONCILE_TASK = "worker.tasks.reconcile"
+URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
+CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
+QUEUE_OF_PRIORITY = {Priority.stat: STAT_QUEUE, Priority.routine: ROUTINE_QUEUE}
+ALL_QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict:
+    """Classification goes to `stat` or `scans` by the job's priority; escalations and the
+    reconciler to `urgent`."""
+    if name in (ESCALATE_TASK, RECONCILE_TASK):
+        return {"queue": URGENT_QUEUE}
+    if name == CLASSIFY_TASK:
+        job = (args or [None])[0] or (kwargs or {}).get("job") or {}
+        return {"queue": QUEUE_OF_PRIORITY[Priority(job.get("priority", Priority.routine))]}
+    return {}
+
+
+CELERY_CONFIG: dict[str, Any] = {
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "accept_content": ["json"],
+    "event_serializer": "json",
+    "task_ignore_result": True,
+    "task_acks_late": True,
+    "task_reject_on_worker_lost": True,
+    "worker_prefetch_multiplier": 1,
+    "worker_proc_alive_timeout": 60.0,  # importing TensorFlow alone takes ~5 s here
+    "task_queues": tuple(Queue(name) for name in (URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE)),
+    "task_default_queue": ROUTINE_QUEUE,
+    "task_routes": (route_task,),
+    "broker_transport_options": {"queue_order_strategy": "priority", "visibility_timeout": 3600},
+    "broker_connection_retry_on_startup": True,
+    "worker_hijack_root_logger": False,
+}
