@@ -1,8 +1,8 @@
 """A scan's life in the ledger: received (`queued`), claimed (`processing`), `done` or `failed`.
 
 Writes are set-based (one statement per batch, one transaction per step) so that a batch of
-scans costs a few round trips, and idempotent (upserts), so that a job delivered twice leaves
-one result.
+scans costs a few round trips, and idempotent (status-guarded updates, inserts that keep the
+first row), so that a job delivered twice leaves one result: the first.
 """
 
 from __future__ import annotations
@@ -53,6 +53,14 @@ class ScoredScan:
     probabilities: tuple[float, float, float]
     predicted: int
     urgent: bool
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """When a job's results were written, and the scans that got one (they were `processing`)."""
+
+    classified_at: datetime
+    scan_ids: list[str]
 
 
 def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
@@ -159,26 +167,17 @@ def record_results(
     model_path: str,
     urgent_threshold: float,
     card: dict[str, Any],
-) -> datetime:
-    """Upsert one result per scan, register the model, mark the scans `done`: one transaction.
+) -> Recorded:
+    """Record one result per scan still `processing`, mark it `done`, register the model.
 
-    The model row is written once per process and database (the card is not resent per job).
+    Results are written once per model decision: a scan already `done` keeps its first result
+    (a late duplicate or a redelivery under a newer model is dropped), a `failed` or `queued`
+    scan gets none. One transaction; the model row is written once per process and database.
     """
     classified_at = utcnow()
-    rows = [
-        {
-            "scan_id": item.scan_id,
-            "predicted": item.predicted,
-            "p0": item.probabilities[0],
-            "p1": item.probabilities[1],
-            "p2": item.probabilities[2],
-            "urgent": item.urgent,
-            "model_version": model_version,
-            "classified_at": classified_at,
-        }
-        for item in scored
-    ]
+    by_id = {item.scan_id: item for item in scored}
     registration = (str(engine.url), model_version)
+    recorded: list[str] = []
     with engine.begin() as connection:
         if registration not in _registered:
             register = upsert_into(connection, models).values(
@@ -189,19 +188,64 @@ def record_results(
                 card=card,
             )
             connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
-        upsert = upsert_into(connection, results)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=["scan_id"],
-            set_={name: upsert.excluded[name] for name in rows[0] if name != "scan_id"},
-        )
-        connection.execute(upsert, rows)
-        connection.execute(
-            scans.update()
-            .where(scans.c.id.in_([row["scan_id"] for row in rows]))
-            .values(status="done", error=None)
-        )
+        for chunk in chunks(list(by_id)):
+            finish = (
+                scans.update()
+                .where(scans.c.id.in_(chunk), scans.c.status == "processing")
+                .values(status="done", error=None)
+                .returning(scans.c.id)
+            )
+            recorded += connection.execute(finish).scalars().all()
+        if recorded:
+            rows = [_result_row(by_id[sid], model_version, classified_at) for sid in recorded]
+            insert = upsert_into(connection, results).on_conflict_do_nothing(
+                index_elements=["scan_id"]
+            )
+            connection.execute(insert, rows)
     _registered.add(registration)
-    return classified_at
+    return Recorded(classified_at, recorded)
+
+
+def _result_row(item: ScoredScan, model_version: str, classified_at: datetime) -> dict[str, Any]:
+    return {
+        "scan_id": item.scan_id,
+        "predicted": item.predicted,
+        "p0": item.probabilities[0],
+        "p1": item.probabilities[1],
+        "p2": item.probabilities[2],
+        "urgent": item.urgent,
+        "model_version": model_version,
+        "classified_at": classified_at,
+    }
+
+
+def release(engine: Engine, scan_ids: Sequence[str], reason: str) -> list[str]:
+    """Leave unfinished scans waiting in `queued` with the reason; a claim is un-counted.
+
+    For failures that are not the scan's (no model published yet, database or broker down):
+    a `processing` scan goes back to `queued` with attempts - 1 (the claim did not count
+    against it), a `queued` one just gets the reason; both wait to be retried or re-sent by
+    the reconciler instead of failing. Returns the ids that were `processing`.
+    """
+    uncounted = sa.case((scans.c.attempts > 0, scans.c.attempts - 1), else_=0)
+    released: list[str] = []
+    with engine.begin() as connection:
+        for chunk in chunks(scan_ids):
+            back = (
+                scans.update()
+                .where(scans.c.id.in_(chunk), scans.c.status == "processing")
+                .values(status="queued", attempts=uncounted, error=reason[:2000])
+                .returning(scans.c.id)
+            )
+            moved = connection.execute(back).scalars().all()
+            waiting = scans.c.id.in_(sorted(set(chunk) - set(moved)))
+            connection.execute(
+                scans.update()
+                .where(waiting, scans.c.status == "queued")
+                .values(error=reason[:2000])
+            )
+            released += moved
+    return released
 
 
 def mark_failed(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:

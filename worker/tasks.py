@@ -1,8 +1,11 @@
 """Celery tasks: classify a batch of scans, and put class-2 results on the urgent worklist.
 
 Both are idempotent: a job delivered twice leaves one result per scan and one worklist row.
-Database and broker outages are retried with exponential backoff (capped); a classification
-job that still cannot run after `max_attempts` retries marks its scans `failed` with the reason.
+Database and broker outages and a missing model are retried with exponential backoff
+(capped); a classification job that still cannot run after `max_attempts` retries leaves its
+scans waiting in `queued` with the reason (the reconciler re-sends them). Only a scan's own
+faults (unusable pixels, a worker lost to it `max_attempts` times, a model or data exception)
+end in `failed`.
 """
 
 from __future__ import annotations
@@ -69,58 +72,90 @@ def classify_scans(
     """Claim, classify in one forward pass, record in one transaction, then escalate.
 
     With `refuse_redelivered`, raises `ledger.Redelivered` (nothing claimed) for a batch
-    holding a scan that was started before.
+    holding a scan that was started before. A database or broker error after the claim
+    puts the claimed scans back in `queued` (the claim un-counted) and is raised again.
     """
     claim = ledger.claim(engine, scan_ids, max_attempts, refuse_redelivered)
+    try:
+        return _classify_claimed(engine, scan_ids, claim, model, publish)
+    except RETRYABLE as error:
+        _release(engine, list(claim.pixels), reason_for(error))
+        raise
+
+
+def _classify_claimed(
+    engine: Engine,
+    scan_ids: Sequence[str],
+    claim: ledger.Claim,
+    model: ServingModel,
+    publish: Callable[[Escalation], None],
+) -> dict[str, int]:
     good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
     corrupt = sorted(set(claim.pixels) - set(good))
     if corrupt:
         ledger.mark_failed(engine, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
     escalations: list[Escalation] = []
+    recorded: list[str] = []
     if good:
-        ids = list(good)
-        pixels = np.stack(
-            [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
-        )
-        probabilities = model.probabilities(pixels)
-        predicted, urgent = model.predicted_classes(probabilities), model.is_urgent(probabilities)
-        scored = [
-            ledger.ScoredScan(sid, tuple(float(p) for p in row), int(label), bool(flag))
-            for sid, row, label, flag in zip(ids, probabilities, predicted, urgent, strict=True)
-        ]
-        classified_at = ledger.record_results(
-            engine,
-            scored,
-            model.version,
-            str(model.directory),
-            model.urgent_threshold,
-            model.card.model_dump(mode="json"),
-        )
-        escalations = [
-            Escalation(
-                scan_id=item.scan_id,
-                p2=min(1.0, max(0.0, item.probabilities[2])),
-                model_version=model.version,
-                classified_at=classified_at,
-            )
-            for item in scored
-            if item.urgent
-        ]
-    finished_before = sorted(set(scan_ids) - set(claim.pixels) - set(claim.exhausted))
-    if finished_before:  # a repeated job: re-send escalations a lost publish may have dropped
+        escalations, recorded = _score_and_record(engine, good, model)
+    # a repeated job, or scans another delivery finished first: re-send escalations a lost
+    # publish may have dropped (the worklist insert is idempotent)
+    finished_before = sorted(set(scan_ids) - set(recorded) - set(corrupt) - set(claim.exhausted))
+    if finished_before:
         escalations += worklist.unescalated(engine, finished_before)
     for escalation in escalations:
         publish(escalation)
     return {
-        "classified": len(good),
+        "classified": len(recorded),
         "urgent": len(escalations),
         "failed": len(corrupt) + len(claim.exhausted),
     }
 
 
+def _score_and_record(
+    engine: Engine, good: dict[str, bytes], model: ServingModel
+) -> tuple[list[Escalation], list[str]]:
+    """One forward pass; the results the ledger took (scans still `processing`) and their
+    escalations."""
+    ids = list(good)
+    pixels = np.stack(
+        [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
+    )
+    probabilities = model.probabilities(pixels)
+    predicted, urgent = model.predicted_classes(probabilities), model.is_urgent(probabilities)
+    scored = [
+        ledger.ScoredScan(sid, tuple(float(p) for p in row), int(label), bool(flag))
+        for sid, row, label, flag in zip(ids, probabilities, predicted, urgent, strict=True)
+    ]
+    recorded = ledger.record_results(
+        engine,
+        scored,
+        model.version,
+        str(model.directory),
+        model.urgent_threshold,
+        model.card.model_dump(mode="json"),
+    )
+    taken = set(recorded.scan_ids)
+    escalations = [
+        Escalation(
+            scan_id=item.scan_id,
+            p2=min(1.0, max(0.0, item.probabilities[2])),
+            model_version=model.version,
+            classified_at=recorded.classified_at,
+        )
+        for item in scored
+        if item.urgent and item.scan_id in taken
+    ]
+    return escalations, [sid for sid in ids if sid in taken]
+
+
 @app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below
 def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bound Celery task
-    """Classify one batch of scans (ids only; pixels come from the ledger)."""
+    """Classify one batch of scans (ids only; pixels come from the ledger).
+
+    Outages (no model yet, database or broker down) are retried `max_attempts` times with
+    backoff, then the scans are left waiting in `queued` for the reconciler to re-send.
+    """
     job = ClassifyJob.model_validate(job)
     settings = get_settings()
     engine = engine_for(settings.resolved_database_url)
@@ -139,12 +174,12 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
     except ledger.Redelivered:
         return _split(job, settings)
     except RETRYABLE as error:
-        reason = describe(error)
+        reason = reason_for(error)
         if self.request.retries >= settings.max_attempts:
-            _give_up(
-                engine, job.scan_ids, f"gave up after {self.request.retries} retries: {reason}"
+            _release(
+                engine, job.scan_ids, f"waiting after {self.request.retries} retries: {reason}"
             )
-            raise TransientError(reason) from None
+            return {"classified": 0, "urgent": 0, "failed": 0, "waiting": len(job.scan_ids)}
         log.warning("job of %d scans: %s; retrying", len(job.scan_ids), reason)
         raise self.retry(
             exc=TransientError(reason), countdown=backoff(self.request.retries)
@@ -160,6 +195,23 @@ def _split(job: ClassifyJob, settings: Settings) -> dict[str, int]:
         publish_jobs([scan_id], job.priority, settings)
     log.warning("job of %d scans was redelivered; re-sent as single-scan jobs", len(job.scan_ids))
     return {"split": len(job.scan_ids)}
+
+
+def reason_for(error: BaseException) -> str:
+    """A transient failure in one line, without file paths (a missing model names none)."""
+    if isinstance(error, ModelNotFoundError):
+        return "ModelNotFoundError: no usable model published yet (run `triage train`)"
+    return describe(error)
+
+
+def _release(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:
+    """Leave scans waiting in `queued` (not the scans' fault); the reconciler re-sends them."""
+    try:
+        released = ledger.release(engine, scan_ids, reason)
+    except RETRYABLE as error:  # still processing: the reconciler re-sends them when stuck
+        log.error("could not release %d scans: %s", len(scan_ids), describe(error))
+        return
+    log.warning("%d scans left waiting (%d released): %s", len(scan_ids), len(released), reason)
 
 
 def _give_up(engine: Engine, scan_ids: Sequence[str], reason: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy.exc
 
 from ledger import reads, worklist
 from ledger import scans as ledger
@@ -19,7 +20,7 @@ from schemas.messages import Escalation
 from schemas.settings import get_settings
 from tests.fixtures_model import BRIGHTNESS_MODEL_VERSION, brightness_scans
 from worker.model import current_model
-from worker.tasks import classify_scans
+from worker.tasks import classify, classify_scans
 
 
 @pytest.fixture
@@ -130,3 +131,47 @@ def test_unknown_priority_is_refused(engine) -> None:
     scan = ledger.NewScan("x", np.zeros(4096, np.uint8).tobytes(), None, None)
     with pytest.raises(ValueError, match="unknown priority 'asap'"):
         ledger.add_scans(engine, [scan], "asap")
+
+
+def test_a_database_error_after_the_claim_leaves_the_scans_queued_uncounted(
+    engine, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = add(engine, [30, 230])
+    model = current_model(get_settings())
+    record_results = ledger.record_results
+
+    def outage(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        raise sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("connection reset"))
+
+    monkeypatch.setattr(ledger, "record_results", outage)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        classify_scans(engine, ids, model, 2, lambda e: None)
+    for scan_id in ids:
+        found = reads.history(engine, scan_id)
+        assert (found["status"], found["attempts"]) == ("queued", 0)
+        assert "OperationalError" in found["error"] and "INSERT" not in found["error"]
+    monkeypatch.setattr(ledger, "record_results", record_results)  # the database is back
+    sent: list[Escalation] = []
+    assert classify_scans(engine, ids, model, 2, sent.append)["classified"] == 2
+    assert [e.scan_id for e in sent] == [ids[1]]
+    assert reads.history(engine, ids[0])["error"] is None
+
+
+def test_a_worker_with_no_model_leaves_the_batch_waiting_not_failed(
+    engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No model published yet: the task retries max_attempts times, then the scans wait."""
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("TRIAGE_MAX_ATTEMPTS", "2")
+    get_settings.cache_clear()
+    ids = add(engine, [30, 230])
+
+    outcome = classify.apply(args=[{"scan_ids": ids}]).get()
+
+    assert outcome["waiting"] == 2
+    assert reads.status_counts(engine) == {"queued": 2}
+    for scan_id in ids:
+        found = reads.history(engine, scan_id)
+        assert found["attempts"] == 0 and "no usable model" in found["error"]
+        assert found["error"].startswith("waiting after 2 retries")
+        assert str(get_settings().resolved_model_dir) not in found["error"]
