@@ -1,0 +1,152 @@
+"""The urgent worker's webhook against real local servers: redirects refused, a malformed
+status line, a blackholed endpoint; every failure is False and paging keeps its deadline."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gateway.webhook import notify, page_clinicians
+from ledger import reads, worklist
+from ledger import scans as ledger
+from ledger.database import create_ledger_engine, upgrade_schema
+from schemas.messages import Escalation
+from schemas.settings import get_settings
+
+DEADLINE_S = 0.6
+MARGIN_S = 1.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Handler.hits.append(self.path)
+        if self.path == "/redirect":
+            self.send_response(307)
+            self.send_header("Location", "/ok")
+        elif self.path == "/slow":
+            time.sleep(DEADLINE_S * 4)
+            self.send_response(200)
+        else:
+            self.send_response({"/ok": 204, "/error": 500}.get(self.path, 404))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.block_on_close = False
+    Handler.hits = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def bad_status_url() -> Iterator[str]:
+    """A raw socket server that answers every request with a malformed status line."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"NOT-HTTP garbage\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    listener.close()
+
+
+@pytest.fixture
+def blackhole_url() -> Iterator[str]:
+    """Connections are taken into the backlog and never answered."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    listener.close()
+
+
+def timed(call):  # noqa: ANN001, ANN201
+    began = time.monotonic()
+    value = call()
+    return value, time.monotonic() - began
+
+
+def test_a_2xx_is_a_page_and_redirects_are_refused(http_url: str) -> None:
+    assert notify(f"{http_url}/ok", "s1", DEADLINE_S) is True
+    assert notify(f"{http_url}/redirect", "s2", DEADLINE_S) is False
+    assert notify(f"{http_url}/error", "s3", DEADLINE_S) is False
+    assert Handler.hits == ["/ok", "/redirect", "/error"], "the redirect was not followed"
+
+
+def test_every_failure_is_false_never_an_exception(bad_status_url: str, blackhole_url: str) -> None:
+    assert notify(bad_status_url, "s1", DEADLINE_S) is False
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    assert notify(refused, "s2", DEADLINE_S) is False
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/x", "not a url", "http://[::1"):
+        assert notify(url, "s3", DEADLINE_S) is False
+    sent, seconds = timed(lambda: notify(blackhole_url, "s4", DEADLINE_S))
+    assert sent is False and seconds < DEADLINE_S + MARGIN_S
+
+
+def paging_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, count: int):  # noqa: ANN201
+    engine = create_ledger_engine(f"sqlite:///{tmp_path / 'pages.db'}")
+    upgrade_schema(engine)
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    ledger.add_scans(engine, [ledger.NewScan(i, bytes(4096), None, None) for i in ids], "routine")
+    when = ledger.utcnow()
+    escalations = [
+        Escalation(scan_id=i, p2=0.9, model_version="v", classified_at=when) for i in ids
+    ]
+    worklist.add_urgent_cases(engine, escalations)
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", str(engine.url))
+    monkeypatch.setenv("TRIAGE_NOTIFY_URL", url)
+    get_settings.cache_clear()
+    return engine, ids
+
+
+@pytest.mark.parametrize("path", ["/slow", "blackhole"])
+def test_a_stuck_endpoint_delays_a_batch_of_pages_by_one_deadline(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    http_url: str,
+    blackhole_url: str,
+    path: str,
+) -> None:
+    url = blackhole_url if path == "blackhole" else f"{http_url}{path}"
+    engine, ids = paging_setup(tmp_path, monkeypatch, url, count=20)
+    paged, seconds = timed(lambda: page_clinicians(get_settings(), ids, DEADLINE_S))
+    assert paged == [] and seconds < DEADLINE_S + MARGIN_S
+    assert all(reads.history(engine, i)["notified_at"] is None for i in ids)  # paged again later
+    engine.dispose()
+
+
+def test_pages_that_went_out_are_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_url: str
+) -> None:
+    engine, ids = paging_setup(tmp_path, monkeypatch, f"{http_url}/ok", count=5)
+    paged, seconds = timed(lambda: page_clinicians(get_settings(), ids, DEADLINE_S))
+    assert paged == ids and seconds < DEADLINE_S + MARGIN_S
+    assert all(reads.history(engine, i)["notified_at"] is not None for i in ids)
+    engine.dispose()
