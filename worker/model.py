@@ -49,13 +49,18 @@ class ServingModel:
 
 
 def load_model(directory: Path) -> ServingModel:
-    """Load one published model directory (model.keras + card.json) and trace its forward pass."""
+    """Load one published model directory (model.keras + card.json) and trace its forward pass.
+
+    Keras' safe mode is on: a model holding code (a `Lambda` layer) raises ValueError.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ banner quiet
     import keras
     import tensorflow as tf
 
     card = read_card(directory)
-    network = keras.saving.load_model(directory / MODEL_FILE, compile=False)
+    # safe_mode refuses archives that would run code on load (Lambda layers' bytecode,
+    # arbitrary callables in config.json): a published model is data, never code
+    network = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
     signature = tf.TensorSpec([None, SCAN_SIZE, SCAN_SIZE, 1], tf.float32)
     graph = tf.function(lambda x: network(x, training=False), input_signature=[signature])
 

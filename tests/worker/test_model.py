@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.model_card import ModelNotFoundError, set_current
+from schemas.model_card import MODEL_FILE, ModelCard, ModelNotFoundError, set_current, write_card
 from schemas.settings import get_settings
 from tests.fixtures_model import (
     BRIGHTNESS_MODEL_VERSION,
@@ -59,3 +59,33 @@ def test_no_published_model_is_a_clear_error(tmp_path: Path) -> None:
         current_model(get_settings())  # the settings point at an empty data dir
     with pytest.raises(ModelNotFoundError):
         load_model(tmp_path)
+
+
+def test_a_model_that_would_run_code_on_load_is_refused(tmp_path: Path) -> None:
+    """A Lambda layer ships Python bytecode: Keras' safe mode refuses it, so the worker does."""
+    import keras
+
+    directory = tmp_path / "models" / "v-lambda"
+    directory.mkdir(parents=True)
+    network = keras.Sequential(
+        [
+            keras.Input((64, 64, 1)),
+            keras.layers.Lambda(lambda x: x * 1.0),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    network.save(directory / MODEL_FILE)
+    write_card(
+        directory,
+        ModelCard(
+            version="v-lambda",
+            created_at="2026-01-01T00:00:00Z",
+            urgent_threshold=0.5,
+            selected_candidate="lambda (tests only)",
+            synthetic_data=True,
+        ),
+    )
+    set_current(directory.parent, "v-lambda")
+    with pytest.raises(ValueError, match="safe_mode|Lambda"):
+        load_model(directory)
