@@ -30,6 +30,31 @@ URGENT_CLASS = 2
 ClassWeight = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+class StudyRule(BaseModel):
+    """How a study's slices combine into one decision (chosen by the trainer on out-of-fold
+    predictions grouped by patient).
+
+    study P(2) = mean of the `top_k` highest slice P(2) (all slices when fewer); the study is
+    urgent when study P(2) >= `threshold`. The study's predicted class is the class predicted
+    most often among its slices, with ties to the more serious class, and 2 when urgent.
+    """
+
+    top_k: int = Field(ge=1)
+    threshold: float = Field(ge=0, le=1)
+    description: str = ""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyDecision(BaseModel):
+    """One study's verdict: P(2) of the study, the urgent flag, the predicted class, and the
+    index (into the slices given) of the most suspicious slice."""
+
+    p2: float
+    urgent: bool
+    predicted: int
+    top_slice: int
+
+
 class ModelCard(BaseModel):
     """What a worker needs to serve a model, and what a person needs to trust it."""
 
@@ -62,6 +87,11 @@ class ModelCard(BaseModel):
     training_seconds: float = 0.0
     library_versions: dict[str, str] = Field(default_factory=dict)
     synthetic_data: bool = False
+    study_rule: StudyRule | None = Field(
+        default=None,
+        description="How slices combine into a study decision; None (older cards): the max "
+        "slice P(2) against the slice threshold.",
+    )
 
     def predicted_classes(self, probabilities: np.ndarray) -> np.ndarray:
         """The predicted class of each softmax row (N, 3): argmax of P x class_weights."""
@@ -70,6 +100,40 @@ class ModelCard(BaseModel):
     def is_urgent(self, probabilities: np.ndarray) -> np.ndarray:
         """The urgent flag of each softmax row (N, 3): P(class 2) >= urgent_threshold."""
         return np.asarray(probabilities)[:, URGENT_CLASS] >= self.urgent_threshold
+
+    def decide_study(self, probabilities: np.ndarray) -> StudyDecision:
+        """The study decision from its slices' softmax rows (N >= 1, 3), by the card's rule."""
+        return decide_study(probabilities, self.class_weights, self.study_rule, self)
+
+
+def decide_study(
+    probabilities: np.ndarray,
+    class_weights: list[float],
+    rule: StudyRule | None,
+    card: ModelCard | None = None,
+) -> StudyDecision:
+    """Study P(2): mean of the top-k slice P(2) (rule), or the max slice P(2) against the
+    slice threshold when there is no rule (`card` gives that threshold)."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    if (
+        probabilities.ndim != 2
+        or probabilities.shape[1] != len(CLASS_NAMES)
+        or not len(probabilities)
+    ):
+        raise ValueError(f"a study needs softmax rows (N >= 1, 3), got {probabilities.shape}")
+    p2 = probabilities[:, URGENT_CLASS]
+    top_slice = int(np.argmax(p2))
+    if rule is None:
+        if card is None:
+            raise ValueError("without a study rule the card's slice threshold decides")
+        study_p2, threshold = float(p2[top_slice]), card.urgent_threshold
+    else:
+        study_p2 = float(np.sort(p2)[::-1][: rule.top_k].mean())
+        threshold = rule.threshold
+    urgent = study_p2 >= threshold
+    votes = np.bincount(predicted_classes(probabilities, class_weights), minlength=3)
+    predicted = URGENT_CLASS if urgent else int(len(votes) - 1 - np.argmax(votes[::-1]))
+    return StudyDecision(p2=study_p2, urgent=bool(urgent), predicted=predicted, top_slice=top_slice)
 
 
 def predicted_classes(

@@ -47,3 +47,29 @@ def test_the_urgent_flag_follows_the_cards_threshold() -> None:
 def test_class_weights_must_be_three_positive_finite_numbers(weights: list) -> None:
     with pytest.raises(ValidationError, match="class_weights"):
         ModelCard(**CARD, class_weights=weights)
+
+
+def test_a_study_without_a_rule_is_its_most_suspicious_slice_against_the_slice_threshold() -> None:
+    card = ModelCard(**CARD)  # threshold 0.3, no study rule (an older card)
+    slices = np.array([[0.8, 0.1, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1]])
+    decision = card.decide_study(slices)
+    assert (decision.p2, decision.urgent, decision.top_slice, decision.predicted) == (
+        0.4,
+        True,
+        1,
+        2,
+    )
+    calm = card.decide_study(slices[[0, 2]])
+    assert not calm.urgent and calm.predicted == 1 and calm.top_slice == 0  # tie: the more serious
+
+
+def test_a_study_rule_averages_the_top_k_slices_and_votes_the_class() -> None:
+    from schemas.model_card import StudyRule
+
+    card = ModelCard(**CARD, study_rule=StudyRule(top_k=2, threshold=0.3))
+    slices = np.array([[0.8, 0.1, 0.1], [0.5, 0.1, 0.4], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1]])
+    decision = card.decide_study(slices)
+    assert decision.p2 == pytest.approx(0.25) and not decision.urgent
+    assert decision.predicted == 1  # two non-urgent slices, one healthy: ties go up
+    with pytest.raises(ValueError, match="softmax rows"):
+        card.decide_study(np.zeros((0, 3)))
