@@ -14,8 +14,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.scans import results, scans
-from ledger.worklist import unlisted_urgent, urgent_cases
+from ledger.statements import scans, studies, urgent_cases
+from ledger.worklist import unlisted_urgent
 from schemas.messages import Priority
 from schemas.queues import QUEUE_OF_PRIORITY, URGENT_QUEUE
 from schemas.tables import as_utc
@@ -39,7 +39,7 @@ def ledger_backlog(engine: Engine, now: datetime) -> LedgerBacklog:
         ).where(scans.c.status == "queued", scans.c.priority == priority.value)
         for priority in Priority
     }
-    queries[URGENT_QUEUE] = unlisted_urgent(sa.func.count(), sa.func.min(results.c.classified_at))
+    queries[URGENT_QUEUE] = unlisted_urgent(sa.func.count(), sa.func.min(studies.c.classified_at))
     open_cases = sa.select(sa.func.count()).where(urgent_cases.c.acknowledged_at.is_(None))
     with engine.begin() as connection:
         waiting = {}

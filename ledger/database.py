@@ -26,10 +26,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL between automatic checkpoints (default 1,000)
 
 
-def create_ledger_engine(url: str) -> Engine:
+def create_ledger_engine(url: str, foreign_keys: bool = True) -> Engine:
     """A new engine for `url`; SQLite tuned for several processes (parent dir created).
 
-    Bound parameters (pixels, accessions) are kept out of error messages and logs.
+    Bound parameters (pixels, accessions) are kept out of error messages and logs. Migrations
+    run with SQLite's foreign keys off (`foreign_keys=False`): Alembic alters a SQLite table by
+    copying it, and dropping the old copy would cascade-delete every row that refers to it.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -38,7 +40,7 @@ def create_ledger_engine(url: str) -> Engine:
         engine = sa.create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True
         )
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, foreign_keys)
         return engine
     if parsed.get_backend_name() == "postgresql":
         return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
@@ -53,14 +55,14 @@ def engine_for(url: str) -> Engine:
     return create_ledger_engine(url)
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, foreign_keys: bool) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - DB-API connection
         dbapi_connection.isolation_level = None  # SQLAlchemy's begin hook below issues BEGIN
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # each job rewrites every claimed scan row a few times: checkpoint less often
         cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
@@ -107,13 +109,18 @@ def migrate(engine: Engine, revision: str = "head", downgrade: bool = False) -> 
     from alembic import command
 
     _checked.discard(str(engine.url))
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        if downgrade:
-            command.downgrade(config, revision)
-        else:
-            command.upgrade(config, revision)
+    url = engine.url.render_as_string(hide_password=False)
+    config = alembic_config(url)
+    migrating = create_ledger_engine(url, foreign_keys=False)
+    try:
+        with migrating.begin() as connection:
+            config.attributes["connection"] = connection
+            if downgrade:
+                command.downgrade(config, revision)
+            else:
+                command.upgrade(config, revision)
+    finally:
+        migrating.dispose()
 
 
 class SchemaOutdatedError(RuntimeError):

@@ -12,8 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.scans import results, scans
-from ledger.worklist import urgent_cases
+from ledger.statements import results, scans, urgent_cases
 from schemas.tables import as_utc, utcnow
 
 

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ledger import scans as scan_ledger
-from ledger import worklist
+from ledger import studies, worklist
 from schemas.messages import Escalation, Priority
 from schemas.settings import Settings
 from schemas.tables import as_utc, utcnow
@@ -43,6 +43,7 @@ MOVE_AHEAD_AT = 0.5  # fraction of max_wait_seconds after which a routine scan i
 PublishJobs = Callable[[Sequence[str], Priority], None]
 PublishEscalation = Callable[[Escalation], None]
 Page = Callable[[Sequence[str]], object]  # (scan ids) -> pages the clinicians
+Decide = Callable[[Sequence[str]], list[Escalation]]  # (scan ids) -> their studies decided
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ReconcileReport:
     failed: int = 0
     escalations: int = 0
     repaged: int = 0
+    studies_closed: int = 0
+    studies_decided: int = 0
     failed_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -78,11 +81,14 @@ def reconcile(
     urgent_queue_empty: bool,
     now: datetime | None = None,
     page: Page | None = None,
+    decide: Decide | None = None,
 ) -> ReconcileReport:
     """One reconciliation pass over the ledger; publishing is done by the given callables."""
     now = now or utcnow()
+    report = ReconcileReport()
+    _close_and_decide(engine, settings, now, publish_jobs, publish_escalation, decide, report)
     plan = _plan(engine, settings, now)
-    report = ReconcileReport(failed=len(plan.fail), failed_ids=plan.fail)
+    report.failed, report.failed_ids = len(plan.fail), plan.fail
     if plan.fail:
         reason = (
             f"gave up after {settings.max_attempts} attempts: its worker was lost each time "
@@ -98,8 +104,7 @@ def reconcile(
     report.moved_ahead = plan.moved_ahead
     if urgent_queue_empty:
         cutoff = now - timedelta(seconds=settings.stuck_after_seconds)
-        lost = worklist.unlisted_before(engine, cutoff, SCANS_PER_RUN)
-        for escalation in worklist.unescalated(engine, lost) if lost else []:
+        for escalation in worklist.unlisted_before(engine, cutoff, SCANS_PER_RUN):
             publish_escalation(escalation)
             report.escalations += 1
     if page is not None:
@@ -111,6 +116,35 @@ def reconcile(
     if any(report.as_dict().values()):
         log.warning("reconciled: %s", ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
     return report
+
+
+def _close_and_decide(
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    publish_jobs: PublishJobs,
+    publish_escalation: PublishEscalation,
+    decide: Decide | None,
+    report: ReconcileReport,
+) -> None:
+    """Close studies a receiver left open (idle for twice the idle time: it died), and decide
+    closed studies whose slices are all finished but have no decision (a worker died between
+    its results and the decision)."""
+    idle_before = now - timedelta(seconds=2 * settings.study_idle_seconds)
+    closed = studies.close_idle(engine, idle_before, SCANS_PER_RUN)
+    for priority, ids in closed.to_publish.items():
+        if ids:
+            publish_jobs(ids, priority)
+            scan_ledger.mark_published(engine, ids, now)
+    report.studies_closed = closed.studies
+    if decide is None:
+        return
+    grace = now - timedelta(seconds=settings.reconcile_every_seconds)
+    undecided = studies.undecided_before(engine, grace, SCANS_PER_RUN)
+    if undecided:
+        for escalation in decide(undecided):
+            publish_escalation(escalation)
+        report.studies_decided = len(undecided)
 
 
 def _plan(engine: Engine, settings: Settings, now: datetime) -> _Plan:

@@ -7,34 +7,45 @@ first row), so that a job delivered twice leaves one result: the first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from imaging.identity import DicomIdentity
+from ledger.statements import chunks, models, results, scan_pixels, scans, upsert_into
+from ledger.studies import StudyRef, open_studies, own_study_uid
 from schemas.messages import check_priority
-from schemas.tables import ModelVersion, Result, Scan, ScanPixels, utcnow
+from schemas.tables import utcnow
 
-scans = Scan.__table__
-scan_pixels = ScanPixels.__table__
-results = Result.__table__
-models = ModelVersion.__table__
-ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
-T = TypeVar("T")
 _registered: set[tuple[str, str]] = set()  # (database URL, model version) this process wrote
 
 
 @dataclass(frozen=True)
 class NewScan:
-    """A decoded scan about to enter the ledger."""
+    """A decoded scan about to enter the ledger, with its study and DICOM identity if known.
+
+    Without `study`, the scan is a study of its own."""
 
     scan_id: str
     pixels: bytes  # 4,096 bytes: the canonical 64x64 uint8 scan
     accession: str | None
     source: str | None
+    study: StudyRef | None = None
+    identity: DicomIdentity | None = None
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What `add_scans` recorded: new scan ids (queued or held, in input order) and, for
+    instances received before (same SOPInstanceUID), input index -> the existing scan id."""
+
+    new: list[str]
+    held: list[str]
+    repeated: dict[int, str]
 
 
 @dataclass(frozen=True)
@@ -63,48 +74,80 @@ class Recorded:
     scan_ids: list[str]
 
 
-def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    """`items` in slices of ID_CHUNK (one statement each)."""
-    for start in range(0, len(items), ID_CHUNK):
-        yield items[start : start + ID_CHUNK]
-
-
-def upsert_into(connection: Connection, table: sa.Table):  # noqa: ANN202 - dialect Insert
-    """INSERT with ON CONFLICT support for the connection's dialect."""
-    name = connection.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        raise ValueError(f"unsupported database dialect {name!r}: use sqlite or postgresql")
-    return insert(table)
-
-
 # -- intake --------------------------------------------------------------------------------
 
 
-def add_scans(engine: Engine, new_scans: Sequence[NewScan], priority: str) -> None:
-    """Record scans as `queued` and their pixels, all in one transaction (bulk inserts)."""
-    priority = check_priority(priority).value
+def add_scans(
+    engine: Engine, new_scans: Sequence[NewScan], priority: str, hold: bool = False
+) -> Admitted:
+    """Record scans and their pixels with their studies, all in one transaction.
+
+    Scans go in `queued`, or `held` while their study is `receiving` (`hold`: a DICOM
+    association adds to it, and the study closes when idle). An instance whose SOPInstanceUID
+    the ledger already holds is not added again: `repeated` names the scan it already is.
+    """
+    priority = check_priority(priority)
     received_at = utcnow()
-    rows = [
-        {
-            "id": scan.scan_id,
-            "accession": scan.accession,
-            "source": scan.source,
-            "priority": priority,
-            "status": "queued",
-            "received_at": received_at,
-            "attempts": 0,
-        }
-        for scan in new_scans
-    ]
-    if rows:
-        pixels = [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in new_scans]
-        with engine.begin() as connection:
+    with engine.begin() as connection:
+        repeated = _received_before(connection, new_scans)
+        fresh = [scan for index, scan in enumerate(new_scans) if index not in repeated]
+        refs = [scan.study or StudyRef(own_study_uid(scan.scan_id)) for scan in fresh]
+        opened = open_studies(connection, refs, priority, hold) if fresh else {}
+        rows = [
+            _scan_row(scan, opened[ref.uid], priority.value, received_at)
+            for scan, ref in zip(fresh, refs, strict=True)
+        ]
+        if rows:
             connection.execute(scans.insert(), rows)
-            connection.execute(scan_pixels.insert(), pixels)
+            connection.execute(
+                scan_pixels.insert(),
+                [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in fresh],
+            )
+    held = [row["id"] for row in rows if row["status"] == "held"]
+    return Admitted([row["id"] for row in rows], held, repeated)
+
+
+def _received_before(connection: Connection, new_scans: Sequence[NewScan]) -> dict[int, str]:
+    """Input index -> existing scan id, for instances whose SOPInstanceUID is known (in the
+    ledger, or earlier in this call)."""
+    sop_of = {
+        index: scan.identity.sop_uid
+        for index, scan in enumerate(new_scans)
+        if scan.identity is not None and scan.identity.sop_uid
+    }
+    known: dict[str, str] = {}
+    for chunk in chunks(sorted(set(sop_of.values()))):
+        query = sa.select(scans.c.sop_uid, scans.c.id).where(scans.c.sop_uid.in_(chunk))
+        known.update(connection.execute(query).tuples().all())
+    repeated: dict[int, str] = {}
+    for index, sop in sop_of.items():
+        if sop in known:
+            repeated[index] = known[sop]
+        else:
+            known[sop] = new_scans[index].scan_id
+    return repeated
+
+
+def _scan_row(
+    scan: NewScan, study: tuple[str, str], priority: str, received_at: datetime
+) -> dict[str, Any]:
+    study_id, study_status = study
+    identity = scan.identity
+    return {
+        "id": scan.scan_id,
+        "accession": scan.accession,
+        "source": scan.source,
+        "priority": priority,
+        "status": "held" if study_status == "receiving" else "queued",
+        "received_at": received_at,
+        "attempts": 0,
+        "study_id": study_id,
+        "series_uid": identity.series_uid if identity else None,
+        "sop_uid": identity.sop_uid if identity else None,
+        "modality": identity.modality if identity else None,
+        "instance_number": identity.instance_number if identity else None,
+        "slice_position": identity.slice_position if identity else None,
+    }
 
 
 def mark_published(engine: Engine, scan_ids: Sequence[str], at: datetime | None = None) -> None:

@@ -1,8 +1,12 @@
-"""The urgent worklist in the ledger: one row per class-2 scan, written once, paged once.
+"""The urgent worklist in the ledger: one row per urgent study, written once, paged once.
 
-`unlisted_urgent` is the one statement of "an urgent result with no worklist row yet"
-(its escalation is on its way, or was lost): the worker re-sends them, the reconciler finds
-lost ones, `triage stats` counts them.
+The row is keyed by the study's most suspicious slice (`scan_id`) and names its study. A study
+that is decided again (re-opened by a late instance) and is still urgent keeps its row, updated
+with the new P(2) and slice, and is not paged again.
+
+`unlisted_urgent` is the one statement of "an urgent study with no worklist row yet" (its
+escalation is on its way, or was lost): the worker re-sends them, the reconciler finds lost
+ones, `triage stats` counts them.
 """
 
 from __future__ import annotations
@@ -14,55 +18,67 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.scans import chunks, results, upsert_into
+from ledger.statements import chunks, scans, studies, upsert_into, urgent_cases
 from schemas.messages import Escalation
-from schemas.tables import UrgentCase, as_utc, utcnow
-
-urgent_cases = UrgentCase.__table__
+from schemas.tables import as_utc, utcnow
 
 
 def unlisted_urgent(*columns: Any) -> sa.Select:
-    """SELECT `columns` of urgent results that have no worklist row."""
+    """SELECT `columns` of urgent studies that have no worklist row."""
     return (
         sa.select(*columns)
-        .select_from(results)
-        .outerjoin(urgent_cases, urgent_cases.c.scan_id == results.c.scan_id)
-        .where(results.c.urgent.is_(True), urgent_cases.c.scan_id.is_(None))
+        .select_from(studies)
+        .outerjoin(urgent_cases, urgent_cases.c.study_id == studies.c.id)
+        .where(studies.c.urgent.is_(True), urgent_cases.c.scan_id.is_(None))
     )
 
 
+def _escalation(row: Any) -> Escalation:  # noqa: ANN401 - a result row
+    return Escalation(
+        scan_id=row.top_scan_id,
+        study_id=row.id,
+        p2=min(1.0, max(0.0, row.p2)),
+        model_version=row.model_version,
+        classified_at=as_utc(row.classified_at),
+    )
+
+
+UNLISTED_COLUMNS = (
+    studies.c.id,
+    studies.c.top_scan_id,
+    studies.c.p2,
+    studies.c.model_version,
+    studies.c.classified_at,
+)
+
+
 def unescalated(engine: Engine, scan_ids: Sequence[str]) -> list[Escalation]:
-    """Urgent results among these scans that have no worklist row yet (to re-send)."""
-    columns = (results.c.scan_id, results.c.p2, results.c.model_version, results.c.classified_at)
-    escalations: list[Escalation] = []
+    """Urgent studies of these scans that have no worklist row yet (to re-send)."""
+    escalations: dict[str, Escalation] = {}
     with engine.begin() as connection:
         for chunk in chunks(scan_ids):
-            query = unlisted_urgent(*columns).where(results.c.scan_id.in_(chunk))
-            escalations += [
-                Escalation(
-                    scan_id=row.scan_id,
-                    p2=row.p2,
-                    model_version=row.model_version,
-                    classified_at=as_utc(row.classified_at),
-                )
-                for row in connection.execute(query)
-            ]
-    return escalations
+            of_scans = sa.select(scans.c.study_id).where(scans.c.id.in_(chunk))
+            query = unlisted_urgent(*UNLISTED_COLUMNS).where(studies.c.id.in_(of_scans))
+            for row in connection.execute(query):
+                escalations[row.id] = _escalation(row)
+    return list(escalations.values())
 
 
-def unlisted_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
-    """Ids of urgent results classified before `cutoff` that are not on the worklist."""
-    query = unlisted_urgent(results.c.scan_id).where(results.c.classified_at < cutoff).limit(limit)
+def unlisted_before(engine: Engine, cutoff: datetime, limit: int) -> list[Escalation]:
+    """Escalations of urgent studies decided before `cutoff` that are not on the worklist."""
+    query = unlisted_urgent(*UNLISTED_COLUMNS).where(studies.c.classified_at < cutoff).limit(limit)
     with engine.begin() as connection:
-        return list(connection.execute(query).scalars())
+        return [_escalation(row) for row in connection.execute(query)]
 
 
 def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[str]:
-    """Put class-2 scans on the worklist once each, in one transaction; returns the ids added."""
+    """Put urgent studies on the worklist once each, in one transaction; returns the scan ids
+    of the rows added (to page). A study already on the list gets its row updated instead."""
     escalated_at = utcnow()
     rows = [
         {
             "scan_id": escalation.scan_id,
+            "study_id": escalation.study_id,
             "p2": escalation.p2,
             "model_version": escalation.model_version,
             "classified_at": escalation.classified_at,
@@ -72,12 +88,32 @@ def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[
     ]
     added: list[str] = []
     with engine.begin() as connection:
+        for row in rows:
+            if row["study_id"] is not None:
+                _update_listed(connection, row)
         for chunk in chunks(rows):
             statement = upsert_into(connection, urgent_cases).values(list(chunk))
-            statement = statement.on_conflict_do_nothing(index_elements=["scan_id"])
+            statement = statement.on_conflict_do_nothing()
             # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
             added += connection.execute(statement.returning(urgent_cases.c.scan_id)).scalars()
     return added
+
+
+def _update_listed(connection: sa.Connection, row: dict[str, Any]) -> None:
+    """A study decided again: its existing row takes the new P(2), slice and model."""
+    connection.execute(
+        urgent_cases.update()
+        .where(
+            urgent_cases.c.study_id == row["study_id"],
+            urgent_cases.c.classified_at < row["classified_at"],
+        )
+        .values(
+            scan_id=row["scan_id"],
+            p2=row["p2"],
+            model_version=row["model_version"],
+            classified_at=row["classified_at"],
+        )
+    )
 
 
 def mark_notified(engine: Engine, scan_ids: Sequence[str]) -> None:

@@ -52,7 +52,7 @@ def run_migrations_online() -> None:
         _run(connection)
         return
     url = config.attributes.get("database_url") or get_settings().resolved_database_url
-    engine = create_ledger_engine(url)
+    engine = create_ledger_engine(url, foreign_keys=False)  # see create_ledger_engine
     try:
         with engine.connect() as connection:
             _run(connection)

@@ -36,9 +36,11 @@ class ClassifyJob(BaseModel):
 
 
 class Escalation(BaseModel):
-    """A class-2 result, sent to the `urgent` queue for the worklist."""
+    """An urgent study, sent to the `urgent` queue for the worklist: the study's id and its
+    most suspicious slice (`scan_id`), the study's P(class 2) and the model that decided."""
 
     scan_id: str
+    study_id: str | None = None  # None: an escalation queued before studies existed
     p2: float = Field(ge=0, le=1)
     model_version: str
     classified_at: datetime

@@ -10,10 +10,10 @@ from __future__ import annotations
 import urllib.parse
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_serializer, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_PREFIXES = ("change-me", "changeme")  # .env.example's passwords start so
 MIN_PASSWORD_LENGTH = 16
@@ -116,6 +116,30 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         40_000_000, gt=0, description="Largest image accepted, in pixels (checked before decoding)."
     )
+    max_scans_per_file: int = Field(
+        10_000, gt=0, description="Most scans one file may hold (a stack, a multi-frame DICOM)."
+    )
+    study_idle_seconds: float = Field(
+        10.0, gt=0, description="A study closes this long after its last instance arrived."
+    )
+    dicom_ae_title: str = Field(
+        "TRIAGE", min_length=1, max_length=16, description="Our DICOM AE title."
+    )
+    dicom_port: int = Field(11112, ge=1, le=65535, description="Port `triage receive` listens on.")
+    dicom_allowed_aes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Calling AE titles the receiver accepts (comma-separated); empty: any.",
+    )
+    dicom_max_associations: int = Field(
+        25, ge=1, description="Concurrent DICOM associations the receiver accepts."
+    )
+
+    @field_validator("dicom_allowed_aes", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [title.strip() for title in value.split(",") if title.strip()]
+        return value
 
     @field_validator("notify_url")
     @classmethod

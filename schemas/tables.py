@@ -1,9 +1,13 @@
 """SQLAlchemy tables: the database is the ledger of every scan, Redis only carries ids.
 
-scans         one row per received scan: priority, status, attempts (the hot, small row)
+studies       one row per exam (DICOM StudyInstanceUID, or a study of our own for other input):
+              identity, status, and the study decision once every slice is classified
+scans         one row per received scan (a slice of a study): priority, status, attempts (the
+              hot, small row), and its DICOM identity when it came as DICOM
 scan_pixels   each scan's 4 KB of pixels, written once at intake (status updates never touch it)
 results       one row per classified scan (upserted: re-delivery never duplicates)
-urgent_cases  the clinicians' worklist: one row per class-2 scan, acknowledged or not
+urgent_cases  the clinicians' worklist: one row per urgent study (keyed by its most suspicious
+              slice), acknowledged or not
 models        every model version a worker has served
 """
 
@@ -38,7 +42,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-STATUSES = ("queued", "processing", "done", "failed")
+STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
+STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
 
 
 def _one_of(column: str, values: tuple[str, ...] | type[Priority]) -> str:
@@ -61,6 +66,36 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Study(Base):
+    """An exam: the slices that share a StudyInstanceUID (or a study key of our own)."""
+
+    __tablename__ = "studies"
+    __table_args__ = (
+        CheckConstraint(_one_of("priority", Priority), name="priority_known"),
+        CheckConstraint(_one_of("status", STUDY_STATUSES), name="status_known"),
+        Index("ix_studies_status_last_instance_at", "status", "last_instance_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # DICOM StudyInstanceUID, or `triage:<key>` for a study we made (never shown in logs)
+    study_uid: Mapped[str] = mapped_column(String(128), unique=True)
+    accession: Mapped[str | None] = mapped_column(String(128), index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(128))
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
+    status: Mapped[str] = mapped_column(String(16), default="receiving")
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_instance_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    classified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # the study decision (null until every slice is classified)
+    p2: Mapped[float | None] = mapped_column(Float)
+    urgent: Mapped[bool | None] = mapped_column(Boolean)
+    predicted: Mapped[int | None] = mapped_column(SmallInteger)
+    top_scan_id: Mapped[str | None] = mapped_column(String(36))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    decisions: Mapped[int] = mapped_column(Integer, default=0)  # > 1: re-opened and decided again
+
+
 class Scan(Base):
     __tablename__ = "scans"
     __table_args__ = (
@@ -79,6 +114,15 @@ class Scan(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    study_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    # DICOM identity of the instance (ledger only: never in logs, messages or errors)
+    series_uid: Mapped[str | None] = mapped_column(String(128))
+    sop_uid: Mapped[str | None] = mapped_column(String(128), unique=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    slice_position: Mapped[float | None] = mapped_column(Float)
 
 
 class ScanPixels(Base):
@@ -110,8 +154,12 @@ class Result(Base):
 class UrgentCase(Base):
     __tablename__ = "urgent_cases"
 
+    # the study's most suspicious slice when it was put on the list
     scan_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("scans.id", ondelete="CASCADE"), primary_key=True
+    )
+    study_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("studies.id", ondelete="CASCADE"), unique=True
     )
     p2: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str] = mapped_column(String(64))

@@ -213,10 +213,10 @@ def wait_for_results(
 
 
 def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: ANN401 - Engine
-    """Finished scans (done or failed), and urgent results not yet on the worklist."""
+    """Finished scans (done or failed), and urgent studies not yet on the worklist."""
     import sqlalchemy as sa
 
-    from ledger.scans import results, scans
+    from ledger.statements import scans, studies
     from ledger.worklist import unlisted_urgent
 
     with engine.connect() as connection:
@@ -226,7 +226,9 @@ def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: A
             )
         ).scalar_one()
         waiting = connection.execute(
-            unlisted_urgent(sa.func.count()).where(results.c.scan_id.in_(scan_ids))
+            unlisted_urgent(sa.func.count()).where(
+                studies.c.id.in_(sa.select(scans.c.study_id).where(scans.c.id.in_(scan_ids)))
+            )
         ).scalar_one()
     return {"finished": finished, "escalations_waiting": waiting}
 

@@ -6,11 +6,15 @@ publishers and pager.
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Engine
+
 from gateway.broker import broker_url, queue_depths, redis_client
 from gateway.publish import publish_escalations, publish_jobs
 from gateway.webhook import page_clinicians
+from ledger import studies
 from ledger.database import engine_for
-from ledger.reconcile import ReconcileReport, reconcile
+from ledger.reconcile import Decide, ReconcileReport, reconcile
+from schemas.model_card import ModelNotFoundError, read_card, resolve_model_dir
 from schemas.queues import URGENT_QUEUE
 from schemas.settings import Settings
 
@@ -26,4 +30,14 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
         lambda escalation: publish_escalations([escalation], settings),
         urgent_queue_empty=urgent_waiting[URGENT_QUEUE] == 0,
         page=lambda scan_ids: page_clinicians(settings, scan_ids),
+        decide=_decider(engine, settings),
     )
+
+
+def _decider(engine: Engine, settings: Settings) -> Decide | None:
+    """Decide studies by the card of the model the workers serve (no model yet: not now)."""
+    try:
+        card = read_card(resolve_model_dir(settings.resolved_model_dir))
+    except ModelNotFoundError:
+        return None
+    return lambda scan_ids: studies.decide_ready(engine, scan_ids, card, card.version)

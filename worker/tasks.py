@@ -24,7 +24,7 @@ from gateway.publish import describe, publish_escalations, publish_jobs
 from gateway.webhook import page_clinicians
 from imaging.canonical import SCAN_SIZE
 from ledger import scans as ledger
-from ledger import worklist
+from ledger import studies, worklist
 from ledger.database import engine_for
 from schemas.messages import ClassifyJob, Escalation
 from schemas.model_card import ModelNotFoundError
@@ -94,13 +94,13 @@ def _classify_claimed(
     corrupt = sorted(set(claim.pixels) - set(good))
     if corrupt:
         ledger.mark_failed(engine, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
-    escalations: list[Escalation] = []
-    recorded: list[str] = []
-    if good:
-        escalations, recorded = _score_and_record(engine, good, model)
+    recorded = _score_and_record(engine, good, model) if good else []
+    # the studies whose last slice this job finished are decided now, once each
+    finished = [*recorded, *corrupt, *claim.exhausted]
+    escalations = studies.decide_ready(engine, finished, model.card, model.version)
     # a repeated job, or scans another delivery finished first: re-send escalations a lost
     # publish may have dropped (the worklist insert is idempotent)
-    finished_before = sorted(set(scan_ids) - set(recorded) - set(corrupt) - set(claim.exhausted))
+    finished_before = sorted(set(scan_ids) - set(finished))
     if finished_before:
         escalations += worklist.unescalated(engine, finished_before)
     for escalation in escalations:
@@ -112,11 +112,8 @@ def _classify_claimed(
     }
 
 
-def _score_and_record(
-    engine: Engine, good: dict[str, bytes], model: ServingModel
-) -> tuple[list[Escalation], list[str]]:
-    """One forward pass; the results the ledger took (scans still `processing`) and their
-    escalations."""
+def _score_and_record(engine: Engine, good: dict[str, bytes], model: ServingModel) -> list[str]:
+    """One forward pass; returns the scans whose results the ledger took (still `processing`)."""
     ids = list(good)
     pixels = np.stack(
         [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
@@ -135,18 +132,7 @@ def _score_and_record(
         model.urgent_threshold,
         model.card.model_dump(mode="json"),
     )
-    taken = set(recorded.scan_ids)
-    escalations = [
-        Escalation(
-            scan_id=item.scan_id,
-            p2=min(1.0, max(0.0, item.probabilities[2])),
-            model_version=model.version,
-            classified_at=recorded.classified_at,
-        )
-        for item in scored
-        if item.urgent and item.scan_id in taken
-    ]
-    return escalations, [sid for sid in ids if sid in taken]
+    return recorded.scan_ids
 
 
 @app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below

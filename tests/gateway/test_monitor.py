@@ -15,7 +15,7 @@ from bench.services import redis_url_with_database
 from gateway.broker import queue_depths, redis_client
 from gateway.monitor import take_snapshot
 from schemas.settings import get_settings
-from schemas.tables import Base, Result, Scan, UrgentCase
+from schemas.tables import Base, Result, Scan, Study, UrgentCase
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count
 
@@ -70,11 +70,20 @@ def ledger(broker: redis.Redis, database_url: str, monkeypatch: pytest.MonkeyPat
                 result_row("done-2", now - timedelta(seconds=600)),
             ],
         )
+        # each done scan is an urgent study of its own, decided when it was classified
+        connection.execute(
+            sa.insert(Study),
+            [
+                study_row("done-1", now - timedelta(seconds=900), now - timedelta(seconds=60)),
+                study_row("done-2", now - timedelta(seconds=900), now - timedelta(seconds=600)),
+            ],
+        )
         connection.execute(
             sa.insert(UrgentCase),
             [
                 {
                     "scan_id": "done-2",
+                    "study_id": "done-2",
                     "p2": 0.9,
                     "model_version": "v1",
                     "classified_at": now - timedelta(seconds=600),
@@ -83,6 +92,25 @@ def ledger(broker: redis.Redis, database_url: str, monkeypatch: pytest.MonkeyPat
         )
     yield engine
     engine.dispose()
+
+
+def study_row(study_id: str, received_at: datetime, classified_at: datetime) -> dict:
+    return {
+        "id": study_id,
+        "study_uid": f"triage:{study_id}",
+        "priority": "routine",
+        "status": "classified",
+        "received_at": received_at,
+        "last_instance_at": received_at,
+        "closed_at": received_at,
+        "classified_at": classified_at,
+        "p2": 0.9,
+        "urgent": True,
+        "predicted": 2,
+        "top_scan_id": study_id,
+        "model_version": "v1",
+        "decisions": 1,
+    }
 
 
 def result_row(scan_id: str, classified_at: datetime) -> dict:
@@ -128,7 +156,7 @@ def test_stats_json_on_an_empty_ledger_has_no_ages(ledger: sa.Engine, broker: re
     from triage.cli import app
 
     with ledger.begin() as connection:
-        for table in (UrgentCase, Result, Scan):
+        for table in (UrgentCase, Result, Scan, Study):
             connection.execute(sa.delete(table))
     result = CliRunner().invoke(app, ["stats", "--json"])
     assert result.exit_code == 0, result.output

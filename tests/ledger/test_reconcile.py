@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from ledger import reads, worklist
+from ledger import reads, studies, worklist
 from ledger import scans as ledger
 from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.reconcile import reconcile
 from schemas.messages import Escalation
+from schemas.model_card import ModelCard
 from schemas.settings import get_settings
 from schemas.tables import utcnow
 from tests.fixtures_model import brightness_scans
@@ -46,7 +47,7 @@ class Broker:
     def publish_escalation(self, escalation: Escalation) -> None:
         self.escalations.append(escalation.scan_id)
 
-    def run(self, engine, now_offset_s: float, urgent_queue_empty: bool = True):  # noqa: ANN001, ANN201
+    def run(self, engine, now_offset_s: float, urgent_queue_empty: bool = True, decide=None):  # noqa: ANN001, ANN201
         return reconcile(
             engine,
             get_settings(),
@@ -54,6 +55,7 @@ class Broker:
             self.publish_escalation,
             urgent_queue_empty,
             now=utcnow() + timedelta(seconds=now_offset_s),
+            decide=decide,
         )
 
 
@@ -74,7 +76,16 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
     broker = Broker()
 
     assert broker.run(engine, 30).as_dict() == dict.fromkeys(
-        ("republished", "moved_ahead", "failed", "escalations", "repaged"), 0
+        (
+            "republished",
+            "moved_ahead",
+            "failed",
+            "escalations",
+            "repaged",
+            "studies_closed",
+            "studies_decided",
+        ),
+        0,
     )  # not stuck yet
     report = broker.run(engine, 61)
     assert report.republished == 5 and sorted(broker.jobs["routine"]) == sorted(queued + processing)
@@ -146,11 +157,32 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
         0.5,
         {},
     )
+    # the worker died between its results and the study decision: the reconciler decides
+    card = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
     broker = Broker()
+
+    def decide(scan_ids):  # noqa: ANN001, ANN202
+        return studies.decide_ready(engine, scan_ids, card, card.version)
+
+    assert broker.run(engine, 5, decide=decide).studies_decided == 0  # the worker may still
+    report = broker.run(engine, 61, urgent_queue_empty=False, decide=decide)
+    assert report.studies_decided == 2 and broker.escalations == [urgent]  # one urgent study
+    assert broker.run(engine, 61, decide=decide).studies_decided == 0  # decided once
+    broker.escalations.clear()
     assert broker.run(engine, 61, urgent_queue_empty=False).escalations == 0  # may be in flight
     assert broker.run(engine, 61).escalations == 1 and broker.escalations == [urgent]
+    (study_id,) = {e.study_id for e in worklist.unescalated(engine, [urgent])}
     worklist.add_urgent_cases(
-        engine, [Escalation(scan_id=urgent, p2=0.8, model_version="v1", classified_at=utcnow())]
+        engine,
+        [
+            Escalation(
+                scan_id=urgent,
+                study_id=study_id,
+                p2=0.8,
+                model_version="v1",
+                classified_at=utcnow(),
+            )
+        ],
     )
     assert broker.run(engine, 120).escalations == 0
     with engine.connect() as connection:

@@ -1,0 +1,23 @@
+"""The DICOM identity of an instance: which study, series and instance a scan is.
+
+These values are patient data in the sense of the rules here: they are kept in the ledger
+only, never in logs, messages or error texts (our own ids go there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DicomIdentity:
+    """StudyInstanceUID and the rest; None where the header holds no (usable) value."""
+
+    study_uid: str | None
+    series_uid: str | None
+    sop_uid: str | None
+    accession: str | None
+    patient_id: str | None
+    modality: str | None
+    instance_number: int | None
+    slice_position: float | None
