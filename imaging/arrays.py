@@ -1,51 +1,204 @@
 """NPY and NPZ files -> numpy arrays, never unpickling; errors name the file and the reason.
 
 Intake (`imaging.files`) and the trainer's data sets (`trainer.data`) both read arrays here.
+Every array's `.npy` header is read first (`np.lib.format.read_magic` and
+`read_array_header_*`), and the shape, dtype and byte count it declares are checked before a
+byte of data is allocated; an NPZ member's uncompressed size is checked before it is inflated.
+Only `ScanError` leaves this module.
 """
 
 from __future__ import annotations
 
+import lzma
+import math
+import tokenize
 import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from imaging.canonical import ScanError
 
+NPY_MAX_HEADER_BYTES = 10_000  # numpy's own default for untrusted files
+MAX_NPZ_MEMBERS = 1_000  # checked from the end-of-directory record, before zipfile lists them
+# what a malformed NPY or ZIP can make numpy and zipfile raise
+_BAD_DATA = (
+    ValueError,
+    OSError,
+    EOFError,
+    SyntaxError,
+    TypeError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+    tokenize.TokenError,  # an NPY header with unbalanced brackets (numpy's tokenizer)
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+)
 
-def load_npy(path: Path, source: str) -> np.ndarray:
-    """The array of an NPY file."""
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What an `.npy` header declares."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int  # bytes before the data
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+HeaderCheck = Callable[[ArrayHeader], None]
+
+
+def read_header(stream: IO[bytes], source: str, kind: str) -> ArrayHeader:
+    """The header of the `.npy` data at the start of `stream` (left just after the header)."""
     try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise _refusal(source, "NPY", error) from None
-    except (OSError, EOFError) as error:
-        raise ScanError(source, f"not a valid NPY file ({error})") from None
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(stream, NPY_MAX_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(stream, NPY_MAX_HEADER_BYTES)
+        else:
+            raise ScanError(source, f"not a valid {kind} file (NPY version {version} not read)")
+        return ArrayHeader(tuple(int(side) for side in shape), np.dtype(dtype), stream.tell())
+    except ScanError:
+        raise
+    except _BAD_DATA as error:
+        raise ScanError(source, f"not a valid {kind} file ({_describe(error)})") from None
 
 
-def load_npz(path: Path, source: str) -> dict[str, np.ndarray]:
-    """Every array of an NPZ file, by name."""
+def load_npy(
+    path: Path, source: str, check: HeaderCheck | None = None, max_bytes: int | None = None
+) -> np.ndarray:
+    """The array of an NPY file, its header checked (by `check` too) before the data is read."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        raise _refusal(source, "NPZ", error) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ScanError(source, f"not a valid NPZ file ({error})") from None
+        with path.open("rb") as stream:
+            header = read_header(stream, source, "NPY")
+            available = path.stat().st_size - header.offset
+            _check_header(header, available, source, "NPY", check, max_bytes)
+            stream.seek(0)
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    except ScanError:
+        raise
+    except _BAD_DATA as error:
+        raise ScanError(source, f"not a valid NPY file ({_describe(error)})") from None
 
 
-def npz_images(path: Path, source: str) -> np.ndarray:
-    """The `images` array of an NPZ (or its only array)."""
-    arrays = load_npz(path, source)
-    if "images" in arrays:
-        return arrays["images"]
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
-    found = ", ".join(arrays) or "nothing"
-    raise ScanError(source, f"NPZ has no `images` array (found: {found})")
+def load_npz(path: Path, source: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Every `.npy` array of an NPZ file, by name (without `.npy`), each header checked first."""
+    with _open_zip(path, source) as archive:
+        members = _npy_members(archive)
+        return {
+            name: _read_member(archive, info, source, None, max_bytes)
+            for name, info in members.items()
+        }
 
 
-def _refusal(source: str, kind: str, error: ValueError) -> ScanError:
-    if "pickle" in str(error).lower():
-        return ScanError(source, f"{kind} holds Python objects (pickled data is refused)")
-    return ScanError(source, f"not a valid {kind} file ({error})")
+def npz_images(
+    path: Path, source: str, check: HeaderCheck | None = None, max_bytes: int | None = None
+) -> np.ndarray:
+    """The `images` array of an NPZ (or its only array); no other member is inflated."""
+    with _open_zip(path, source) as archive:
+        members = _npy_members(archive)
+        if "images" in members:
+            info = members["images"]
+        elif len(members) == 1:
+            info = next(iter(members.values()))
+        else:
+            found = ", ".join(members) or "nothing"
+            raise ScanError(source, f"NPZ has no `images` array (found: {found})")
+        return _read_member(archive, info, source, check, max_bytes)
+
+
+def _check_header(
+    header: ArrayHeader,
+    available: int,
+    source: str,
+    kind: str,
+    check: HeaderCheck | None,
+    max_bytes: int | None,
+) -> None:
+    if header.dtype.hasobject:
+        raise ScanError(source, f"{kind} holds Python objects (pickled data is refused)")
+    if check is not None:
+        check(header)
+    if max_bytes is not None and header.nbytes > max_bytes:
+        raise ScanError(
+            source,
+            f"{kind} array is {header.nbytes} bytes, over the decoded-size limit of "
+            f"{max_bytes} bytes (max_decoded_bytes)",
+        )
+    if header.nbytes > available:
+        raise ScanError(
+            source,
+            f"not a valid {kind} file (header declares {header.nbytes} bytes of data, "
+            f"the file holds {max(available, 0)})",
+        )
+
+
+def _open_zip(path: Path, source: str) -> zipfile.ZipFile:
+    """The archive, after its member count (from the end record) is checked against the cap."""
+    try:
+        with path.open("rb") as handle:
+            end = zipfile._EndRecData(handle)  # what ZipFile itself reads first
+        if end is None:
+            raise zipfile.BadZipFile("no end-of-directory record")
+        members = int(end[zipfile._ECD_ENTRIES_TOTAL])
+        if members > MAX_NPZ_MEMBERS:
+            raise ScanError(
+                source, f"NPZ has {members} members, over the cap of {MAX_NPZ_MEMBERS} (not listed)"
+            )
+        return zipfile.ZipFile(path)
+    except ScanError:
+        raise
+    except _BAD_DATA as error:
+        raise ScanError(source, f"not a valid NPZ file ({_describe(error)})") from None
+
+
+def _npy_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
+    return {
+        info.filename[: -len(".npy")]: info
+        for info in archive.infolist()
+        if info.filename.endswith(".npy")
+    }
+
+
+def _read_member(
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    source: str,
+    check: HeaderCheck | None,
+    max_bytes: int | None,
+) -> np.ndarray:
+    """One member: its recorded size, then its header, are checked before it is inflated."""
+    name = info.filename
+    if max_bytes is not None and info.file_size > max_bytes:
+        raise ScanError(
+            source,
+            f"NPZ member {name} inflates to {info.file_size} bytes, over the decoded-size "
+            f"limit of {max_bytes} bytes (max_decoded_bytes)",
+        )
+    try:
+        with archive.open(info) as stream:
+            header = read_header(stream, source, "NPZ")
+            available = info.file_size - header.offset
+            _check_header(header, available, source, "NPZ", check, max_bytes)
+            stream.seek(0)
+            return np.lib.format.read_array(stream, allow_pickle=False)
+    except ScanError:
+        raise
+    except _BAD_DATA as error:
+        raise ScanError(source, f"not a valid NPZ file ({_describe(error)})") from None
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

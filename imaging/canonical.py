@@ -13,9 +13,12 @@ Rules (stated once, tested in tests/imaging):
   (the preparation of the reference lung-CT data set);
 - refused with `ScanError`: empty, smaller than 16 pixels a side, uniform (every pixel equal),
   NaN or infinite values, non-numeric dtypes, wrong number of
-  dimensions, images over `max_pixels` (checked from the header, before decoding), files over
-  `max_file_bytes`, zero-byte files, corrupt or truncated files, DICOM without pixel data or in
-  a compressed transfer syntax that cannot be decoded here.
+  dimensions, images over `max_pixels` or longer than 8:1 (both checked from the header, before
+  decoding, and again here before padding), files over `max_file_bytes`, files holding more than
+  `max_scans_per_file` scans, zero-byte files, corrupt or truncated files, DICOM without pixel
+  data, with malformed header values, or in a compressed transfer syntax that cannot be decoded.
+
+Every reader in `imaging` raises only `ScanError`, whatever the bytes (see `imaging.files`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ import numpy as np
 SCAN_SIZE = 64
 MIN_SIDE = 16  # smaller images hold too little to be a scan
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_SCANS_PER_FILE = 10_000
+DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024  # what one file may decode or inflate to
+GRAY_BLOCK_PIXELS = 1 << 20  # rows converted to grey at a time (bounds float copies)
+MAX_ASPECT = 8  # longer side / shorter side; beyond it a scan is refused, never padded
 
 
 class ScanError(ValueError):
@@ -59,27 +66,79 @@ def to_model_input(scans: np.ndarray) -> np.ndarray:
     return (scans.astype(np.float32) / 255.0)[..., None]
 
 
+def check_geometry(height: int, width: int, source: str, max_pixels: int) -> None:
+    """Refuse an image size (from a header or an array) before any pixel is touched."""
+    if height <= 0 or width <= 0:
+        raise ScanError(source, f"image is empty ({width}x{height} pixels)")
+    if height * width > max_pixels:
+        raise ScanError(
+            source, f"image has {height * width} pixels, over the cap of {max_pixels} (max_pixels)"
+        )
+    if min(height, width) < MIN_SIDE:
+        raise ScanError(source, f"image is {width}x{height} pixels, below {MIN_SIDE} a side")
+    if max(height, width) > MAX_ASPECT * min(height, width):
+        raise ScanError(
+            source,
+            f"image is {width}x{height} pixels, longer than {MAX_ASPECT}:1 (aspect ratio cap)",
+        )
+
+
+def stack_layout(shape: tuple[int, ...], source: str) -> tuple[int, int, int] | None:
+    """(count, height, width) of a stack shape, or None for one image (H, W[, C])."""
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (3, 4) and shape[0] > 4):
+        return None
+    if not (len(shape) == 3 or (len(shape) == 4 and shape[-1] in (1, 3, 4))):
+        raise ScanError(
+            source, f"expected an image (H, W) or a stack (N, H, W), got shape {tuple(shape)}"
+        )
+    return shape[0], shape[1], shape[2]
+
+
+def check_array_shape(
+    shape: tuple[int, ...],
+    source: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_scans: int | None = DEFAULT_MAX_SCANS_PER_FILE,
+) -> None:
+    """Refuse an array (one image or a stack) from its shape alone, before it is loaded."""
+    layout = stack_layout(shape, source)
+    if layout is None:
+        check_geometry(shape[0], shape[1], source, max_pixels)
+        return
+    count, height, width = layout
+    if count == 0:
+        raise ScanError(source, "the stack holds no images")
+    if max_scans is not None and count > max_scans:
+        raise ScanError(
+            source, f"holds {count} scans, over the cap of {max_scans} (max_scans_per_file)"
+        )
+    check_geometry(height, width, source, max_pixels)
+
+
+def check_dtype(dtype: np.dtype, source: str) -> None:
+    """Refuse dtypes that are not pixel data (objects, text, records, complex)."""
+    if dtype.hasobject:
+        raise ScanError(source, "array holds Python objects (pickled data is refused)")
+    if not (np.issubdtype(dtype, np.number) or dtype.kind == "b"):
+        raise ScanError(source, f"dtype {dtype} is not numeric pixel data")
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ScanError(source, "complex values are not pixel data")
+
+
 def canonicalize(
     image: np.ndarray, source: str, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """One image array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) -> (64, 64) uint8."""
     image = np.asarray(image)
-    if image.dtype == object or not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+    if image.dtype == object:
         raise ScanError(source, f"dtype {image.dtype} is not numeric pixel data")
-    if np.issubdtype(image.dtype, np.complexfloating):
-        raise ScanError(source, "complex values are not pixel data")
-    if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
-        image = _to_gray(image, source)
-    if image.ndim != 2:
+    check_dtype(image.dtype, source)
+    colour = image.ndim == 3 and image.shape[-1] in (1, 3, 4)
+    if image.ndim != 2 and not colour:
         raise ScanError(source, f"expected a 2-D grayscale image, got shape {image.shape}")
-    if image.size == 0:
-        raise ScanError(source, f"image is empty (shape {image.shape})")
-    if image.size > max_pixels:
-        raise ScanError(source, f"image has {image.size} pixels, over the cap of {max_pixels}")
-    if min(image.shape) < MIN_SIDE:
-        raise ScanError(
-            source, f"image is {image.shape[1]}x{image.shape[0]} pixels, below {MIN_SIDE} a side"
-        )
+    check_geometry(image.shape[0], image.shape[1], source, max_pixels)
+    if colour:
+        image = _to_gray(image, source)
     gray = _to_uint8(image, source)
     if gray.min() == gray.max():
         raise ScanError(source, "image is uniform (every pixel equal): no scan content")
@@ -89,22 +148,17 @@ def canonicalize(
 
 
 def canonicalize_stack(
-    images: np.ndarray, source: str, max_pixels: int = DEFAULT_MAX_PIXELS
+    images: np.ndarray,
+    source: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_scans: int | None = None,
 ) -> list[DecodedScan]:
     """An array holding one image or a stack (N, H, W[, C]) -> one DecodedScan per image."""
     images = np.asarray(images)
-    if images.ndim == 2 or (
-        images.ndim == 3 and images.shape[-1] in (3, 4) and images.shape[0] > 4
-    ):
+    if images.ndim in (2, 3, 4):
+        check_array_shape(images.shape, source, max_pixels, max_scans)
+    if stack_layout(images.shape, source) is None:
         return [DecodedScan(source, canonicalize(images, source, max_pixels))]
-    if images.ndim == 4 and images.shape[-1] in (1, 3, 4):
-        pass
-    elif images.ndim != 3:
-        raise ScanError(
-            source, f"expected an image (H, W) or a stack (N, H, W), got shape {images.shape}"
-        )
-    if len(images) == 0:
-        raise ScanError(source, "the stack holds no images")
     if (
         images.dtype == np.uint8
         and images.shape[1:3] == (SCAN_SIZE, SCAN_SIZE)
@@ -127,20 +181,29 @@ def canonicalize_stack(
 
 
 def _to_gray(image: np.ndarray, source: str) -> np.ndarray:
+    """Luminance (ITU-R 601-2), in blocks of rows so that float copies stay small."""
     channels = image.shape[-1]
     if channels == 1:
         return image[..., 0]
-    values = image.astype(np.float64)
-    if channels == 4:  # composite on black: colour times alpha
-        alpha = values[..., 3:4]
-        scale = 255.0 if image.dtype == np.uint8 or values[..., 3].max() > 1 else 1.0
-        values = values[..., :3] * (alpha / scale)
-    gray = values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
-    return (
-        gray.astype(np.float64)
-        if image.dtype != np.uint8
-        else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    )
+    scale = 1.0
+    if channels == 4:
+        scale = 255.0 if image.dtype == np.uint8 or float(image[..., 3].max()) > 1 else 1.0
+    gray = np.empty(image.shape[:2], dtype=np.float64)
+    step = max(1, GRAY_BLOCK_PIXELS // max(1, image.shape[1]))
+    for top in range(0, image.shape[0], step):
+        gray[top : top + step] = _gray_block(image[top : top + step], scale)
+    if image.dtype != np.uint8:
+        return gray
+    np.rint(gray, out=gray)
+    np.clip(gray, 0, 255, out=gray)
+    return gray.astype(np.uint8)
+
+
+def _gray_block(block: np.ndarray, scale: float) -> np.ndarray:
+    values = block.astype(np.float64)
+    if block.shape[-1] == 4:  # composite on black: colour times alpha
+        values = values[..., :3] * (values[..., 3:4] / scale)
+    return values[..., 0] * 0.299 + values[..., 1] * 0.587 + values[..., 2] * 0.114
 
 
 def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
@@ -148,19 +211,22 @@ def _to_uint8(image: np.ndarray, source: str) -> np.ndarray:
         return image
     if image.dtype == bool:
         return image.astype(np.uint8) * 255
-    values = image.astype(np.float64)
+    values = image.astype(np.float64)  # a copy: the arithmetic below is in place
     if not np.isfinite(values).all():
         raise ScanError(source, "image holds NaN or infinite values")
     low, high = float(values.min()), float(values.max())
     if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        values = values * 255.0
+        values *= 255.0
     elif np.issubdtype(image.dtype, np.integer) and low >= 0 and high <= 255:
         pass
     elif high > low:
-        values = (values - low) * (255.0 / (high - low))
+        values -= low
+        values *= 255.0 / (high - low)
     else:
-        values = np.zeros_like(values)
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        values[...] = 0.0
+    np.rint(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def _pad_and_resize(gray: np.ndarray) -> np.ndarray:

@@ -1,12 +1,38 @@
-"""DICOM files -> canonical scans, through the modality and VOI LUTs."""
+"""DICOM files -> canonical scans, through the modality and VOI LUTs.
+
+Sizes are checked before the work: a deflated data set's inflated size (counted with a bounded
+`zlib.decompressobj`) before pydicom inflates it, and NumberOfFrames x Rows x Columns before
+the pixel data is decoded. Header values the LUTs use (RescaleSlope, WindowWidth, ...) are
+checked and a malformed one refuses the file, naming the element; nothing is repaired. Frames
+are converted one at a time. Only `ScanError` leaves this module.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
+import warnings
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from imaging.canonical import DecodedScan, ScanError, canonicalize
+from imaging.canonical import (
+    DEFAULT_MAX_DECODED_BYTES,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SCANS_PER_FILE,
+    DecodedScan,
+    ScanError,
+    canonicalize,
+    check_geometry,
+)
+
+DEFLATED = "1.2.840.10008.1.2.1.99"
+INFLATE_CHUNK = 1 << 20
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def looks_like_dicom(path: Path) -> bool:
@@ -15,53 +41,219 @@ def looks_like_dicom(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def read_dicom(path: Path, source: str, max_pixels: int) -> list[DecodedScan]:
+def read_dicom(
+    path: Path,
+    source: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_scans: int = DEFAULT_MAX_SCANS_PER_FILE,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> list[DecodedScan]:
+    """One scan per frame; the whole file is refused if any frame is."""
+    with _quiet_pydicom():
+        dataset = _read_dataset(path, source, max_bytes)
+        if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
+            raise ScanError(source, "DICOM has no pixel data")
+        frames = _check_size(dataset, source, max_pixels, max_scans, max_bytes)
+        _check_lut_values(dataset, source)
+        pixels = _pixel_array(dataset, source)
+        inverted = _text(dataset, "PhotometricInterpretation", source).upper() == "MONOCHROME1"
+        if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
+            return [
+                _frame(dataset, frame, f"{source}[{i}]", max_pixels, inverted)
+                for i, frame in enumerate(pixels)
+            ]
+        return [_frame(dataset, pixels, source, max_pixels, inverted)]
+
+
+@contextlib.contextmanager
+def _quiet_pydicom() -> Iterator[None]:
+    """No pydicom warnings or log lines while reading: they quote header values (patient data)."""
+    from pydicom import config
+
+    pydicom_log = logging.getLogger("pydicom")
+    previous = config.settings.reading_validation_mode, pydicom_log.disabled
+    config.settings.reading_validation_mode = config.IGNORE
+    pydicom_log.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        config.settings.reading_validation_mode, pydicom_log.disabled = previous
+
+
+def _frame(
+    dataset: Any, pixels: np.ndarray, source: str, max_pixels: int, inverted: bool
+) -> DecodedScan:
+    values = _apply_dicom_luts(dataset, pixels, source)
+    if inverted:
+        values = values.max() - values
+    return DecodedScan(source, canonicalize(values, source, max_pixels))
+
+
+def _read_dataset(path: Path, source: str, max_bytes: int) -> Any:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=False)
+        with path.open("rb") as handle:
+            pydicom.filereader.read_preamble(handle, False)
+            meta = pydicom.filereader._read_file_meta_info(handle)
+            if str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+                _check_inflated_size(handle, source, max_bytes)
+        return pydicom.dcmread(path)
+    except ScanError:
+        raise
     except InvalidDicomError:
         raise ScanError(source, "not a DICOM file (no DICM preamble)") from None
     except Exception as error:  # pydicom raises many types for corrupt files
         raise ScanError(source, f"corrupt DICOM file ({type(error).__name__})") from None
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
-        raise ScanError(source, "DICOM has no pixel data")
-    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if rows * columns == 0:
-        raise ScanError(source, "DICOM has no image size (Rows/Columns)")
-    if rows * columns > max_pixels:
-        raise ScanError(source, f"DICOM is {columns}x{rows} pixels, over the cap of {max_pixels}")
-    try:
-        pixels = dataset.pixel_array
-    except Exception as error:  # missing codec, truncated pixel data
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        if syntax is not None and syntax.is_compressed:
+
+
+def _check_inflated_size(handle: Any, source: str, max_bytes: int) -> None:
+    """Inflate the deflated data set into nothing, counting, and stop past `max_bytes`."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while not inflater.eof:
+        chunk = inflater.unconsumed_tail or handle.read(INFLATE_CHUNK)
+        if not chunk:
+            break
+        try:
+            total += len(inflater.decompress(chunk, INFLATE_CHUNK))
+        except zlib.error:
+            raise ScanError(source, "corrupt deflated DICOM (bad deflate stream)") from None
+        if total > max_bytes:
             raise ScanError(
                 source,
-                f"compressed DICOM ({syntax.name}) cannot be decoded here; send it uncompressed",
+                f"deflated DICOM inflates past the decoded-size limit of {max_bytes} bytes "
+                "(max_decoded_bytes); not inflated",
+            )
+
+
+def _check_size(dataset: Any, source: str, max_pixels: int, max_scans: int, max_bytes: int) -> int:
+    """Frame count, checked with the frame size and byte count, before any pixel is decoded."""
+    frames = _integer(dataset, "NumberOfFrames", source, default=1)
+    rows = _integer(dataset, "Rows", source, default=0)
+    columns = _integer(dataset, "Columns", source, default=0)
+    if frames < 1:
+        raise ScanError(source, f"malformed NumberOfFrames ({frames})")
+    if rows * columns == 0:
+        raise ScanError(source, "DICOM has no image size (Rows/Columns)")
+    if frames > max_scans:
+        raise ScanError(
+            source,
+            f"DICOM has {frames} frames, over the cap of {max_scans} scans per file "
+            "(max_scans_per_file)",
+        )
+    check_geometry(rows, columns, source, max_pixels)
+    samples = max(1, _integer(dataset, "SamplesPerPixel", source, default=1))
+    bits = max(1, _integer(dataset, "BitsAllocated", source, default=16))
+    size = frames * rows * columns * samples * math.ceil(bits / 8)
+    if size > max_bytes:
+        raise ScanError(
+            source,
+            f"DICOM pixel data would be {size} bytes ({frames} frames of {columns}x{rows}), "
+            f"over the decoded-size limit of {max_bytes} bytes (max_decoded_bytes)",
+        )
+    return frames
+
+
+def _check_lut_values(dataset: Any, source: str) -> None:
+    """The values the modality and VOI LUTs use: numbers, finite, and a window of width >= 1."""
+    for keyword in ("RescaleSlope", "RescaleIntercept", "WindowCenter"):
+        _numbers(dataset, keyword, source)
+    widths = _numbers(dataset, "WindowWidth", source)
+    exact = _text(dataset, "VOILUTFunction", source).upper() in ("LINEAR_EXACT", "SIGMOID")
+    for width in widths:
+        if width <= 0 or (width < 1 and not exact):
+            raise ScanError(source, f"malformed WindowWidth ({width:g}; it must be at least 1)")
+
+
+def _pixel_array(dataset: Any, source: str) -> np.ndarray:
+    try:
+        return dataset.pixel_array
+    except Exception as error:  # missing codec, truncated pixel data, unknown syntax
+        syntax = _compressed_syntax(dataset)
+        if syntax:
+            raise ScanError(
+                source, f"compressed DICOM ({syntax}) cannot be decoded here; send it uncompressed"
             ) from None
         raise ScanError(
             source, f"DICOM pixel data cannot be read ({type(error).__name__})"
         ) from None
-    pixels = _apply_dicom_luts(dataset, pixels)
-    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
-        return [
-            DecodedScan(f"{source}[{i}]", canonicalize(frame, f"{source}[{i}]", max_pixels))
-            for i, frame in enumerate(pixels)
-        ]
-    return [DecodedScan(source, canonicalize(pixels, source, max_pixels))]
 
 
-def _apply_dicom_luts(dataset, pixels: np.ndarray) -> np.ndarray:  # noqa: ANN001 - pydicom Dataset
+def _compressed_syntax(dataset: Any) -> str:
+    """The name of the data set's transfer syntax if it is a known compressed one, else ''."""
+    try:
+        syntax = dataset.file_meta.TransferSyntaxUID
+        return str(syntax.name) if syntax.is_transfer_syntax and syntax.is_compressed else ""
+    except Exception:  # no file meta, or a UID that is not a transfer syntax
+        return ""
+
+
+def _apply_dicom_luts(dataset: Any, pixels: np.ndarray, source: str) -> np.ndarray:
     """Rescale to modality units (HU for CT), then apply the stored window if there is one."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    if str(dataset.get("PhotometricInterpretation", "")).startswith("MONOCHROME"):
+    if not _text(dataset, "PhotometricInterpretation", source).startswith("MONOCHROME"):
+        return pixels
+    try:
         pixels = apply_modality_lut(pixels, dataset)
         if "WindowCenter" in dataset and "WindowWidth" in dataset:
             pixels = apply_voi_lut(pixels, dataset, index=0)
+    except Exception as error:  # a LUT pydicom cannot apply (e.g. a malformed LUT sequence)
+        raise ScanError(source, f"DICOM LUT cannot be applied ({type(error).__name__})") from None
     return np.asarray(pixels, dtype=np.float64) if pixels.dtype != np.uint8 else pixels
+
+
+def _values(dataset: Any, keyword: str, source: str) -> list[Any]:
+    """The element's values as a list (empty if absent or empty); unparsable values refuse."""
+    if keyword not in dataset:
+        return []
+    try:
+        value = dataset[keyword].value
+        if value is None or (isinstance(value, str | bytes) and not value.strip()):
+            return []
+        return list(value) if isinstance(value, list | tuple) or _is_multi(value) else [value]
+    except Exception:
+        raise ScanError(source, f"malformed {keyword} (not a valid value)") from None
+
+
+def _is_multi(value: Any) -> bool:
+    from pydicom.multival import MultiValue
+
+    return isinstance(value, MultiValue)
+
+
+def _numbers(dataset: Any, keyword: str, source: str) -> list[float]:
+    numbers = []
+    for value in _values(dataset, keyword, source):
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ScanError(source, f"malformed {keyword} (not a number)") from None
+        if not math.isfinite(number):
+            raise ScanError(source, f"malformed {keyword} (not finite)")
+        numbers.append(number)
+    return numbers
+
+
+def _integer(dataset: Any, keyword: str, source: str, default: int) -> int:
+    values = _values(dataset, keyword, source)
+    if not values:
+        return default
+    if len(values) != 1:
+        raise ScanError(source, f"malformed {keyword} (several values)")
+    try:
+        number = float(str(values[0]).strip()) if not isinstance(values[0], int) else values[0]
+    except ValueError:
+        raise ScanError(source, f"malformed {keyword} (not an integer)") from None
+    if not (math.isfinite(number) and number == int(number)):
+        raise ScanError(source, f"malformed {keyword} (not an integer)")
+    return int(number)
+
+
+def _text(dataset: Any, keyword: str, source: str) -> str:
+    values = _values(dataset, keyword, source)
+    return str(values[0]).strip() if values else ""

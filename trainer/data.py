@@ -32,6 +32,8 @@ FOLDER_CLASSES = {
     "2": 2, "urgent": 2, "malignant": 2, "serious": 2,
 }  # fmt: skip
 FOLDER_FILE_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES
+TRAINING_MAX_FILE_BYTES = 8 * 1024**3  # an NPY of training scans may be large
+TRAINING_MAX_SCANS = 10_000_000
 
 
 class DataError(ValueError):
@@ -171,7 +173,13 @@ def _require(scans: ScanSet, require_labels: bool) -> ScanSet:
 
 def _decode_file(path: Path) -> np.ndarray:
     try:
-        decoded = read_scan_file(path)
+        # a data set an operator chose: its own sizes, not intake's per-file limits
+        decoded = read_scan_file(
+            path,
+            max_file_bytes=TRAINING_MAX_FILE_BYTES,
+            max_scans_per_file=TRAINING_MAX_SCANS,
+            max_decoded_bytes=TRAINING_MAX_FILE_BYTES,
+        )
     except ScanError as error:
         raise DataError(str(error)) from None
     return np.stack([scan.pixels for scan in decoded])

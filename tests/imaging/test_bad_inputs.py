@@ -1,6 +1,8 @@
 """The bad-input catalogue for single files: each kind is refused with a message naming the file
 and the reason, or converted by a stated rule. (Batch-level kinds — folders mixing good and bad
-files, duplicate ids, unknown priorities — are tested where scans are submitted.)
+files, duplicate ids, unknown priorities — are tested where scans are submitted.) The hostile
+kinds (inflation bombs, lying headers, malformed DICOM values, formats behind the wrong suffix)
+come from tests/imaging/hostile.py; fuzzing is in tests/imaging/test_fuzz.py.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imaging.canonical import ScanError
+from imaging.canonical import MAX_ASPECT, ScanError, canonicalize
 from imaging.files import read_scan_file
+from tests.imaging.hostile import HOSTILE, ct_dataset, save_dicom
 
 rng = np.random.default_rng(7)
 
@@ -155,6 +158,7 @@ REFUSED: list[tuple[str, Callable[[Path], Path], str]] = [
     ("missing file", lambda d: d / "gone.png", "cannot read"),
     ("symlink loop", lambda d: _symlink_loop(d), "cannot read"),
     ("dangling symlink", lambda d: _dangling(d), "cannot read"),
+    *HOSTILE,
 ]
 
 
@@ -267,3 +271,88 @@ def test_non_square_image_is_padded_not_stretched(tmp_path: Path) -> None:
     (scan,) = read_scan_file(write(tmp_path / "wide.png", png_bytes(wide)))
     assert scan.pixels[:10].max() < 20, "the top band must be black padding"
     assert scan.pixels[32, 32] > 150
+
+
+# -- limits and the decoding contract -------------------------------------------------------
+
+
+def test_aspect_ratio_up_to_8_to_1_is_accepted_and_beyond_is_refused() -> None:
+    image = rng.integers(0, 256, (16, 16 * MAX_ASPECT), dtype=np.uint8)
+    assert canonicalize(image, "8:1").shape == (64, 64)
+    assert canonicalize(image.T, "1:8").shape == (64, 64)
+    with pytest.raises(ScanError, match="longer than 8:1"):
+        canonicalize(rng.integers(0, 256, (16, 16 * MAX_ASPECT + 1), dtype=np.uint8), "wide")
+
+
+def test_a_png_beyond_8_to_1_is_refused_from_its_header(tmp_path: Path) -> None:
+    path = write(tmp_path / "strip.png", png_bytes(scan_like(16, 16 * MAX_ASPECT + 1)))
+    with pytest.raises(ScanError, match="aspect ratio"):
+        read_scan_file(path)
+
+
+def test_scans_per_file_cap_names_the_limit(tmp_path: Path) -> None:
+    path = npy(tmp_path / "five.npy", rng.integers(0, 256, (5, 64, 64), dtype=np.uint8))
+    assert len(read_scan_file(path, max_scans_per_file=5)) == 5
+    with pytest.raises(ScanError, match=r"5 scans, over the cap of 4 \(max_scans_per_file\)"):
+        read_scan_file(path, max_scans_per_file=4)
+
+
+def test_decoded_size_limit_applies_to_npz_members(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "stack.npz", images=rng.integers(0, 256, (4, 64, 64), dtype=np.uint8))
+    assert len(read_scan_file(path)) == 4
+    with pytest.raises(ScanError, match="decoded-size limit of 1000 bytes"):
+        read_scan_file(path, max_decoded_bytes=1000)
+
+
+def test_good_ct_slices_single_multi_frame_and_deflated_are_accepted(tmp_path: Path) -> None:
+    from tests.imaging.hostile import DEFLATED
+
+    assert len(read_scan_file(save_dicom(ct_dataset(512, 512), tmp_path / "ct.dcm"))) == 1
+    frames = read_scan_file(save_dicom(ct_dataset(frames=3), tmp_path / "three.dcm"))
+    assert [scan.source[-3:] for scan in frames] == ["[0]", "[1]", "[2]"]
+    deflated = save_dicom(ct_dataset(syntax=DEFLATED), tmp_path / "deflated.dcm")
+    assert read_scan_file(deflated)[0].pixels.shape == (64, 64)
+
+
+def test_any_other_exception_is_an_internal_error_logged_without_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import imaging.files
+
+    def broken(*args: object) -> None:
+        raise KeyError("patient 12345")
+
+    monkeypatch.setattr(imaging.files, "load_npy", broken)
+    path = npy(tmp_path / "secret-name.npy", scan_like())
+    with pytest.raises(ScanError) as caught:
+        read_scan_file(path)
+    assert caught.value.reason == "internal error while reading (KeyError)"
+    assert "KeyError" in caplog.text
+    assert "secret-name" not in caplog.text and "12345" not in caplog.text
+
+
+def test_pydicom_test_files_are_accepted_or_refused_never_crash() -> None:
+    from pydicom.data import get_testdata_files
+
+    outcomes: dict[str, int] = {"accepted": 0, "refused": 0}
+    for name in get_testdata_files():
+        try:
+            read_scan_file(name)
+            outcomes["accepted"] += 1
+        except ScanError as error:
+            assert not error.reason.startswith("internal error"), f"{name}: {error.reason}"
+            outcomes["refused"] += 1
+    assert outcomes["accepted"] > 20 and outcomes["refused"] > 20, outcomes
+
+
+CRASHERS = Path(__file__).parent / "crashers"
+
+
+def test_every_saved_crasher_is_refused_or_accepted_never_crashes() -> None:
+    files = sorted(path for path in CRASHERS.iterdir() if not path.name.startswith("README"))
+    assert files, "tests/imaging/crashers/ holds the fuzzer's finds"
+    for path in files:
+        try:
+            read_scan_file(path)
+        except ScanError as error:
+            assert not error.reason.startswith("internal error"), f"{path.name}: {error.reason}"
