@@ -1,8 +1,10 @@
 """Paths in, decoded scans and rejections out: the first step of `triage enqueue`.
 
-Folders are walked in name order, following symbolic links but never twice into the same
-directory (a link loop is reported, not followed forever). Every problem becomes a `ScanError`
-naming the input and the reason; everything else in the same call still goes through.
+Folders are walked in name order, without recursion (any depth), never twice into the same
+directory (a link loop is reported, not followed forever). A symbolic link met inside a folder
+is followed only while its target stays inside the paths given to the call; one leaving them is
+reported, not read. Every problem becomes a `ScanError` naming the input and the reason;
+everything else in the same call still goes through.
 """
 
 from __future__ import annotations
@@ -48,7 +50,12 @@ def read_paths(
     files = _expand(paths, intake.rejected)
     for path in files:
         try:
-            decoded = read_scan_file(path, settings.max_file_bytes, settings.max_pixels)
+            decoded = read_scan_file(
+                path,
+                settings.max_file_bytes,
+                settings.max_pixels,
+                settings.max_scans_per_file,
+            )
             accessions = _accessions(path, len(decoded)) if accession_from_filename else None
         except ScanError as error:
             intake.rejected.append(error)
@@ -112,58 +119,91 @@ def _accessions(path: Path, count: int) -> list[str]:
     return names
 
 
+OUTSIDE = "symlink points outside the given folders; not followed"
+
+
 def _expand(paths: Iterable[str | os.PathLike[str]], rejected: list[ScanError]) -> list[Path]:
     """Files named directly or found in folders, each once, in a stable order."""
-    files: list[Path] = []
-    seen_files: set[Path] = set()
-    seen_dirs: set[tuple[int, int]] = set()
-
-    def add_file(path: Path) -> None:
-        key = Path(os.path.realpath(path))
-        if key in seen_files:
-            rejected.append(ScanError(str(path), "listed more than once; enqueued once"))
-            return
-        seen_files.add(key)
-        files.append(path)
-
-    def walk(directory: Path) -> None:
-        try:
-            identity = directory.stat()
-            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
-        except OSError as error:
-            rejected.append(
-                ScanError(str(directory), f"cannot read folder ({error.strerror or error})")
-            )
-            return
-        key = (identity.st_dev, identity.st_ino)
-        if key in seen_dirs:
-            rejected.append(ScanError(str(directory), "folder already visited (symlink loop)"))
-            return
-        seen_dirs.add(key)
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            try:
-                is_dir = entry.is_dir()
-            except OSError:
-                is_dir = False
-            if is_dir:
-                walk(path)
-            else:
-                add_file(path)
-
-    for given in paths:
-        path = Path(given)
+    given = [Path(path) for path in paths]
+    walker = _Walker([Path(os.path.realpath(path)) for path in given], rejected)
+    for path in given:
         try:
             is_dir = path.is_dir()
         except OSError:  # e.g. a symlink loop: read_scan_file reports it
             is_dir = False
         if is_dir:
-            found_before = len(files)
-            walk(path)
-            if len(files) == found_before:
+            found_before = len(walker.files)
+            walker.walk(path)
+            if len(walker.files) == found_before:
                 rejected.append(ScanError(str(path), "folder holds no scan files"))
         else:
-            add_file(path)
-    return files
+            walker.add_file(path)
+    return walker.files
+
+
+class _Walker:
+    """Depth-first, name-ordered folder walk with an explicit stack (no recursion limit)."""
+
+    def __init__(self, roots: list[Path], rejected: list[ScanError]) -> None:
+        self.roots = roots
+        self.rejected = rejected
+        self.files: list[Path] = []
+        self.seen_files: set[Path] = set()
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def add_file(self, path: Path) -> None:
+        key = Path(os.path.realpath(path))
+        if key in self.seen_files:
+            self.rejected.append(ScanError(str(path), "listed more than once; enqueued once"))
+            return
+        self.seen_files.add(key)
+        self.files.append(path)
+
+    def walk(self, top: Path) -> None:
+        pending: list[tuple[Path, bool]] = [(top, True)]  # (path, is a folder), next on top
+        while pending:
+            path, is_dir = pending.pop()
+            if not is_dir:
+                self.add_file(path)
+                continue
+            entries = self._entries(path)
+            pending.extend(reversed(entries))
+
+    def _entries(self, directory: Path) -> list[tuple[Path, bool]]:
+        """A folder's visible entries in name order, each marked folder or not; [] if refused."""
+        try:
+            identity = directory.stat()
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            self.rejected.append(
+                ScanError(str(directory), f"cannot read folder ({error.strerror or error})")
+            )
+            return []
+        key = (identity.st_dev, identity.st_ino)
+        if key in self.seen_dirs:
+            self.rejected.append(ScanError(str(directory), "folder already visited (symlink loop)"))
+            return []
+        self.seen_dirs.add(key)
+        found = []
+        for entry in entries:
+            if entry.name.startswith(".") or not self._inside(entry):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            found.append((Path(entry.path), is_dir))
+        return found
+
+    def _inside(self, entry: os.DirEntry[str]) -> bool:
+        """False (and reported) for a symlink whose target leaves the given paths."""
+        try:
+            if not entry.is_symlink():
+                return True
+            target = Path(os.path.realpath(entry.path, strict=True))
+        except (OSError, RuntimeError):  # dangling or looping: read_scan_file reports it
+            return True
+        if any(target == root or target.is_relative_to(root) for root in self.roots):
+            return True
+        self.rejected.append(ScanError(entry.path, OUTSIDE))
+        return False

@@ -12,6 +12,7 @@ from PIL import Image
 from gateway.intake import read_arrays, read_paths
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
+from tests.imaging.hostile import nested_folders, remove_tree
 
 
 def save_png(path: Path, mean: int = 120) -> Path:
@@ -68,3 +69,35 @@ def test_arrays_from_a_hospital_system_are_canonicalized_with_their_accessions()
     assert intake.rejected[0].source == "image[1]" and "uniform" in intake.rejected[0].reason
     with pytest.raises(ValueError, match="2 images but 1 accessions"):
         read_arrays(images, get_settings(), accessions=["A1"])
+
+
+def test_1100_nested_folders_are_walked_without_recursion(tmp_path: Path) -> None:
+    deep = nested_folders(tmp_path / "in", 1_100)
+    try:
+        bottom = save_png(deep / "bottom.png")
+        (deep.parent / "empty").mkdir()
+        intake = read_paths([tmp_path / "in"], get_settings())
+        assert [scan.source for scan in intake.scans] == [str(bottom)]
+        assert intake.rejected == []
+    finally:
+        remove_tree(tmp_path / "in")
+
+
+def test_a_symlink_leaving_the_given_paths_is_reported_not_followed(tmp_path: Path) -> None:
+    secret = save_png(tmp_path / "elsewhere" / "secret.png")
+    other = save_png(tmp_path / "other" / "o.png")
+    inside = save_png(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "file-out.png").symlink_to(secret)
+    (tmp_path / "in" / "folder-out").symlink_to(secret.parent)
+    (tmp_path / "in" / "to-other.png").symlink_to(other)  # a given path: followed
+    (tmp_path / "in" / "etc").symlink_to("/etc")
+
+    intake = read_paths([tmp_path / "in", other], get_settings())
+
+    linked = tmp_path / "in" / "to-other.png"
+    assert [scan.source for scan in intake.scans] == [str(inside), str(linked)]
+    reasons = {Path(error.source).name: error.reason for error in intake.rejected}
+    outside = "symlink points outside the given folders; not followed"
+    assert reasons["file-out.png"] == reasons["folder-out"] == reasons["etc"] == outside
+    assert "more than once" in reasons["o.png"]
+    assert len(intake.rejected) == 4
