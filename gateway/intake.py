@@ -18,6 +18,7 @@ import numpy as np
 
 from imaging.canonical import ScanError, canonicalize
 from imaging.files import read_scan_file
+from imaging.identity import DicomIdentity
 from schemas.settings import Settings
 
 MAX_ACCESSION_CHARS = 128
@@ -25,11 +26,12 @@ MAX_ACCESSION_CHARS = 128
 
 @dataclass(frozen=True)
 class IncomingScan:
-    """A canonical scan ready for the ledger."""
+    """A canonical scan ready for the ledger, with its DICOM identity if it came as DICOM."""
 
     source: str
     pixels: np.ndarray  # (64, 64) uint8
     accession: str | None = None
+    identity: DicomIdentity | None = None
 
 
 @dataclass
@@ -62,7 +64,7 @@ def read_paths(
             continue
         for index, scan in enumerate(decoded):
             accession = accessions[index] if accessions else None
-            intake.scans.append(IncomingScan(scan.source, scan.pixels, accession))
+            intake.scans.append(IncomingScan(scan.source, scan.pixels, accession, scan.identity))
     _refuse_repeated_accessions(intake)
     return intake
 
@@ -95,10 +97,14 @@ def read_arrays(
 
 
 def _refuse_repeated_accessions(intake: Intake) -> None:
-    """One scan per accession in a call: the first (in input order) is kept, repeats refused."""
+    """One scan per accession given by the caller (file names, API): the first (in input
+    order) is kept, repeats refused. DICOM slices share their exam's accession: not checked."""
     first: dict[str, str] = {}
     kept: list[IncomingScan] = []
     for scan in intake.scans:
+        if scan.identity is not None:
+            kept.append(scan)
+            continue
         if scan.accession is not None and scan.accession in first:
             reason = (
                 f"same accession as {first[scan.accession]} in this call; only that one is queued"

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from imaging.identity import DicomIdentity
+
 SCAN_SIZE = 64
 MIN_SIDE = 16  # smaller images hold too little to be a scan
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -47,10 +49,12 @@ class ScanError(ValueError):
 
 @dataclass(frozen=True)
 class DecodedScan:
-    """One canonical scan and where it came from (`file.npy[3]` for a scan inside a stack)."""
+    """One canonical scan and where it came from (`file.npy[3]` for a scan inside a stack),
+    with its DICOM identity when it came as DICOM."""
 
     source: str
     pixels: np.ndarray  # (64, 64) uint8
+    identity: DicomIdentity | None = None
 
 
 def to_model_input(scans: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from imaging.canonical import (
     canonicalize,
     check_geometry,
 )
+from imaging.identity import DicomIdentity
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 INFLATE_CHUNK = 1 << 20
@@ -51,18 +52,56 @@ def read_dicom(
     """One scan per frame; the whole file is refused if any frame is."""
     with _quiet_pydicom():
         dataset = _read_dataset(path, source, max_bytes)
+    return decode_dataset(dataset, source, max_pixels, max_scans, max_bytes)
+
+
+def decode_dataset(
+    dataset: Any,  # noqa: ANN401 - pydicom Dataset
+    source: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_scans: int = DEFAULT_MAX_SCANS_PER_FILE,
+    max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
+) -> list[DecodedScan]:
+    """A parsed data set (a file's, or one received over the network) -> one scan per frame,
+    each with the instance's DICOM identity; the whole instance is refused if any frame is."""
+    with _quiet_pydicom():
         if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
             raise ScanError(source, "DICOM has no pixel data")
         frames = _check_size(dataset, source, max_pixels, max_scans, max_bytes)
         _check_lut_values(dataset, source)
+        identity = dicom_identity(dataset, source)
         pixels = _pixel_array(dataset, source)
         inverted = _text(dataset, "PhotometricInterpretation", source).upper() == "MONOCHROME1"
         if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
             return [
-                _frame(dataset, frame, f"{source}[{i}]", max_pixels, inverted)
+                _frame(dataset, frame, f"{source}[{i}]", max_pixels, inverted, identity)
                 for i, frame in enumerate(pixels)
             ]
-        return [_frame(dataset, pixels, source, max_pixels, inverted)]
+        return [_frame(dataset, pixels, source, max_pixels, inverted, identity)]
+
+
+def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 - Dataset
+    """Study, series and instance UIDs, accession, patient id, modality and position.
+
+    A malformed InstanceNumber or ImagePositionPatient refuses the instance (naming the
+    element); an absent one is None. Over-long texts are cut to the ledger's column sizes.
+    """
+    position = _numbers(dataset, "ImagePositionPatient", source)
+    number = _integer(dataset, "InstanceNumber", source, default=-1)
+
+    def text(keyword: str, size: int) -> str | None:
+        return _text(dataset, keyword, source)[:size] or None
+
+    return DicomIdentity(
+        study_uid=text("StudyInstanceUID", 128),
+        series_uid=text("SeriesInstanceUID", 128),
+        sop_uid=text("SOPInstanceUID", 128),
+        accession=text("AccessionNumber", 128),
+        patient_id=text("PatientID", 128),
+        modality=text("Modality", 16),
+        instance_number=None if number == -1 else number,
+        slice_position=position[2] if len(position) == 3 else None,
+    )
 
 
 @contextlib.contextmanager
@@ -83,12 +122,17 @@ def _quiet_pydicom() -> Iterator[None]:
 
 
 def _frame(
-    dataset: Any, pixels: np.ndarray, source: str, max_pixels: int, inverted: bool
+    dataset: Any,  # noqa: ANN401 - pydicom Dataset
+    pixels: np.ndarray,
+    source: str,
+    max_pixels: int,
+    inverted: bool,
+    identity: DicomIdentity,
 ) -> DecodedScan:
     values = _apply_dicom_luts(dataset, pixels, source)
     if inverted:
         values = values.max() - values
-    return DecodedScan(source, canonicalize(values, source, max_pixels))
+    return DecodedScan(source, canonicalize(values, source, max_pixels), identity)
 
 
 def _read_dataset(path: Path, source: str, max_bytes: int) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.statements import results, scans, urgent_cases
+from ledger.statements import results, scans, studies, urgent_cases
 from schemas.tables import as_utc, utcnow
 
 
@@ -27,25 +27,70 @@ def fetch_rows(engine: Engine, query: sa.Select) -> list[dict[str, Any]]:
     return rows
 
 
-def acknowledge(engine: Engine, scan_id: str) -> datetime | None:
-    """Mark an urgent case reviewed; returns when it was (first) acknowledged, None if unknown."""
+def studies_named(connection: sa.Connection, key: str) -> list[str]:
+    """Ids of the studies `key` names: a study uid, an accession, our study id, or the id of
+    one of its scans."""
+    of_scan = sa.select(scans.c.study_id).where(scans.c.id == key)
+    query = sa.select(studies.c.id).where(
+        sa.or_(
+            studies.c.study_uid == key,
+            studies.c.accession == key,
+            studies.c.id == key,
+            studies.c.id.in_(of_scan),
+        )
+    )
+    return list(connection.execute(query).scalars())
+
+
+def acknowledge(engine: Engine, key: str) -> datetime | None:
+    """Mark the urgent study that `key` names (study uid, accession or scan id) reviewed;
+    returns when it was (first) acknowledged, None if no such study is on the worklist."""
     with engine.begin() as connection:
+        named = studies_named(connection, key)
+        if not named:
+            return None
+        listed = urgent_cases.c.study_id.in_(named)
         connection.execute(
             urgent_cases.update()
-            .where(urgent_cases.c.scan_id == scan_id, urgent_cases.c.acknowledged_at.is_(None))
+            .where(listed, urgent_cases.c.acknowledged_at.is_(None))
             .values(acknowledged_at=utcnow())
         )
         moment = connection.execute(
-            sa.select(urgent_cases.c.acknowledged_at).where(urgent_cases.c.scan_id == scan_id)
+            sa.select(sa.func.min(urgent_cases.c.acknowledged_at)).where(listed)
         ).scalar()
     return as_utc(moment)
 
 
+def _slice_counts() -> sa.Subquery:
+    return (
+        sa.select(scans.c.study_id, sa.func.count().label("slices"))
+        .group_by(scans.c.study_id)
+        .subquery()
+    )
+
+
 def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
-    """Urgent cases, most urgent first (highest P(class 2), then longest waiting)."""
+    """Urgent studies, most urgent first (highest study P(class 2), then longest waiting): one
+    entry per exam with its most suspicious slice (`scan_id`)."""
+    counts = _slice_counts()
     query = (
-        sa.select(urgent_cases, scans.c.accession, scans.c.received_at)
+        sa.select(
+            studies.c.study_uid,
+            sa.func.coalesce(studies.c.accession, scans.c.accession).label("accession"),
+            urgent_cases.c.p2,
+            counts.c.slices,
+            urgent_cases.c.scan_id,
+            urgent_cases.c.study_id,
+            studies.c.received_at,
+            urgent_cases.c.classified_at,
+            urgent_cases.c.escalated_at,
+            urgent_cases.c.notified_at,
+            urgent_cases.c.acknowledged_at,
+            urgent_cases.c.model_version,
+        )
+        .join(studies, studies.c.id == urgent_cases.c.study_id)
         .join(scans, scans.c.id == urgent_cases.c.scan_id)
+        .join(counts, counts.c.study_id == studies.c.id)
         .order_by(urgent_cases.c.p2.desc(), urgent_cases.c.classified_at, urgent_cases.c.scan_id)
     )
     if not include_acknowledged:
@@ -57,6 +102,36 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
         row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
         cases.append(row)
     return cases
+
+
+def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Every study with its decision (p2, urgent and predicted are null until it is decided),
+    oldest first; `since` keeps those received or decided since then."""
+    counts = _slice_counts()
+    query = (
+        sa.select(
+            studies.c.study_uid,
+            studies.c.accession,
+            studies.c.status,
+            counts.c.slices,
+            studies.c.p2,
+            studies.c.urgent,
+            studies.c.predicted,
+            studies.c.model_version,
+            studies.c.classified_at,
+            studies.c.received_at,
+            studies.c.top_scan_id,
+            studies.c.id.label("study_id"),
+        )
+        .join(counts, counts.c.study_id == studies.c.id)
+        .order_by(studies.c.received_at, studies.c.id)
+    )
+    if since is not None:
+        moment = since.astimezone(UTC)
+        query = query.where(
+            sa.or_(studies.c.received_at >= moment, studies.c.classified_at >= moment)
+        )
+    return fetch_rows(engine, query)
 
 
 def list_results(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
@@ -72,7 +147,8 @@ def list_results(engine: Engine, since: datetime | None = None) -> list[dict[str
 
 
 def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
-    """Everything the ledger knows about one scan (no pixels), or None."""
+    """Everything the ledger knows about one scan (no pixels) and its study's decision and
+    worklist entry, or None."""
     query = (
         sa.select(
             scans,
@@ -83,12 +159,16 @@ def history(engine: Engine, scan_id: str) -> dict[str, Any] | None:
             results.c.urgent,
             results.c.model_version,
             results.c.classified_at,
+            studies.c.status.label("study_status"),
+            studies.c.p2.label("study_p2"),
+            studies.c.urgent.label("study_urgent"),
             urgent_cases.c.escalated_at,
             urgent_cases.c.notified_at,
             urgent_cases.c.acknowledged_at,
         )
         .outerjoin(results, results.c.scan_id == scans.c.id)
-        .outerjoin(urgent_cases, urgent_cases.c.scan_id == scans.c.id)
+        .outerjoin(studies, studies.c.id == scans.c.study_id)
+        .outerjoin(urgent_cases, urgent_cases.c.study_id == scans.c.study_id)
         .where(scans.c.id == scan_id)
     )
     found = fetch_rows(engine, query)

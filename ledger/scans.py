@@ -91,7 +91,9 @@ def add_scans(
     with engine.begin() as connection:
         repeated = _received_before(connection, new_scans)
         fresh = [scan for index, scan in enumerate(new_scans) if index not in repeated]
-        refs = [scan.study or StudyRef(own_study_uid(scan.scan_id)) for scan in fresh]
+        refs = [
+            scan.study or StudyRef(own_study_uid(scan.scan_id), scan.accession) for scan in fresh
+        ]
         opened = open_studies(connection, refs, priority, hold) if fresh else {}
         rows = [
             _scan_row(scan, opened[ref.uid], priority.value, received_at)

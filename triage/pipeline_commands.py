@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
     """Add the pipeline's commands to the `triage` app."""
     app.command("enqueue")(enqueue)
     app.command("urgent")(urgent)
+    app.command("studies")(studies)
     app.command("results")(results)
     app.command("status")(status)
     app.command("ack")(ack)
@@ -53,18 +54,26 @@ def enqueue(
     accession_from_filename: Annotated[
         bool, typer.Option("--accession-from-filename", help="Accession = the file name's stem.")
     ] = False,
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="One study (exam) for every non-DICOM scan of this call."),
+    ] = None,
 ) -> None:
-    """Validate and queue scans (PNG, JPEG, NPY, NPZ, DICOM); one line per scan."""
+    """Validate and queue scans (PNG, JPEG, NPY, NPZ, DICOM); one line per scan. DICOM files
+    join the study their StudyInstanceUID names; each other scan is a study of its own unless
+    --study names one. Studies close when the call ends."""
     from gateway.client import PublishError, submit_scans
 
     _ledger()
     try:
-        submission = submit_scans(paths, priority, accession_from_filename)
+        submission = submit_scans(paths, priority, accession_from_filename, study=study)
     except PublishError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     for scan_id, source in submission.queued:
         typer.echo(f"queued    {scan_id}  {source}")
+    for scan_id, source in submission.repeated:
+        typer.echo(f"queued    {scan_id}  {source} (already received)")
     for error in submission.rejected:
         typer.echo(f"rejected  {error.source}: {error.reason}")
     typer.echo(
@@ -77,26 +86,65 @@ def enqueue(
 
 def urgent(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
-    include_all: Annotated[bool, typer.Option("--all", help="Include reviewed cases.")] = False,
+    include_all: Annotated[bool, typer.Option("--all", help="Include reviewed studies.")] = False,
 ) -> None:
-    """The urgent worklist, most urgent first (highest P(class 2), then longest waiting)."""
+    """The urgent worklist by exam, most urgent first (highest study P(class 2), then longest
+    waiting); `scan id` is the study's most suspicious slice."""
     from ledger import reads
 
     cases = reads.worklist(_ledger(), include_acknowledged=include_all)
     if as_json:
         _print_json(cases)
         return
-    table = Table(title=f"Urgent worklist ({len(cases)} {'cases' if include_all else 'open'})")
-    for column in ("scan id", "accession", "P(class 2)", "classified", "waited", "reviewed"):
+    title = f"Urgent worklist by exam ({len(cases)} {'studies' if include_all else 'open'})"
+    table = Table(title=title)
+    for column in (
+        "study", "accession", "P(class 2)", "slices", "most suspicious slice", "classified",
+        "waited", "reviewed",
+    ):  # fmt: skip
         table.add_column(column)
     for case in cases:
         table.add_row(
-            case["scan_id"],
+            case["study_uid"],
             case["accession"] or "-",
             f"{case['p2']:.3f}",
+            str(case["slices"]),
+            case["scan_id"],
             _short_time(case["classified_at"]),
             _duration(case["waited_s"]),
             _short_time(case["acknowledged_at"]) if case["acknowledged"] else "no",
+        )
+    console.print(table)
+
+
+def studies(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="ISO time (UTC if no zone) or an age like 30m, 2h, 1d."),
+    ] = None,
+) -> None:
+    """Every study with its decision (P(2), urgent, class: empty until every slice is done)."""
+    from ledger import reads
+
+    rows = reads.list_studies(_ledger(), since=parse_since(since) if since else None)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"Studies ({len(rows)})")
+    for column in ("study", "accession", "status", "slices", "P2", "urgent", "class", "model"):
+        table.add_column(column)
+    for row in rows:
+        decided = row["p2"] is not None
+        table.add_row(
+            row["study_uid"],
+            row["accession"] or "-",
+            row["status"],
+            str(row["slices"]),
+            f"{row['p2']:.3f}" if decided else "-",
+            ("URGENT" if row["urgent"] else "no") if decided else "-",
+            str(row["predicted"]) if decided else "-",
+            row["model_version"] or "-",
         )
     console.print(table)
 
@@ -145,7 +193,8 @@ def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` pr
     for key in (
         "status", "priority", "accession", "source", "received_at", "published_at",
         "started_at", "attempts", "classified_at", "predicted", "p2", "urgent",
-        "model_version", "escalated_at", "notified_at", "acknowledged_at", "error",
+        "model_version", "study_status", "study_p2", "study_urgent", "escalated_at",
+        "notified_at", "acknowledged_at", "error",
     ):  # fmt: skip
         value = found[key]
         shown = _short_time(value) if isinstance(value, datetime) else value
@@ -153,15 +202,19 @@ def status(scan_id: Annotated[str, typer.Argument(help="The scan id `enqueue` pr
     console.print(table)
 
 
-def ack(scan_id: Annotated[str, typer.Argument(help="The urgent case's scan id.")]) -> None:
-    """Mark an urgent case reviewed by a clinician."""
+def ack(
+    key: Annotated[
+        str, typer.Argument(help="The urgent study: its study uid, accession, or a scan id.")
+    ],
+) -> None:
+    """Mark an urgent study reviewed by a clinician."""
     from ledger import reads
 
-    moment = reads.acknowledge(_ledger(), scan_id)
+    moment = reads.acknowledge(_ledger(), key)
     if moment is None:
-        typer.echo(f"error: scan {scan_id!r} is not on the urgent worklist", err=True)
+        typer.echo(f"error: {key!r} names no study on the urgent worklist", err=True)
         raise typer.Exit(1)
-    typer.echo(f"acknowledged {scan_id} at {moment.isoformat(timespec='seconds')}")
+    typer.echo(f"acknowledged {key} at {moment.isoformat(timespec='seconds')}")
 
 
 @db_app.command("upgrade")

@@ -114,7 +114,10 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
     ids = add(engine, [200, 210, 220])
     when = ledger.utcnow()
     for scan_id, p2 in zip(ids, [0.7, 0.95, 0.8], strict=True):
-        escalation = Escalation(scan_id=scan_id, p2=p2, model_version="m", classified_at=when)
+        study_id = reads.history(engine, scan_id)["study_id"]  # each scan: a study of its own
+        escalation = Escalation(
+            scan_id=scan_id, study_id=study_id, p2=p2, model_version="m", classified_at=when
+        )
         worklist.add_urgent_cases(engine, [escalation])
 
     assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[1], ids[2], ids[0]]

@@ -117,7 +117,14 @@ def paging_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, coun
     ledger.add_scans(engine, [ledger.NewScan(i, bytes(4096), None, None) for i in ids], "routine")
     when = ledger.utcnow()
     escalations = [
-        Escalation(scan_id=i, p2=0.9, model_version="v", classified_at=when) for i in ids
+        Escalation(
+            scan_id=i,
+            study_id=reads.history(engine, i)["study_id"],  # each scan: a study of its own
+            p2=0.9,
+            model_version="v",
+            classified_at=when,
+        )
+        for i in ids
     ]
     worklist.add_urgent_cases(engine, escalations)
     monkeypatch.setenv("TRIAGE_DATABASE_URL", str(engine.url))
