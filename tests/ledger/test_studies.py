@@ -1,0 +1,172 @@
+"""Studies in the ledger: grouping, repeats, closing, one decision, re-opening, the worklist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from imaging.identity import DicomIdentity
+from ledger import reads, studies, worklist
+from ledger import scans as ledger
+from ledger.database import create_ledger_engine, upgrade_schema
+from ledger.statements import scans as scans_table
+from ledger.studies import StudyRef
+from schemas.messages import Priority
+from schemas.model_card import ModelCard, StudyRule
+from schemas.tables import utcnow
+
+CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
+
+
+@pytest.fixture
+def engine(database_url: str):  # noqa: ANN201 - Engine
+    engine = create_ledger_engine(database_url)
+    upgrade_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def instance(study_uid: str, number: int, sop: str | None = None) -> ledger.NewScan:
+    identity = DicomIdentity(
+        study_uid=study_uid,
+        series_uid=f"{study_uid}.1",
+        sop_uid=sop or f"{study_uid}.1.{number}",
+        accession=f"ACC-{study_uid[-4:]}",
+        patient_id="P1",
+        modality="CT",
+        instance_number=number,
+        slice_position=float(number),
+    )
+    ref = StudyRef(study_uid, identity.accession, identity.patient_id)
+    return ledger.NewScan(str(uuid.uuid4()), bytes(4096), identity.accession, "f", ref, identity)
+
+
+def finish(engine, scan_ids: list[str], p2s: list[float]) -> list:  # noqa: ANN001
+    """Claim and record results as a worker would; then decide, as the worker does."""
+    ledger.claim(engine, scan_ids, max_attempts=3)
+    scored = [
+        ledger.ScoredScan(sid, (1 - p2, 0.0, p2), 2 if p2 >= 0.5 else 0, p2 >= 0.5)
+        for sid, p2 in zip(scan_ids, p2s, strict=True)
+    ]
+    ledger.record_results(engine, scored, "v1", "/m", 0.5, {})
+    return studies.decide_ready(engine, scan_ids, CARD, "v1")
+
+
+def test_instances_of_one_study_share_one_row_and_a_repeat_is_no_new_scan(engine) -> None:  # noqa: ANN001
+    first = ledger.add_scans(engine, [instance("1.2.3.4001", n) for n in range(3)], "routine")
+    assert len(first.new) == 3 and first.held == [] and first.repeated == {}
+    again = ledger.add_scans(
+        engine, [instance("1.2.3.4001", 1), instance("1.2.3.4001", 9)], "routine"
+    )
+    assert again.repeated == {0: first.new[1]} and len(again.new) == 1
+    rows = reads.list_studies(engine)
+    assert [(row["study_uid"], row["slices"], row["status"]) for row in rows] == [
+        ("1.2.3.4001", 4, "queued")
+    ]
+    assert rows[0]["accession"] == "ACC-4001"
+    # a repeat inside one call counts as received once too
+    twice = ledger.add_scans(engine, [instance("1.2.3.4002", 1)] * 2, "routine")
+    assert len(twice.new) == 1 and twice.repeated == {1: twice.new[0]}
+
+
+def test_a_study_is_decided_once_when_its_last_slice_is_finished(engine) -> None:  # noqa: ANN001
+    ids = ledger.add_scans(engine, [instance("1.2.3.5001", n) for n in range(3)], "routine").new
+    assert finish(engine, ids[:2], [0.1, 0.9]) == []  # one slice still queued: not yet
+    assert reads.list_studies(engine)[0]["p2"] is None
+    (escalation,) = finish(engine, ids[2:], [0.2])
+    assert escalation.scan_id == ids[1] and escalation.p2 == pytest.approx(0.9)
+    row = reads.list_studies(engine)[0]
+    assert (row["status"], row["urgent"], row["predicted"], row["top_scan_id"]) == (
+        "classified",
+        True,
+        2,
+        ids[1],
+    )
+    assert studies.decide_ready(engine, ids, CARD, "v1") == []  # decided once
+    assert worklist.unescalated(engine, ids) == [escalation]  # not on the worklist yet
+    assert worklist.add_urgent_cases(engine, [escalation]) == [ids[1]]
+    assert worklist.unescalated(engine, ids) == []
+    (case,) = reads.worklist(engine)
+    assert (case["study_uid"], case["slices"], case["scan_id"]) == ("1.2.3.5001", 3, ids[1])
+
+
+def test_a_study_rule_on_the_card_decides_by_the_top_slices(engine) -> None:  # noqa: ANN001
+    card = CARD.model_copy(update={"study_rule": StudyRule(top_k=2, threshold=0.6)})
+    ids = ledger.add_scans(engine, [instance("1.2.3.6001", n) for n in range(3)], "routine").new
+    ledger.claim(engine, ids, max_attempts=3)
+    scored = [
+        ledger.ScoredScan(sid, (1 - p2, 0.0, p2), 0, False)
+        for sid, p2 in zip(ids, [0.9, 0.1, 0.2], strict=True)
+    ]
+    ledger.record_results(engine, scored, "v1", "/m", 0.5, {})
+    assert studies.decide_ready(engine, ids, card, "v1") == []  # (0.9 + 0.2) / 2 < 0.6
+    assert reads.list_studies(engine)[0]["p2"] == pytest.approx(0.55)
+
+
+def test_held_slices_wait_until_the_study_is_idle_and_a_late_instance_reopens_it(engine) -> None:  # noqa: ANN001
+    held = ledger.add_scans(
+        engine, [instance("1.2.3.7001", n) for n in range(2)], "stat", hold=True
+    )
+    assert held.held == held.new
+    assert reads.list_studies(engine)[0]["status"] == "receiving"
+    assert studies.close_idle(engine, utcnow() - timedelta(seconds=60)).studies == 0  # too new
+    closed = studies.close_idle(engine, utcnow() + timedelta(seconds=1))
+    assert closed.studies == 1 and sorted(closed.to_publish[Priority.stat]) == sorted(held.new)
+    assert finish(engine, held.new, [0.1, 0.2]) == []
+    (row,) = reads.list_studies(engine)
+    assert row["status"] == "classified" and row["urgent"] is False
+    late = ledger.add_scans(engine, [instance("1.2.3.7001", 5)], "routine", hold=True)
+    (row,) = reads.list_studies(engine)
+    assert row["status"] == "receiving" and row["slices"] == 3
+    closed = studies.close_idle(engine, utcnow() + timedelta(seconds=1))
+    assert closed.to_publish[Priority.stat] == late.new  # the study keeps `stat`
+    (escalation,) = finish(engine, late.new, [0.95])
+    (row,) = reads.list_studies(engine)
+    assert row["status"] == "classified" and row["urgent"] and row["top_scan_id"] == late.new[0]
+
+
+def test_a_study_decided_again_updates_its_worklist_row_without_a_new_page(engine) -> None:  # noqa: ANN001
+    ids = ledger.add_scans(engine, [instance("1.2.3.8001", 0)], "routine").new
+    (first,) = finish(engine, ids, [0.7])
+    assert worklist.add_urgent_cases(engine, [first]) == ids
+    more = ledger.add_scans(engine, [instance("1.2.3.8001", 1)], "routine").new  # re-opened
+    (second,) = finish(engine, more, [0.99])
+    assert second.study_id == first.study_id and second.scan_id == more[0]
+    assert worklist.add_urgent_cases(engine, [second]) == []  # no second page
+    (case,) = reads.worklist(engine)
+    assert case["scan_id"] == more[0] and case["p2"] == pytest.approx(0.99)  # max slice rule
+
+
+def test_a_study_whose_slices_all_failed_ends_failed(engine) -> None:  # noqa: ANN001
+    ids = ledger.add_scans(engine, [instance("1.2.3.9001", n) for n in range(2)], "routine").new
+    ledger.mark_failed(engine, ids, "stored pixels are not 4096 bytes")
+    assert studies.decide_ready(engine, ids, CARD, "v1") == []
+    assert reads.list_studies(engine)[0]["status"] == "failed"
+
+
+def test_ack_by_study_uid_accession_or_scan_id(engine) -> None:  # noqa: ANN001
+    ids = ledger.add_scans(engine, [instance("1.2.3.1234", n) for n in range(2)], "routine").new
+    (escalation,) = finish(engine, ids, [0.9, 0.8])
+    worklist.add_urgent_cases(engine, [escalation])
+    assert reads.acknowledge(engine, "no-such-study") is None
+    moment = reads.acknowledge(engine, "ACC-1234")
+    assert moment is not None
+    assert reads.acknowledge(engine, "1.2.3.1234") == moment
+    assert reads.acknowledge(engine, ids[1]) == moment  # a slice that is not the top one
+    assert reads.worklist(engine) == []
+
+
+def test_a_scan_without_a_study_is_a_study_of_its_own(engine) -> None:  # noqa: ANN001
+    new = [ledger.NewScan(str(uuid.uuid4()), bytes(4096), f"A{i}", "x.png") for i in range(2)]
+    ids = ledger.add_scans(engine, new, "routine").new
+    rows = reads.list_studies(engine)
+    assert sorted(row["accession"] for row in rows) == ["A0", "A1"]
+    assert all(row["study_uid"].startswith("triage:") and row["slices"] == 1 for row in rows)
+    with engine.connect() as connection:
+        owners = connection.execute(
+            sa.select(scans_table.c.study_id).where(scans_table.c.id.in_(ids))
+        ).scalars()
+        assert len(set(owners)) == 2
