@@ -72,3 +72,57 @@ def test_only_db_upgrade_migrates_and_other_commands_say_to_run_it(triage_env: P
     assert json.loads(listed.stdout) == []
     assert (triage_env / "triage.db").is_file()
     assert runner.invoke(app, ["results", "--since", "yesterday"]).exit_code != 0
+
+
+def ct_instance(path: Path, study_uid: str, number: int, mean: int) -> Path:
+    """A 16-bit CT instance of a brightness phantom, made with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    pixels = brightness_scans([mean], seed=number)[0].astype("uint16") * 4
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = f"{study_uid}.9.{number}"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, generate_uid()
+    dataset.AccessionNumber, dataset.PatientID, dataset.Modality = "ACC77", "PAT-1", "CT"
+    dataset.InstanceNumber = number
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_enqueue_groups_dicom_by_study_and_names_instances_received_before(
+    broker: redis.Redis, tmp_path: Path
+) -> None:
+    exam = tmp_path / "exam"
+    exam.mkdir()
+    for number in range(3):
+        ct_instance(exam / f"slice{number}.dcm", "1.2.826.0.1.77", number, 60 + 10 * number)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for index in range(2):
+        Image.fromarray(brightness_scans([90])[0]).save(loose / f"x{index}.png")
+
+    first = runner.invoke(app, ["enqueue", str(exam)])
+    grouped = runner.invoke(app, ["enqueue", str(loose), "--study", "KEY-1"])
+    again = runner.invoke(app, ["enqueue", str(exam / "slice1.dcm")])
+    assert first.exit_code == grouped.exit_code == again.exit_code == 0, first.output
+    first_ids = {line.split()[2]: line.split()[1] for line in first.stdout.splitlines()[:3]}
+    (repeat,) = [line for line in again.stdout.splitlines() if "(already received)" in line]
+    assert repeat.split()[1] == first_ids[str(exam / "slice1.dcm")]
+    rows = json.loads(runner.invoke(app, ["studies", "--json"]).stdout)
+    found = {row["study_uid"]: row for row in rows}
+    assert (
+        found["1.2.826.0.1.77"]["slices"] == 3 and found["1.2.826.0.1.77"]["accession"] == "ACC77"
+    )
+    assert found["triage:KEY-1"]["slices"] == 2
+    assert all(row["status"] == "queued" and row["p2"] is None for row in rows)
+    assert broker.llen("scans") == 2  # one job per call that queued something new
