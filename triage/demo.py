@@ -45,6 +45,7 @@ TRAIN_MIX = (0.34, 0.33, 0.33)  # many distinct urgent phantoms: a quick model l
 BATCH_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
 DEMO_CANDIDATES = ("baseline_2conv",)
 POLL_SECONDS = 0.25
+SLICES_PER_EXAM = 4  # the demo's exams: a few slices each, decided as one study
 
 
 class DemoError(RuntimeError):
@@ -173,15 +174,24 @@ def held_out_batch(options: DemoOptions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def enqueue(settings: Settings, images: np.ndarray, console: Console) -> tuple[list[str], float]:
-    """Submit the batch through the hospital-facing API; returns ids and the start time."""
+    """Submit the batch through the hospital-facing API as exams of SLICES_PER_EXAM phantoms
+    (one call per exam, as a hospital system sends them); returns ids and the start time."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    accessions = [f"PHANTOM-{stamp}-{index:04d}" for index in range(len(images))]
     started = time.monotonic()
-    submission = submit_images(list(images), accessions=accessions, settings=settings)
-    if submission.rejected:
-        raise DemoError(f"{len(submission.rejected)} phantoms refused: {submission.rejected[0]}")
-    console.print(f"enqueued {len(submission.queued)} held-out phantoms in {submission.jobs} jobs")
-    return [scan_id for scan_id, _source in submission.queued], started
+    scan_ids: list[str] = []
+    jobs = 0
+    for first in range(0, len(images), SLICES_PER_EXAM):
+        exam = f"PHANTOM-{stamp}-{first // SLICES_PER_EXAM:03d}"
+        slices = list(images[first : first + SLICES_PER_EXAM])
+        accessions = [f"{exam}-{index}" for index in range(len(slices))]
+        submission = submit_images(slices, accessions=accessions, settings=settings, study=exam)
+        if submission.rejected:
+            raise DemoError(f"phantoms refused: {submission.rejected[0]}")
+        scan_ids += [scan_id for scan_id, _source in submission.queued]
+        jobs += submission.jobs
+    exams = -(-len(images) // SLICES_PER_EXAM)
+    console.print(f"enqueued {len(scan_ids)} held-out phantoms as {exams} exams in {jobs} jobs")
+    return scan_ids, started
 
 
 def wait_for_results(

@@ -36,15 +36,17 @@ def show_results(settings: Settings, result: DemoResult, console: Console) -> No
     engine = engine_for(settings.resolved_database_url)
     batch = set(result.scan_ids)
     cases = [case for case in worklist(engine) if case["scan_id"] in batch]
-    table = Table(title=f"Urgent worklist ({len(cases)} open cases from this batch)")
-    for column in ("#", "scan id", "accession", "P(class 2)", "on the list after"):
-        table.add_column(column, justify="left" if column in ("scan id", "accession") else "right")
+    table = Table(title=f"Urgent worklist by exam ({len(cases)} open exams from this batch)")
+    for column in ("#", "exam", "slices", "most suspicious slice", "P(class 2)", "listed after"):
+        left = column in ("exam", "most suspicious slice")
+        table.add_column(column, justify="left" if left else "right")
     for rank, case in enumerate(cases[:WORKLIST_ROWS], 1):
         listed_after = (case["escalated_at"] - case["received_at"]).total_seconds()
         table.add_row(
             str(rank),
+            case["study_uid"].removeprefix("triage:"),
+            str(case["slices"]),
             case["scan_id"],
-            case["accession"] or "",
             f"{case['p2']:.3f}",
             f"{listed_after:.1f} s",
         )
@@ -72,8 +74,9 @@ def show_results(settings: Settings, result: DemoResult, console: Console) -> No
     console.print(
         f"{len(rows)} of {len(result.scan_ids)} scans classified in "
         f"{result.seconds_to_classify:.1f} s ({result.throughput:.1f} scans/s); "
-        f"{len(flagged)} flagged urgent, {caught} of {len(truly_urgent)} urgent phantoms caught; "
-        f"{len(cases)} on the worklist."
+        f"{len(flagged)} slices flagged urgent, {caught} of {len(truly_urgent)} urgent phantoms "
+        f"caught; "
+        f"{len(cases)} exams on the worklist."
     )
     console.print(
         f"urgent flag: P(class 2) >= {result.urgent_threshold:.3f}, the threshold the trainer "
@@ -81,6 +84,6 @@ def show_results(settings: Settings, result: DemoResult, console: Console) -> No
         "more than a false alarm)."
     )
     console.print(
-        "next: `triage urgent`, `triage results`, `triage stats`; the README shows the same "
-        "flow on your own data."
+        "next: `triage urgent`, `triage studies`, `triage results`, `triage stats`; the README "
+        "shows the same flow on your own data."
     )

@@ -47,7 +47,7 @@ def ledger(data_dir: Path) -> dict[str, list[dict]]:
     engine = sa.create_engine(f"sqlite:///{data_dir / 'triage.db'}")
     tables = {}
     with engine.connect() as connection:
-        for table in ("scans", "results", "urgent_cases"):
+        for table in ("scans", "results", "urgent_cases", "studies"):
             rows = connection.execute(sa.text(f"SELECT * FROM {table}")).mappings()
             tables[table] = [dict(row) for row in rows]
     engine.dispose()
@@ -78,9 +78,19 @@ def check_ledger(data_dir: Path, expected_scans: int) -> None:
     assert all(scan["accession"].startswith("PHANTOM-") for scan in scans)
     assert sorted(result["scan_id"] for result in results) == sorted(scan["id"] for scan in scans)
     assert all(result["model_version"] for result in results)
+    # the demo sends exams of up to 4 phantoms; each exam is decided once, and (the demo model
+    # has no study rule) is urgent when any of its slices is: one worklist row per such exam
+    studies = {study["id"]: study for study in tables["studies"]}
+    assert {study["status"] for study in studies.values()} == {"classified"}
+    slices: dict[str, list[str]] = {}
+    for scan in scans:
+        slices.setdefault(scan["study_id"], []).append(scan["id"])
+    assert max(len(ids) for ids in slices.values()) == 4
     flagged = {result["scan_id"] for result in results if result["urgent"]}
-    assert {case["scan_id"] for case in cases} == flagged
-    assert len(cases) == len(flagged)  # once each
+    urgent = {sid for sid, ids in slices.items() if set(ids) & flagged}
+    assert {study_id for study_id, row in studies.items() if row["urgent"]} == urgent
+    assert {case["study_id"] for case in cases} == urgent and len(cases) == len(urgent)
+    assert all(case["scan_id"] in slices[case["study_id"]] for case in cases)
 
 
 def test_demo_runs_end_to_end_twice(short_data_dir: Path) -> None:
