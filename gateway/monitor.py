@@ -17,8 +17,10 @@ import sqlalchemy as sa
 from gateway.broker import broker_url, queue_depths, redis_client
 from ledger.backlog import ledger_backlog
 from ledger.database import engine_for
+from ledger.deliveries import waiting_by_channel
 from schemas.queues import ALL_QUEUES
 from schemas.settings import Settings
+from schemas.tables import CHANNELS
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Snapshot:
     processing: int
     failed: int
     open_urgent_cases: int
+    deliveries_waiting: dict[str, int]  # pending outbox rows per channel
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +57,7 @@ def take_snapshot(settings: Settings) -> Snapshot:
     engine = engine_for(settings.resolved_database_url)
     try:
         backlog = ledger_backlog(engine, now)
+        waiting = waiting_by_channel(engine)
     except (sa.exc.OperationalError, sa.exc.ProgrammingError) as error:
         raise RuntimeError(
             f"cannot read the ledger at {engine.url.render_as_string(hide_password=True)} "
@@ -66,4 +70,5 @@ def take_snapshot(settings: Settings) -> Snapshot:
         processing=backlog.processing,
         failed=backlog.failed,
         open_urgent_cases=backlog.open_urgent_cases,
+        deliveries_waiting={channel: waiting.get(channel, 0) for channel in CHANNELS},
     )

@@ -13,7 +13,7 @@ from celery import Celery
 
 from gateway.broker import broker_url
 from schemas.messages import ClassifyJob, Escalation, Priority
-from schemas.queues import CELERY_CONFIG, CLASSIFY_TASK, ESCALATE_TASK
+from schemas.queues import CELERY_CONFIG, CLASSIFY_TASK, DELIVER_TASK, ESCALATE_TASK
 from schemas.settings import Settings
 
 
@@ -65,3 +65,16 @@ def publish_escalations(escalations: Sequence[Escalation], settings: Settings) -
         app = producer_app(broker_url(settings))
         payload = [item.model_dump(mode="json") for item in escalations]
         app.send_task(ESCALATE_TASK, args=[payload])
+
+
+def publish_deliveries(
+    delivery_ids: Sequence[str], settings: Settings, countdown: float | None = None
+) -> None:
+    """One `deliver` job per outbox row (on the `deliveries` queue), optionally delayed."""
+    if delivery_ids:
+        app = producer_app(broker_url(settings))
+        with app.producer_or_acquire() as producer:
+            for delivery_id in delivery_ids:
+                app.send_task(
+                    DELIVER_TASK, args=[delivery_id], countdown=countdown, producer=producer
+                )

@@ -57,6 +57,7 @@ class ReconcileReport:
     repaged: int = 0
     studies_closed: int = 0
     studies_decided: int = 0
+    deliveries: int = 0  # outbox rows re-sent (worker/reconcile.py)
     failed_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:

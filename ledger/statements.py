@@ -8,7 +8,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemas.tables import ModelVersion, Result, Scan, ScanPixels, Study, UrgentCase
+from schemas.tables import Delivery, ModelVersion, Result, Scan, ScanPixels, Study, UrgentCase
 
 scans = Scan.__table__
 scan_pixels = ScanPixels.__table__
@@ -16,6 +16,7 @@ results = Result.__table__
 models = ModelVersion.__table__
 studies = Study.__table__
 urgent_cases = UrgentCase.__table__
+deliveries = Delivery.__table__
 ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ledger.deliveries import Routing, add_for_decision
 from ledger.statements import chunks, results, scans, studies, upsert_into
 from schemas.messages import Escalation, Priority
 from schemas.model_card import ModelCard
@@ -168,10 +169,15 @@ def studies_of(connection: Connection, scan_ids: Sequence[str]) -> list[str]:
 
 
 def decide_ready(
-    engine: Engine, scan_ids: Sequence[str], card: ModelCard, model_version: str
+    engine: Engine,
+    scan_ids: Sequence[str],
+    card: ModelCard,
+    model_version: str,
+    routing: Routing | None = None,
 ) -> list[Escalation]:
     """Decide every closed study of these scans whose slices are all finished; returns the
-    escalations of the urgent ones (one per study, its most suspicious slice).
+    escalations of the urgent ones (one per study, its most suspicious slice). The outbox rows
+    of each decision (`routing`) are written in the same transaction.
 
     Each study row is locked while it is decided (PostgreSQL `FOR UPDATE`; SQLite writes one
     at a time), so two jobs finishing the last slices of one study decide it once.
@@ -179,19 +185,24 @@ def decide_ready(
     escalations: list[Escalation] = []
     with engine.begin() as connection:
         for study_id in studies_of(connection, scan_ids):
-            escalation = _decide_one(connection, study_id, card, model_version)
+            escalation = _decide_one(connection, study_id, card, model_version, routing)
             if escalation is not None:
                 escalations.append(escalation)
     return escalations
 
 
 def _decide_one(
-    connection: Connection, study_id: str, card: ModelCard, model_version: str
+    connection: Connection,
+    study_id: str,
+    card: ModelCard,
+    model_version: str,
+    routing: Routing | None,
 ) -> Escalation | None:
-    lock = sa.select(studies.c.status).where(studies.c.id == study_id)
+    lock = sa.select(studies.c.status, studies.c.decisions).where(studies.c.id == study_id)
     if connection.dialect.name == "postgresql":
         lock = lock.with_for_update()
-    if connection.execute(lock).scalar() != "queued":
+    state = connection.execute(lock).first()
+    if state is None or state.status != "queued":
         return None
     unfinished = sa.select(sa.func.count()).where(
         scans.c.study_id == study_id, scans.c.status.in_(UNFINISHED)
@@ -226,8 +237,11 @@ def _decide_one(
             top_scan_id=top_scan,
             model_version=model_version,
             decisions=studies.c.decisions + 1,
+            saliency=None,
         )
     )
+    if routing is not None:
+        add_for_decision(connection, study_id, state.decisions + 1, decision.urgent, routing)
     if not decision.urgent:
         return None
     p2 = min(1.0, max(0.0, decision.p2))
@@ -267,3 +281,15 @@ def study_row(engine: Engine, study_id: str) -> dict[str, object] | None:
         if isinstance(value, datetime):
             found[key] = as_utc(value)
     return found
+
+
+def store_saliency(engine: Engine, study_id: str, top_scan_id: str, saliency: bytes) -> bool:
+    """Keep the saliency map of a study's most suspicious slice (for the key image), if that
+    slice is still the study's top one. True if stored."""
+    with engine.begin() as connection:
+        stored = connection.execute(
+            studies.update()
+            .where(studies.c.id == study_id, studies.c.top_scan_id == top_scan_id)
+            .values(saliency=saliency)
+        )
+    return bool(stored.rowcount)

@@ -8,6 +8,8 @@ Queues (one per kind of work; Redis priorities are approximate, separate queues 
 - `stat`    classification of scans the hospital flagged urgent up front
 - `scans`   routine classification; `-Q stat,scans` serves `stat` first
             (queue_order_strategy=priority)
+- `deliveries` results sent back to the hospital (PACS, RIS, FHIR): its own worker, so a slow
+            destination never delays escalations
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from schemas.messages import Priority
 CLASSIFY_TASK = "worker.tasks.classify"
 ESCALATE_TASK = "worker.tasks.escalate"
 RECONCILE_TASK = "worker.tasks.reconcile"
+DELIVER_TASK = "worker.tasks.deliver"
 URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
+DELIVERIES_QUEUE = "deliveries"
 CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
 QUEUE_OF_PRIORITY = {Priority.stat: STAT_QUEUE, Priority.routine: ROUTINE_QUEUE}
 ALL_QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
@@ -32,6 +36,8 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     reconciler to `urgent`."""
     if name in (ESCALATE_TASK, RECONCILE_TASK):
         return {"queue": URGENT_QUEUE}
+    if name == DELIVER_TASK:
+        return {"queue": DELIVERIES_QUEUE}
     if name == CLASSIFY_TASK:
         job = (args or [None])[0] or (kwargs or {}).get("job") or {}
         return {"queue": QUEUE_OF_PRIORITY[Priority(job.get("priority", Priority.routine))]}
@@ -48,7 +54,9 @@ CELERY_CONFIG: dict[str, Any] = {
     "task_reject_on_worker_lost": True,
     "worker_prefetch_multiplier": 1,
     "worker_proc_alive_timeout": 60.0,  # importing TensorFlow alone takes ~5 s here
-    "task_queues": tuple(Queue(name) for name in (URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE)),
+    "task_queues": tuple(
+        Queue(name) for name in (URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE, DELIVERIES_QUEUE)
+    ),
     "task_default_queue": ROUTINE_QUEUE,
     "task_routes": (route_task,),
     "broker_transport_options": {"queue_order_strategy": "priority", "visibility_timeout": 3600},

@@ -133,6 +133,20 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(
         25, ge=1, description="Concurrent DICOM associations the receiver accepts."
     )
+    dicom_destination: str | None = Field(
+        None,
+        pattern=r"^[^@\s]{1,16}@[^:\s]+:\d{1,5}$",
+        description="PACS for the SR and key image: AET@host:port.",
+    )
+    hl7_destination: str | None = Field(
+        None, pattern=r"^[^:\s]+:\d{1,5}$", description="RIS MLLP listener: host:port."
+    )
+    hl7_all_studies: bool = Field(
+        False, description="Send an ORU for every study, not only urgent ones."
+    )
+    fhir_url: str | None = Field(
+        None, description="FHIR server base URL: a DiagnosticReport per classified study."
+    )
 
     @field_validator("dicom_allowed_aes", mode="before")
     @classmethod
@@ -140,6 +154,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [title.strip() for title in value.split(",") if title.strip()]
         return value
+
+    @field_validator("fhir_url")
+    @classmethod
+    def _fhir_http_only(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return url
 
     @field_validator("notify_url")
     @classmethod

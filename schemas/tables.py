@@ -9,6 +9,8 @@ results       one row per classified scan (upserted: re-delivery never duplicate
 urgent_cases  the clinicians' worklist: one row per urgent study (keyed by its most suspicious
               slice), acknowledged or not
 models        every model version a worker has served
+deliveries    the outbox: one row per outward message about a study decision (DICOM SR and key
+              image to the PACS, HL7 ORU to the RIS, FHIR), written with the decision
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -43,6 +46,8 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
+CHANNELS = ("dicom", "hl7", "fhir")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
 STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
 
 
@@ -94,6 +99,9 @@ class Study(Base):
     top_scan_id: Mapped[str | None] = mapped_column(String(36))
     model_version: Mapped[str | None] = mapped_column(String(64))
     decisions: Mapped[int] = mapped_column(Integer, default=0)  # > 1: re-opened and decided again
+    # where the model looked on the most suspicious slice (64x64 uint8, urgent studies only;
+    # written by the routine worker after the decision, for the key image)
+    saliency: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Scan(Base):
@@ -179,3 +187,30 @@ class ModelVersion(Base):
     urgent_threshold: Mapped[float] = mapped_column(Float)
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     card: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class Delivery(Base):
+    """One outward message about one decision of a study, sent until delivered."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("channel", CHANNELS), name="channel_known"),
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="status_known"),
+        UniqueConstraint("study_id", "channel", "decision"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    study_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("studies.id", ondelete="CASCADE"), index=True
+    )
+    decision: Mapped[int] = mapped_column(Integer)  # the study's decision number it reports
+    channel: Mapped[str] = mapped_column(String(16))
+    # what the receiver is idempotent on (SR SOPInstanceUID, HL7 MSH-10, FHIR identifier)
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -85,6 +85,8 @@ def stats(
         f"processing: {snapshot.processing}   failed: {snapshot.failed}   "
         f"open urgent cases: [bold]{snapshot.open_urgent_cases}[/bold]"
     )
+    waiting = ", ".join(f"{name} {count}" for name, count in snapshot.deliveries_waiting.items())
+    console.print(f"deliveries waiting: {waiting}")
 
 
 def reconcile(

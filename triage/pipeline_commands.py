@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
     app.command("enqueue")(enqueue)
     app.command("urgent")(urgent)
     app.command("studies")(studies)
+    app.command("deliveries")(deliveries)
     app.command("results")(results)
     app.command("status")(status)
     app.command("ack")(ack)
@@ -145,6 +146,33 @@ def studies(
             ("URGENT" if row["urgent"] else "no") if decided else "-",
             str(row["predicted"]) if decided else "-",
             row["model_version"] or "-",
+        )
+    console.print(table)
+
+
+def deliveries(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+) -> None:
+    """The outbox: every message about a study decision (PACS, RIS, FHIR), newest first."""
+    from ledger import deliveries as outbox
+
+    rows = outbox.list_deliveries(_ledger())
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"Deliveries ({len(rows)})")
+    for column in ("study", "decision", "channel", "status", "attempts", "next / done", "error"):
+        table.add_column(column)
+    for row in rows:
+        when = row["delivered_at"] if row["status"] == "delivered" else row["next_attempt_at"]
+        table.add_row(
+            row["study_uid"],
+            str(row["decision"]),
+            row["channel"],
+            row["status"],
+            str(row["attempts"]),
+            _short_time(when),
+            (row["last_error"] or "")[:60],
         )
     console.print(table)
 

@@ -21,7 +21,7 @@ from schemas.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-app = Celery("triage", include=["worker.tasks"])
+app = Celery("triage", include=["worker.tasks", "worker.delivering"])
 app.conf.update(CELERY_CONFIG)
 # The broker URL is computed on first use, and reading it never starts the embedded Redis:
 # a worker starts it at boot (below), producers when they publish (gateway/publish.py).

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from gateway import outbox
 from gateway.broker import broker_url, queue_depths, redis_client
-from gateway.publish import publish_escalations, publish_jobs
+from gateway.publish import publish_deliveries, publish_escalations, publish_jobs
 from gateway.webhook import page_clinicians
-from ledger import studies
+from ledger import deliveries, studies
 from ledger.database import engine_for
-from ledger.reconcile import Decide, ReconcileReport, reconcile
+from ledger.reconcile import SCANS_PER_RUN, Decide, ReconcileReport, reconcile
 from schemas.model_card import ModelNotFoundError, read_card, resolve_model_dir
 from schemas.queues import URGENT_QUEUE
 from schemas.settings import Settings
+from schemas.tables import utcnow
 
 
 def run_reconcile(settings: Settings) -> ReconcileReport:
-    """One pass: re-send what is stuck, move overdue scans ahead, page unpaged cases."""
+    """One pass: re-send what is stuck, move overdue scans ahead, page unpaged cases, decide
+    and close studies left behind, send deliveries that are due."""
     engine = engine_for(settings.resolved_database_url)
     urgent_waiting = queue_depths(redis_client(broker_url(settings)), (URGENT_QUEUE,))
-    return reconcile(
+    report = reconcile(
         engine,
         settings,
         lambda ids, priority: publish_jobs(ids, priority, settings),
@@ -32,6 +35,10 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
         page=lambda scan_ids: page_clinicians(settings, scan_ids),
         decide=_decider(engine, settings),
     )
+    due = deliveries.due(engine, utcnow(), SCANS_PER_RUN)  # a claim makes a resend harmless
+    publish_deliveries(due, settings)
+    report.deliveries = len(due)
+    return report
 
 
 def _decider(engine: Engine, settings: Settings) -> Decide | None:
@@ -40,4 +47,5 @@ def _decider(engine: Engine, settings: Settings) -> Decide | None:
         card = read_card(resolve_model_dir(settings.resolved_model_dir))
     except ModelNotFoundError:
         return None
-    return lambda scan_ids: studies.decide_ready(engine, scan_ids, card, card.version)
+    route = outbox.routing(settings)
+    return lambda scan_ids: studies.decide_ready(engine, scan_ids, card, card.version, route)

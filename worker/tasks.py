@@ -20,17 +20,20 @@ import redis.exceptions
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
+from gateway import outbox
 from gateway.publish import describe, publish_escalations, publish_jobs
 from gateway.webhook import page_clinicians
 from imaging.canonical import SCAN_SIZE
 from ledger import scans as ledger
 from ledger import studies, worklist
 from ledger.database import engine_for
+from ledger.deliveries import Routing
 from schemas.messages import ClassifyJob, Escalation
 from schemas.model_card import ModelNotFoundError
 from schemas.queues import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK
 from schemas.settings import Settings, get_settings
 from worker.app import app
+from worker.delivering import after_decisions
 from worker.model import ServingModel, current_model
 from worker.reconcile import run_reconcile
 
@@ -68,8 +71,10 @@ def classify_scans(
     max_attempts: int,
     publish: Callable[[Escalation], None],
     refuse_redelivered: bool = False,
+    routing: Routing | None = None,
 ) -> dict[str, int]:
-    """Claim, classify in one forward pass, record in one transaction, then escalate.
+    """Claim, classify in one forward pass, record in one transaction, decide the studies
+    whose last slice this was (with their outbox rows, by `routing`), then escalate.
 
     With `refuse_redelivered`, raises `ledger.Redelivered` (nothing claimed) for a batch
     holding a scan that was started before. A database or broker error after the claim
@@ -77,7 +82,7 @@ def classify_scans(
     """
     claim = ledger.claim(engine, scan_ids, max_attempts, refuse_redelivered)
     try:
-        return _classify_claimed(engine, scan_ids, claim, model, publish)
+        return _classify_claimed(engine, scan_ids, claim, model, publish, routing)
     except RETRYABLE as error:
         _release(engine, list(claim.pixels), reason_for(error))
         raise
@@ -89,6 +94,7 @@ def _classify_claimed(
     claim: ledger.Claim,
     model: ServingModel,
     publish: Callable[[Escalation], None],
+    routing: Routing | None,
 ) -> dict[str, int]:
     good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
     corrupt = sorted(set(claim.pixels) - set(good))
@@ -97,7 +103,7 @@ def _classify_claimed(
     recorded = _score_and_record(engine, good, model) if good else []
     # the studies whose last slice this job finished are decided now, once each
     finished = [*recorded, *corrupt, *claim.exhausted]
-    escalations = studies.decide_ready(engine, finished, model.card, model.version)
+    escalations = studies.decide_ready(engine, finished, model.card, model.version, routing)
     # a repeated job, or scans another delivery finished first: re-send escalations a lost
     # publish may have dropped (the worklist insert is idempotent)
     finished_before = sorted(set(scan_ids) - set(finished))
@@ -154,8 +160,10 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
             settings.max_attempts,
             escalations.append,
             refuse_redelivered=len(job.scan_ids) > 1 and self.request.retries == 0,
+            routing=outbox.routing(settings),
         )
         publish_escalations(escalations, settings)
+        after_decisions(engine, current_model(settings), escalations, job.scan_ids, settings)
         return outcome
     except ledger.Redelivered:
         return _split(job, settings)

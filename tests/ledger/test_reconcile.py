@@ -84,6 +84,7 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
             "repaged",
             "studies_closed",
             "studies_decided",
+            "deliveries",
         ),
         0,
     )  # not stuck yet

@@ -1,0 +1,211 @@
+"""The decision for a FHIR server (R5, validated with fhir.resources), and its POST.
+
+`build_fhir` returns a transaction Bundle with two conditional creates:
+
+- an Observation: code "AI triage class", value = the class (CodeableConcept in our code
+  system), interpretation AA / A / N, components P(urgent) (Quantity, UCUM "1") and the urgent
+  flag (boolean), the model version as the device, a note that it is not a diagnosis;
+- a DiagnosticReport: status final, category RAD, code "AI triage", conclusion text (class,
+  P(urgent), model, "not a diagnosis"), conclusionCode = the class, result -> the Observation
+  (by its urn:uuid fullUrl), study -> the ImagingStudy by its DICOM Study Instance UID.
+
+Both carry `identifier` = our system URI + `<study_id>/<decision>` (the Observation with a
+`/observation` suffix), and each entry's `request.ifNoneExist` is `identifier=system|value`,
+so a resend creates nothing new. The accession is a second identifier of type ACSN; the
+patient is referred to by identifier (the id as received; we hold no assigning authority).
+Full URLs are urn:uuid UUIDs derived from the decision, so the bundle is the same on resend.
+
+`post_fhir` POSTs it with urllib: 2xx delivered; 5xx, 408, 429, a time-out or a refused
+connection retryable; any other 4xx, and any 3xx (redirects are not followed: a moved
+endpoint is a configuration to fix, and a POST must not silently go elsewhere), not.
+Environment proxies are not used: the FHIR server is on the hospital network.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from typing import Any
+
+from gateway.deliveries.report import (
+    DISCLAIMER,
+    DeliveryError,
+    StudyReport,
+    dicom_study_uid,
+)
+
+IDENTIFIER_SYSTEM = "urn:triage:decision"
+CODE_SYSTEM = "urn:triage:codes"
+CLASS_SYSTEM = "urn:triage:triage-class"
+UCUM = "http://unitsofmeasure.org"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+IDENTIFIER_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0203"
+SECTION = "http://terminology.hl7.org/CodeSystem/v2-0074"
+FHIR_JSON = "application/fhir+json"
+INTERPRETATIONS = {0: ("N", "Normal"), 1: ("A", "Abnormal"), 2: ("AA", "Critical abnormal")}
+MAX_BODY = 64 * 1024
+
+
+def _fullurl(report: StudyReport, role: str) -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, f'{IDENTIFIER_SYSTEM}/{report.decision_key}/{role}')}"
+
+
+def _class_concept(report: StudyReport) -> dict[str, Any]:
+    return {
+        "coding": [
+            {"system": CLASS_SYSTEM, "code": str(report.predicted), "display": report.class_name}
+        ],
+        "text": report.class_name,
+    }
+
+
+def _code(code: str, display: str) -> dict[str, Any]:
+    return {"coding": [{"system": CODE_SYSTEM, "code": code, "display": display}], "text": display}
+
+
+def conclusion(report: StudyReport) -> str:
+    return (
+        f"AI triage: {report.headline} (class {report.class_name}, P(urgent) "
+        f"{float(report.p2):.3f}, {report.slices} slice(s), model {report.model_version}). "
+        f"{DISCLAIMER}."
+    )
+
+
+def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) -> dict[str, Any]:
+    """A transaction Bundle (FHIR R5 JSON) with the DiagnosticReport and its Observation."""
+    from fhir.resources.bundle import Bundle
+
+    when = report.decided_at.isoformat().replace("+00:00", "Z")
+    report_id = {"system": identifier_system, "value": report.decision_key}
+    observation_id = {"system": identifier_system, "value": f"{report.decision_key}/observation"}
+    subject = (
+        {"type": "Patient", "identifier": {"value": report.patient_id}}
+        if report.patient_id
+        else None
+    )
+    flag, flag_text = INTERPRETATIONS[2 if report.urgent else report.predicted]
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [observation_id],
+        "status": "final",
+        "category": [_code("ai-triage", "AI triage")],
+        "code": _code("TRIAGE-CLASS", "AI triage class"),
+        "effectiveDateTime": when,
+        "issued": when,
+        "valueCodeableConcept": _class_concept(report),
+        "interpretation": [
+            {"coding": [{"system": INTERPRETATION, "code": flag, "display": flag_text}]}
+        ],
+        "method": {"text": f"AI triage, model {report.model_version}"},
+        "device": {"display": f"triage model {report.model_version}"},
+        "note": [{"text": f"{DISCLAIMER}."}],
+        "component": [
+            {
+                "code": _code("P-URGENT", "Probability of urgent class"),
+                "valueQuantity": {
+                    "value": round(float(report.p2), 6),
+                    "unit": "1",
+                    "system": UCUM,
+                    "code": "1",
+                },
+            },
+            {"code": _code("URGENT", "Urgent"), "valueBoolean": bool(report.urgent)},
+        ],
+    }
+    identifiers = [report_id]
+    if report.accession:
+        identifiers.append(
+            {
+                "type": {"coding": [{"system": IDENTIFIER_TYPE, "code": "ACSN"}]},
+                "value": report.accession,
+            }
+        )
+    diagnostic: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "identifier": identifiers,
+        "status": "final",
+        "category": [{"coding": [{"system": SECTION, "code": "RAD", "display": "Radiology"}]}],
+        "code": _code("AI-TRIAGE", "AI triage of lung scans"),
+        "effectiveDateTime": when,
+        "issued": when,
+        "result": [{"reference": _fullurl(report, "observation")}],
+        "study": [
+            {
+                "type": "ImagingStudy",
+                "identifier": {
+                    "system": "urn:dicom:uid",
+                    "value": f"urn:oid:{dicom_study_uid(report)}",
+                },
+            }
+        ],
+        "conclusion": conclusion(report),
+        "conclusionCode": [_class_concept(report)],
+    }
+    if subject:
+        observation["subject"] = subject
+        diagnostic["subject"] = subject
+    entries = []
+    for role, resource, identifier in (
+        ("observation", observation, observation_id),
+        ("report", diagnostic, report_id),
+    ):
+        entries.append(
+            {
+                "fullUrl": _fullurl(report, role),
+                "resource": resource,
+                "request": {
+                    "method": "POST",
+                    "url": resource["resourceType"],
+                    "ifNoneExist": "identifier="
+                    + urllib.parse.quote(
+                        f"{identifier['system']}|{identifier['value']}", safe=":/|"
+                    ),
+                },
+            }
+        )
+    payload = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    bundle = Bundle.model_validate(payload)  # raises when the models reject it
+    return json.loads(bundle.model_dump_json())
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
+def post_fhir(url: str, payload: dict[str, Any], timeout: float = 30.0) -> None:
+    """POST the bundle to the FHIR server's base URL; DeliveryError unless it answers 2xx."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise DeliveryError("FHIR URL must be http or https", retryable=False)
+    body = json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
+    )
+    try:
+        with _opener().open(request, timeout=timeout) as response:
+            response.read(MAX_BODY)
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+        error.close()
+    except (urllib.error.URLError, OSError) as error:  # refused, reset, DNS, time-out
+        cause = getattr(error, "reason", error)
+        raise DeliveryError(
+            f"FHIR server unreachable: {type(cause).__name__}", retryable=True
+        ) from None
+    if 200 <= status < 300:
+        return
+    if 300 <= status < 400:
+        raise DeliveryError(f"FHIR server redirected ({status}), not followed", retryable=False)
+    retryable = status >= 500 or status in (408, 429)
+    raise DeliveryError(f"FHIR server answered {status}", retryable=retryable)

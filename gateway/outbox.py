@@ -1,0 +1,123 @@
+"""Sending one outbox row: which channels a decision goes to, and how each is sent.
+
+The `deliver` task (worker/tasks.py) claims a row in the ledger and calls `send`; the payload
+builders and senders live in `gateway/deliveries/` (DICOM SR and key image by C-STORE, HL7 ORU
+over MLLP, FHIR over HTTP). Every receiver is idempotent on our ids: the SR and key image
+SOPInstanceUIDs, the HL7 MSH-10 and the FHIR identifier are derived from our study id and
+decision number, so a resend is the same message and a re-decided study a new one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from gateway.deliveries.report import DeliveryError, StudyReport, hl7_message_id
+from imaging.canonical import SCAN_SIZE
+from ledger.deliveries import Routing, report_facts
+from schemas.settings import Settings
+
+SEND_TIMEOUT_S = 20.0
+SOP_CLASS_OF_MODALITY = {  # the storage class of a received slice, for references to it
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "CR": "1.2.840.10008.5.1.4.1.1.1",
+    "DX": "1.2.840.10008.5.1.4.1.1.1.1",
+}
+
+
+def routing(settings: Settings) -> Routing:
+    """The channels configured: DICOM and FHIR for every decided study, HL7 for urgent ones
+    (or every study with TRIAGE_HL7_ALL_STUDIES)."""
+    every: list[str] = []
+    urgent_only: list[str] = []
+    if settings.dicom_destination:
+        every.append("dicom")
+    if settings.fhir_url:
+        every.append("fhir")
+    if settings.hl7_destination:
+        (every if settings.hl7_all_studies else urgent_only).append("hl7")
+    return Routing(tuple(every), tuple(urgent_only))
+
+
+def send(engine: Engine, delivery: dict[str, Any], settings: Settings) -> None:
+    """Send one claimed outbox row; raises DeliveryError (retryable or not) when it fails."""
+    facts = report_facts(engine, delivery["study_id"])
+    if facts is None or facts["p2"] is None:
+        raise DeliveryError("the study has no decision to report", retryable=False)
+    report = study_report(facts, delivery)
+    channel = delivery["channel"]
+    if channel == "dicom":
+        _send_dicom(report, settings)
+    elif channel == "hl7":
+        _send_hl7(report, settings)
+    elif channel == "fhir":
+        _send_fhir(report, settings)
+    else:
+        raise DeliveryError(f"unknown channel {channel!r}", retryable=False)
+
+
+def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport:
+    """The facts of a decision, as every channel's builder takes them."""
+    pixels = facts.get("top_pixels")
+    key_image = (
+        np.frombuffer(pixels, np.uint8).reshape(SCAN_SIZE, SCAN_SIZE).copy()
+        if pixels is not None and len(pixels) == SCAN_SIZE * SCAN_SIZE
+        else None
+    )
+    saliency = facts.get("saliency")
+    return StudyReport(
+        study_id=facts["id"],
+        decision=delivery["decision"],
+        study_uid=facts["study_uid"],
+        accession=facts["accession"],
+        patient_id=facts["patient_id"],
+        p2=min(1.0, max(0.0, float(facts["p2"]))),
+        urgent=bool(facts["urgent"]),
+        predicted=int(facts["predicted"]),
+        model_version=facts["model_version"],
+        decided_at=facts["classified_at"],
+        slices=int(facts["slices"]),
+        top_series_uid=facts["top_series_uid"],
+        top_sop_uid=facts["top_sop_uid"],
+        top_sop_class_uid=SOP_CLASS_OF_MODALITY.get(facts["top_modality"] or ""),
+        key_image=key_image,
+        saliency=(
+            np.frombuffer(saliency, np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) / 255.0
+            if saliency is not None
+            else None
+        ),
+    )
+
+
+def _send_dicom(report: StudyReport, settings: Settings) -> None:
+    """The SR for every decided study; for an urgent one also the key image with its overlay
+    (not before the routine worker has stored the saliency map)."""
+    from gateway.deliveries.cstore import send_cstore
+    from gateway.deliveries.dicom_sr import build_sr
+    from gateway.deliveries.key_image import build_key_image
+
+    key_image = None
+    if report.urgent:
+        if report.saliency is None or report.key_image is None:
+            raise DeliveryError("the key image's saliency map is not stored yet", retryable=True)
+        key_image = build_key_image(report, settings.dicom_ae_title)
+    sr = build_sr(report, settings.dicom_ae_title, key_image=key_image)
+    datasets = [sr] if key_image is None else [key_image, sr]
+    send_cstore(datasets, settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+
+
+def _send_hl7(report: StudyReport, settings: Settings) -> None:
+    from gateway.deliveries.hl7 import build_oru
+    from gateway.deliveries.mllp import send_mllp
+
+    host, port = settings.hl7_destination.rsplit(":", 1)
+    send_mllp(build_oru(report, hl7_message_id(report)), host, int(port), SEND_TIMEOUT_S)
+
+
+def _send_fhir(report: StudyReport, settings: Settings) -> None:
+    from gateway.deliveries.fhir import build_fhir, post_fhir
+
+    post_fhir(settings.fhir_url, build_fhir(report), SEND_TIMEOUT_S)

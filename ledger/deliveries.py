@@ -1,0 +1,214 @@
+"""The outbox: every outward message about a study decision is a `deliveries` row.
+
+Rows are written in the same transaction as the decision they report (`add_for_decision`,
+called by `ledger.studies`), one per configured channel, and carry the key the receiver is
+idempotent on. A sender claims a due row, and marks it delivered, or due again later with the
+reason (exponential backoff, capped), or failed when the receiver refuses the content.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ledger.statements import chunks, deliveries, scans, studies
+from schemas.tables import as_utc, utcnow
+
+BACKOFF_CAP_S = 60
+CLAIM_LEASE_S = 120  # a claimed row is due again after this if its sender died
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which channels get a message: for every decided study, and for urgent ones only."""
+
+    every: tuple[str, ...] = ()
+    urgent_only: tuple[str, ...] = field(default=())
+
+    def channels(self, urgent: bool) -> tuple[str, ...]:
+        return self.every + (self.urgent_only if urgent else ())
+
+
+def idempotency_key(study_id: str, decision: int, channel: str) -> str:
+    """What a receiver deduplicates on: the same for every resend of one message."""
+    return f"{study_id}.{decision}.{channel}"
+
+
+def add_for_decision(
+    connection: Connection, study_id: str, decision: int, urgent: bool, routing: Routing
+) -> None:
+    """The outbox rows of one decision (in the caller's transaction)."""
+    now = utcnow()
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "study_id": study_id,
+            "decision": decision,
+            "channel": channel,
+            "idempotency_key": idempotency_key(study_id, decision, channel),
+            "status": "pending",
+            "attempts": 0,
+            "created_at": now,
+            "next_attempt_at": now,
+        }
+        for channel in routing.channels(urgent)
+    ]
+    if rows:
+        connection.execute(deliveries.insert(), rows)
+
+
+def pending_for_scans(engine: Engine, scan_ids: Sequence[str]) -> list[str]:
+    """Ids of pending deliveries about the studies of these scans (to send now)."""
+    found: list[str] = []
+    with engine.begin() as connection:
+        for chunk in chunks(scan_ids):
+            of_scans = sa.select(scans.c.study_id).where(scans.c.id.in_(chunk))
+            query = sa.select(deliveries.c.id).where(
+                deliveries.c.study_id.in_(of_scans), deliveries.c.status == "pending"
+            )
+            found += connection.execute(query).scalars().all()
+    return sorted(set(found))
+
+
+def due(engine: Engine, now: datetime, limit: int) -> list[str]:
+    """Pending deliveries whose next attempt is due (for the reconciler to re-send)."""
+    query = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    with engine.begin() as connection:
+        return list(connection.execute(query).scalars())
+
+
+def claim(engine: Engine, delivery_id: str) -> dict[str, Any] | None:
+    """Take a pending, due delivery (attempts + 1, leased for CLAIM_LEASE_S); None if it is
+    delivered, failed, or not due (another sender has it, or its backoff runs)."""
+    now = utcnow()
+    taken = (
+        deliveries.update()
+        .where(
+            deliveries.c.id == delivery_id,
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= now,
+        )
+        .values(
+            attempts=deliveries.c.attempts + 1,
+            next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S),
+        )
+        .returning(*deliveries.c)
+    )
+    with engine.begin() as connection:
+        row = connection.execute(taken).first()
+    return None if row is None else dict(row._mapping)
+
+
+def mark_delivered(engine: Engine, delivery_id: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+            .values(status="delivered", delivered_at=utcnow(), last_error=None)
+        )
+
+
+def backoff_s(attempts: int) -> int:
+    return min(BACKOFF_CAP_S, 2 ** max(0, attempts - 1))
+
+
+def mark_retry(engine: Engine, delivery_id: str, attempts: int, reason: str) -> datetime:
+    """Due again after the backoff of `attempts`; returns when."""
+    when = utcnow() + timedelta(seconds=backoff_s(attempts))
+    with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+            .values(next_attempt_at=when, last_error=reason[:2000])
+        )
+    return when
+
+
+def mark_failed(engine: Engine, delivery_id: str, reason: str) -> None:
+    """The receiver refused the content: sending it again would not help."""
+    with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+            .values(status="failed", last_error=reason[:2000])
+        )
+
+
+def list_deliveries(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
+    """The outbox, newest first (no patient data: our ids, channel, status, times, reason)."""
+    query = (
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.study_id,
+            studies.c.study_uid,
+            deliveries.c.decision,
+            deliveries.c.channel,
+            deliveries.c.status,
+            deliveries.c.attempts,
+            deliveries.c.last_error,
+            deliveries.c.created_at,
+            deliveries.c.next_attempt_at,
+            deliveries.c.delivered_at,
+        )
+        .join(studies, studies.c.id == deliveries.c.study_id)
+        .order_by(deliveries.c.created_at.desc(), deliveries.c.id)
+        .limit(limit)
+    )
+    with engine.begin() as connection:
+        rows = [dict(row._mapping) for row in connection.execute(query)]
+    for row in rows:
+        for key in ("created_at", "next_attempt_at", "delivered_at"):
+            row[key] = as_utc(row[key])
+    return rows
+
+
+def waiting_by_channel(engine: Engine) -> dict[str, int]:
+    """Pending deliveries per channel (for `triage stats`)."""
+    query = (
+        sa.select(deliveries.c.channel, sa.func.count())
+        .where(deliveries.c.status == "pending")
+        .group_by(deliveries.c.channel)
+    )
+    with engine.begin() as connection:
+        return dict(connection.execute(query).tuples().all())
+
+
+def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
+    """What a message about a study's decision says: the study row (decision, identity), its
+    slice count, and its most suspicious slice's identity, pixels and saliency map."""
+    from ledger.statements import scan_pixels
+
+    top = scans.alias("top")
+    slices = sa.select(sa.func.count()).where(scans.c.study_id == studies.c.id).scalar_subquery()
+    query = (
+        sa.select(
+            studies,
+            slices.label("slices"),
+            top.c.series_uid.label("top_series_uid"),
+            top.c.sop_uid.label("top_sop_uid"),
+            top.c.modality.label("top_modality"),
+            scan_pixels.c.pixels.label("top_pixels"),
+        )
+        .outerjoin(top, top.c.id == studies.c.top_scan_id)
+        .outerjoin(scan_pixels, scan_pixels.c.scan_id == studies.c.top_scan_id)
+        .where(studies.c.id == study_id)
+    )
+    with engine.begin() as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        return None
+    facts = dict(row._mapping)
+    for key in ("received_at", "classified_at", "closed_at", "last_instance_at"):
+        facts[key] = as_utc(facts[key])
+    return facts

@@ -1,0 +1,207 @@
+"""The ORU^R01 built with hl7apy, sent over MLLP to a real socket listener that answers as
+told: AA, AE, AR, an ACK for another message, garbage, silence."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from hl7apy.parser import parse_message
+
+from gateway.deliveries.hl7 import build_oru, escape
+from gateway.deliveries.mllp import END, START, control_id, send_mllp, send_mllp_many
+from gateway.deliveries.report import DeliveryError, StudyReport, hl7_message_id
+from tests.gateway.deliveries.conftest import free_port, make_report
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Ris(socketserver.ThreadingTCPServer):
+    """An MLLP listener. `answers`: one per message received, in order (the last repeats):
+    AA / AE / AR (MSA-2 = MSH-10), 'wrong-id' (AA for another message), 'garbage' (an
+    unframed reply), 'silent' (no reply), 'close' (hang up)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.received: list[str] = []
+        self.connections = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", free_port()), RisHandler)
+
+    def next_answer(self, message: str) -> str:
+        with self.lock:
+            self.received.append(message)
+            index = min(len(self.received), len(self.answers)) - 1
+            return self.answers[index]
+
+
+class RisHandler(socketserver.BaseRequestHandler):
+    server: Ris
+
+    def handle(self) -> None:
+        with self.server.lock:
+            self.server.connections += 1
+        buffer = b""
+        while chunk := self.request.recv(65536):
+            buffer += chunk
+            while START in buffer and END in buffer:
+                framed, buffer = buffer.split(END, 1)
+                message = framed.split(START, 1)[1].decode()
+                if not self.answer(message):
+                    return
+
+    def answer(self, message: str) -> bool:
+        how = self.server.next_answer(message)
+        msh10 = control_id(message)
+        if how == "silent":
+            time.sleep(3)
+            return False
+        if how == "close":
+            return False
+        if how == "garbage":
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            return True
+        code, acked = (how, msh10) if how != "wrong-id" else ("AA", "SOMEONE-ELSE")
+        ack = (
+            f"MSH|^~\\&|RIS||TRIAGE||20261201120000||ACK^R01^ACK|ACK{msh10}|P|2.5\r"
+            f"MSA|{code}|{acked}|{'Unknown accession' if code == 'AE' else ''}\r"
+        )
+        if code == "AR":
+            ack += "ERR||||E|||Message type not supported\r"
+        self.request.sendall(START + ack.encode() + END)
+        return True
+
+
+@pytest.fixture
+def ris_factory() -> Iterator:
+    servers: list[Ris] = []
+
+    def start(*answers: str) -> Ris:
+        server = Ris(list(answers))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def port_of(server: Ris) -> int:
+    return server.server_address[1]
+
+
+def test_the_oru_says_what_was_decided(report: StudyReport) -> None:
+    text = build_oru(report, "MSG-1")
+    message = parse_message(text)  # hl7apy reads it back with its 2.5 structure
+    assert message.msh.msh_9.value == "ORU^R01^ORU_R01" and message.msh.msh_10.value == "MSG-1"
+    assert message.msh.msh_12.value == "2.5"
+    result = message.ORU_R01_PATIENT_RESULT
+    assert result.ORU_R01_PATIENT.pid.pid_3.value == report.patient_id
+    order = result.ORU_R01_ORDER_OBSERVATION
+    assert order.obr.obr_3.value == order.orc.orc_3.value == order.obr.obr_18.value == "ACC-77"
+    assert order.obr.obr_5.value == "S" and order.obr.obr_27.value == "^^^^^S"
+    obx = {o.obx.obx_3.value.split("^")[0]: o.obx for o in order.ORU_R01_OBSERVATION}
+    assert obx["TRIAGE-CLASS"].obx_2.value == "CWE"
+    assert obx["TRIAGE-CLASS"].obx_5.value == "2^urgent^99TRIAGE"
+    assert obx["TRIAGE-CLASS"].obx_8.value == "AA"
+    assert obx["P-URGENT"].obx_2.value == "NM" and float(obx["P-URGENT"].obx_5.value) == 0.873
+    assert obx["MODEL"].obx_5.value == report.model_version
+    assert "not a diagnosis" in obx["DISCLAIMER"].obx_5.value
+    assert "not a diagnosis" in order.nte.nte_3.value
+    assert text == build_oru(report, "MSG-1")  # a resend is the same message
+
+
+def test_a_calm_study_is_routine_and_normal() -> None:
+    calm = make_report(p2=0.02, urgent=False, predicted=0)
+    order = parse_message(build_oru(calm, "MSG-2")).ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION
+    assert order.obr.obr_5.value == "R"
+    first = order.ORU_R01_OBSERVATION[0].obx
+    assert first.obx_5.value == "0^healthy^99TRIAGE" and first.obx_8.value == "N"
+
+
+def test_delimiters_in_ids_cannot_shift_fields() -> None:
+    hostile = make_report(patient_id="P|1^2&3~4\\5", accession="A\rMSH|evil")
+    message = parse_message(build_oru(hostile, "MSG-3"))
+    assert message.ORU_R01_PATIENT_RESULT.ORU_R01_PATIENT.pid.pid_3.value == escape("P|1^2&3~4\\5")
+    assert [s.name for s in message.children][:2] == ["MSH", "ORU_R01_PATIENT_RESULT"]
+    assert build_oru(hostile, "M").count("\rMSH") == 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "retryable", "words"),
+    [("AE", True, "Unknown accession"), ("AR", False, "not supported")],
+)
+def test_negative_acks(ris_factory, report: StudyReport, answer, retryable, words) -> None:  # noqa: ANN001
+    ris = ris_factory(answer)
+    with pytest.raises(DeliveryError) as caught:
+        send_mllp(build_oru(report, "MSG-4"), "127.0.0.1", port_of(ris), timeout=5)
+    assert caught.value.retryable is retryable and words in caught.value.reason
+    assert len(ris.received) == 1
+
+
+def test_accepted(ris_factory, report: StudyReport) -> None:  # noqa: ANN001
+    ris = ris_factory("AA")
+    message = build_oru(report, hl7_message_id(report))
+    send_mllp(message, "127.0.0.1", port_of(ris), timeout=5)
+    assert ris.received == [message]
+    assert control_id(ris.received[0]) == hl7_message_id(report)
+
+
+@pytest.mark.parametrize("answer", ["wrong-id", "garbage", "close", "silent"])
+def test_no_proper_ack_is_retryable(ris_factory, report: StudyReport, answer: str) -> None:  # noqa: ANN001
+    ris = ris_factory(answer)
+    started = time.monotonic()
+    with pytest.raises(DeliveryError) as caught:
+        send_mllp(build_oru(report, "MSG-5"), "127.0.0.1", port_of(ris), timeout=1.5)
+    assert caught.value.retryable
+    assert time.monotonic() - started < 5
+
+
+def test_nobody_listening_is_retryable(report: StudyReport) -> None:
+    with pytest.raises(DeliveryError) as caught:
+        send_mllp(build_oru(report, "MSG-6"), "127.0.0.1", free_port(), timeout=2)
+    assert caught.value.retryable and report.patient_id not in caught.value.reason
+
+
+def test_several_messages_on_one_connection(ris_factory) -> None:  # noqa: ANN001
+    ris = ris_factory("AA", "AE", "AR", "AA")
+    messages = [build_oru(make_report(decision=n), f"MSG-{n}") for n in range(1, 5)]
+    outcomes = send_mllp_many(messages, "127.0.0.1", port_of(ris), timeout=5)
+    assert ris.connections == 1 and ris.received == messages
+    assert outcomes[0] is None and outcomes[3] is None
+    assert outcomes[1].retryable and not outcomes[2].retryable
+
+
+def test_one_connection_broken_midway(ris_factory) -> None:  # noqa: ANN001
+    ris = ris_factory("AA", "close")
+    messages = [build_oru(make_report(decision=n), f"MSG-{n}") for n in range(1, 4)]
+    outcomes = send_mllp_many(messages, "127.0.0.1", port_of(ris), timeout=2)
+    assert outcomes[0] is None
+    assert all(o is not None and o.retryable for o in outcomes[1:])
+    assert len(ris.received) == 2  # the third was never sent
+
+
+def test_ack_checks() -> None:
+    from gateway.deliveries.mllp import check_ack
+
+    head = "MSH|^~\\&|RIS||TRIAGE||20261201||ACK|A1|P|"
+    check_ack(head + "2.5\rMSA|AA|ID-1", "ID-1")
+    check_ack(head + "2.9\rMSA|AA|ID-1\r", "ID-1")  # a version hl7apy lacks reads as 2.5
+    check_ack(head + "2.3\nMSA|CA|ID-1\n", "ID-1")  # commit accept, newline separators
+    for bad, words in (
+        ("garbage", "unreadable"),
+        (head + "2.5", "unreadable"),  # no MSA
+        (head + "2.5\rMSA|AA|ID-2", "another message"),
+        (head + "2.5\rMSA|ZZ|ID-1", "unknown"),
+    ):
+        with pytest.raises(DeliveryError) as caught:
+            check_ack(bad, "ID-1")
+        assert caught.value.retryable and words in caught.value.reason

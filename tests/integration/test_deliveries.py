@@ -1,0 +1,171 @@
+"""Results back into the hospital, with real receivers that are down at first and up later.
+
+dcmtk's storescp is the PACS (the SR read back with dsrdump, the key image with pydicom), a
+socket MLLP listener the RIS (answering AE once, then AA), a local HTTP server the FHIR
+server. Real Redis, SQLite, and routine, urgent and deliveries worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import sqlalchemy as sa
+
+from bench.services import free_port
+from gateway.client import submit_images
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Delivery, Study
+from tests.fixtures_model import brightness_scans
+from tests.integration.conftest import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+START, END = b"\x0b", b"\x1c\r"
+
+
+class Ris(socketserver.StreamRequestHandler):
+    """An MLLP listener: answers the first message AE, every later one AA (MSA-2 = MSH-10)."""
+
+    received: list[str] = []
+    refused_once: list[str] = []
+
+    def handle(self) -> None:
+        buffer = b""
+        while chunk := self.request.recv(65536):
+            buffer += chunk
+            while START in buffer and END in buffer:
+                frame, buffer = buffer.split(END, 1)
+                self.answer(frame.split(START, 1)[1].decode())
+
+    def answer(self, message: str) -> None:
+        segments = message.replace("\n", "\r").split("\r")
+        control_id = segments[0].split("|")[9]
+        code = "AA"
+        if not Ris.refused_once:
+            Ris.refused_once.append(control_id)
+            code = "AE"
+        else:
+            Ris.received.append(message)
+        ack = (
+            f"MSH|^~\\&|RIS||TRIAGE||20261201||ACK^R01|A{control_id}|P|2.5\rMSA|{code}|{control_id}"
+        )
+        self.request.sendall(START + ack.encode() + END)
+
+
+class Fhir(BaseHTTPRequestHandler):
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        Fhir.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    return {"pacs": free_port(), "ris": free_port(), "fhir": free_port()}
+
+
+@contextlib.contextmanager
+def start_receivers(ports: dict[str, int], folder: Path) -> Iterator[None]:
+    """storescp, the MLLP listener and the FHIR server, on the ports the settings name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pacs = subprocess.Popen(
+        ["storescp", "--output-directory", str(folder), "-aet", "PACS", str(ports["pacs"])],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    ris = socketserver.ThreadingTCPServer(("127.0.0.1", ports["ris"]), Ris)
+    fhir = ThreadingHTTPServer(("127.0.0.1", ports["fhir"]), Fhir)
+    for server in (ris, fhir):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    wait_for(lambda: _listening(ports["pacs"]), "storescp", timeout=20)
+    try:
+        yield
+    finally:
+        pacs.terminate()
+        pacs.wait(timeout=10)
+        for server in (ris, fhir):
+            server.shutdown()
+            server.server_close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_every_destination_down_at_first_gets_each_message_exactly_once(
+    pipeline_factory, tmp_path: Path, ports: dict[str, int]
+) -> None:
+    Ris.received, Ris.refused_once, Fhir.bodies = [], [], []
+    env = {
+        "TRIAGE_DICOM_DESTINATION": f"PACS@127.0.0.1:{ports['pacs']}",
+        "TRIAGE_HL7_DESTINATION": f"127.0.0.1:{ports['ris']}",
+        "TRIAGE_FHIR_URL": f"http://127.0.0.1:{ports['fhir']}/fhir",
+        "TRIAGE_RECONCILE_EVERY_SECONDS": "2",
+    }
+    pipeline = pipeline_factory(f"sqlite:///{tmp_path / 'ledger.db'}", batch_size=8, env=env)
+    pipeline.start_worker("urgent", "urgent")
+    pipeline.start_worker("stat,scans", "routine")
+    pipeline.start_worker("deliveries", "deliveries")
+    engine = engine_for(get_settings().resolved_database_url)
+    # two urgent and two calm studies of one slice each
+    submission = submit_images(brightness_scans([230, 40, 240, 60], seed=5))
+    assert len(submission.queued) == 4
+
+    def tried_everywhere() -> bool:
+        with engine.connect() as connection:
+            rows = connection.execute(sa.select(Delivery.channel, Delivery.attempts)).all()
+        return len(rows) == 4 + 4 + 2 and all(attempts >= 1 for _, attempts in rows)
+
+    wait_for(tried_everywhere, "every delivery tried while the receivers are down", 120)
+    pacs_dir = tmp_path / "pacs"
+    with start_receivers(ports, pacs_dir):
+        wait_for(lambda: _delivered(engine) == 10, "every delivery delivered", timeout=150)
+        time.sleep(3)  # let a stray duplicate arrive, if the design allowed one
+        check_pacs(pacs_dir, engine)
+        assert len(Ris.received) == 2 and len(Ris.refused_once) == 1  # urgent only; AE retried
+        assert len({m.split("\r")[0].split("|")[9] for m in Ris.received}) == 2
+        assert len(Fhir.bodies) == 4 and all(b"not a diagnosis" in body for body in Fhir.bodies)
+
+
+def _delivered(engine) -> int:  # noqa: ANN001
+    with engine.connect() as connection:
+        return connection.scalar(sa.select(sa.func.count()).where(Delivery.status == "delivered"))
+
+
+def check_pacs(folder: Path, engine) -> None:  # noqa: ANN001
+    """One SR per study, one key image (with its overlay) per urgent study, nothing twice."""
+    files = sorted(path for path in folder.iterdir() if path.is_file())
+    datasets = [pydicom.dcmread(path) for path in files]
+    srs = [ds for ds in datasets if ds.Modality == "SR"]
+    images = [ds for ds in datasets if ds.Modality != "SR"]
+    with engine.connect() as connection:
+        urgent = connection.scalar(sa.select(sa.func.count()).where(Study.urgent.is_(True)))
+    assert len(srs) == 4 and len(images) == urgent == 2
+    assert len({ds.SOPInstanceUID for ds in datasets}) == len(datasets)  # exactly once each
+    for path, ds in zip(files, datasets, strict=True):
+        if ds.Modality == "SR":
+            text = subprocess.run(["dsrdump", str(path)], capture_output=True, text=True).stdout
+            assert "not a diagnosis" in text
+    for image in images:
+        pixels = image.pixel_array.astype(int)
+        assert image.PhotometricInterpretation == "RGB" and pixels.ndim == 3
+        # the overlay colours the slice: grey pixels have equal channels, overlaid ones do not
+        assert np.abs(pixels[..., 0] - pixels[..., 2]).max() > 40
