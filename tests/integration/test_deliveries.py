@@ -7,14 +7,8 @@ server. Real Redis, SQLite, and routine, urgent and deliveries worker processes.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import socketserver
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +16,8 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
+from bench import peers
+from bench.peers import Fhir, Ris, start_receivers
 from bench.services import free_port
 from gateway.client import submit_images
 from ledger.database import engine_for
@@ -31,48 +27,6 @@ from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
-START, END = b"\x0b", b"\x1c\r"
-
-
-class Ris(socketserver.StreamRequestHandler):
-    """An MLLP listener: answers the first message AE, every later one AA (MSA-2 = MSH-10)."""
-
-    received: list[str] = []
-    refused_once: list[str] = []
-
-    def handle(self) -> None:
-        buffer = b""
-        while chunk := self.request.recv(65536):
-            buffer += chunk
-            while START in buffer and END in buffer:
-                frame, buffer = buffer.split(END, 1)
-                self.answer(frame.split(START, 1)[1].decode())
-
-    def answer(self, message: str) -> None:
-        segments = message.replace("\n", "\r").split("\r")
-        control_id = segments[0].split("|")[9]
-        code = "AA"
-        if not Ris.refused_once:
-            Ris.refused_once.append(control_id)
-            code = "AE"
-        else:
-            Ris.received.append(message)
-        ack = (
-            f"MSH|^~\\&|RIS||TRIAGE||20261201||ACK^R01|A{control_id}|P|2.5\rMSA|{code}|{control_id}"
-        )
-        self.request.sendall(START + ack.encode() + END)
-
-
-class Fhir(BaseHTTPRequestHandler):
-    bodies: list[bytes] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        Fhir.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
-        self.send_response(201)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
@@ -80,40 +34,11 @@ def ports() -> dict[str, int]:
     return {"pacs": free_port(), "ris": free_port(), "fhir": free_port()}
 
 
-@contextlib.contextmanager
-def start_receivers(ports: dict[str, int], folder: Path) -> Iterator[None]:
-    """storescp, the MLLP listener and the FHIR server, on the ports the settings name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pacs = subprocess.Popen(
-        ["storescp", "--output-directory", str(folder), "-aet", "PACS", str(ports["pacs"])],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    socketserver.ThreadingTCPServer.allow_reuse_address = True
-    ris = socketserver.ThreadingTCPServer(("127.0.0.1", ports["ris"]), Ris)
-    fhir = ThreadingHTTPServer(("127.0.0.1", ports["fhir"]), Fhir)
-    for server in (ris, fhir):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    wait_for(lambda: _listening(ports["pacs"]), "storescp", timeout=20)
-    try:
-        yield
-    finally:
-        pacs.terminate()
-        pacs.wait(timeout=10)
-        for server in (ris, fhir):
-            server.shutdown()
-            server.server_close()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_every_destination_down_at_first_gets_each_message_exactly_once(
     pipeline_factory, tmp_path: Path, ports: dict[str, int]
 ) -> None:
-    Ris.received, Ris.refused_once, Fhir.bodies = [], [], []
+    peers.reset()
+    Ris.refuse_first = True
     env = {
         "TRIAGE_DICOM_DESTINATION": f"PACS@127.0.0.1:{ports['pacs']}",
         "TRIAGE_HL7_DESTINATION": f"127.0.0.1:{ports['ris']}",
