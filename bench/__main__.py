@@ -3,6 +3,7 @@
 python -m bench                 # the full run: 10,000 scans, about 10 minutes on 2 cores
 python -m bench --quick         # a few hundred scans, for a smoke check
 python -m bench --scans 2000 --naive-scans 200 --model-dir ~/.triage/models
+python -m bench --receive-only  # just the DICOM receive stage (`receive` in results.json)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bench import report
 from bench.latency import percentiles, run_latency
 from bench.naive import run_naive
 from bench.pipeline import run_pipeline
+from bench.receive import INSTANCES, run_receive, run_study_latency
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
@@ -37,6 +39,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="defaults of 300 / 20 / 1,024 scans")
     parser.add_argument("--model-dir", type=Path, default=None, help="reuse a published model root")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON path")
+    parser.add_argument("--receive-instances", type=int, default=INSTANCES, help="DICOM (200)")
+    parser.add_argument(
+        "--receive-only", action="store_true", help="only the DICOM receive stage; updates the "
+        "`receive` key of the results file"
+    )  # fmt: skip
     options = parser.parse_args(argv)
     defaults = QUICK if options.quick else FULL
     for name, default in zip(("scans", "naive_scans", "ceiling_scans"), defaults, strict=True):
@@ -75,8 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     from schemas.settings import get_settings
 
     options = parse(argv)
-    batch_size = options.batch_size or get_settings().batch_size
     console = Console()
+    if options.receive_only:
+        return receive_only(options, console)
+    batch_size = options.batch_size or get_settings().batch_size
     started = time.perf_counter()
     with ExitStack() as stack:
         from bench.environment import STAT_RESERVE, open_environment
@@ -114,6 +123,7 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
         console.print(f"latency on {backend}: {options.scans:,} backlog, stat scans behind ...")
         latency[backend] = run_latency(env, backend, options.scans, batch_size, logs)
         rss.append(latency[backend].routine_peak_rss_mib)
+    received = receive_stage(env, options, console)
     return {
         "ceiling_scans_per_s": ceiling_rate,
         "naive_scans_per_s": naive_rate,
@@ -137,7 +147,38 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
         "batch_size": batch_size,
         "model_version": model_dir.name,
         "machine": report.machine(),
+        "receive": received,
     }
+
+
+def receive_stage(env, options: argparse.Namespace, console: Console) -> dict:  # noqa: ANN001
+    """DICOM instances/s beside storescp and bare pynetdicom, then study latency per database."""
+    logs = env.directory / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    console.print(f"receive: {options.receive_instances} DICOM instances over storescu ...")
+    databases = {backend: env.fresh_database(backend) for backend in BACKENDS}
+    received = run_receive(env.directory, databases, options.receive_instances)
+    for backend in BACKENDS:
+        console.print(f"receive latency on {backend}: last instance -> decision, with workers ...")
+        received[f"study_latency_{backend}"] = run_study_latency(env, backend, logs)
+    return received
+
+
+def receive_only(options: argparse.Namespace, console: Console) -> dict:
+    """The receive stage alone; its numbers replace the `receive` key of the results file,
+    the other keys stay."""
+    from bench.environment import open_environment
+
+    with ExitStack() as stack:
+        env = open_environment(stack, 64, console, options.model_dir)
+        if env.postgres_admin_url is None:
+            raise SystemExit("the benchmark needs PostgreSQL (apt-get install postgresql)")
+        received = receive_stage(env, options, console)
+    results = json.loads(options.out.read_text()) if options.out.exists() else {}
+    results["receive"] = received
+    options.out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print_json(data=received)
+    return results
 
 
 def latency_summary(run) -> dict:  # noqa: ANN001 - bench.latency.LatencyRun

@@ -3,6 +3,7 @@
 - triage/train_commands.py     train, predict, evaluate, synth          (trainer/)
 - triage/pipeline_commands.py  enqueue, urgent, results, status, ack, db (worker/)
 - triage/ops_commands.py       demo, stats, reconcile                   (both)
+- triage/receive_commands.py   receive, echo (DICOM network)            (gateway/)
 
 Command modules import the heavy packages (TensorFlow, Celery) inside each command, so
 `triage --help` stays fast.
@@ -24,7 +25,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
-COMMAND_MODULES = ("triage.train_commands", "triage.pipeline_commands", "triage.ops_commands")
+COMMAND_MODULES = (
+    "triage.train_commands",
+    "triage.pipeline_commands",
+    "triage.ops_commands",
+    "triage.receive_commands",
+)
 
 
 @app.callback()

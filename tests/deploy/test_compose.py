@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "cli")
+PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "cli")
 TRIAGE_VARIABLE = re.compile(r"\bTRIAGE_[A-Z0-9_]+")
 
 
@@ -94,6 +94,8 @@ def test_services_are_the_documented_ones(compose: dict) -> None:
         "migrate",
         "worker",
         "worker-urgent",
+        "worker-deliveries",
+        "receiver",
         "cli",
         "flower",
     }
@@ -327,3 +329,13 @@ def test_dockerfile_copies_every_package_and_runs_unprivileged() -> None:
         assert re.search(rf"^COPY {package} \./{package}$", text, re.M), f"{package} not copied"
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
+
+
+def test_receiver_listens_on_the_published_port_and_is_echoed(compose: dict) -> None:
+    receiver = compose["services"]["receiver"]
+    command = command_of(receiver)
+    assert command[:2] == ["triage", "receive"]
+    port = command[command.index("--port") + 1]
+    assert [str(mapping["target"]) for mapping in receiver["ports"]] == [port]
+    assert f"triage echo --port {port}" in receiver["healthcheck"]["test"][1]
+    assert receiver["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

@@ -1,0 +1,262 @@
+"""The DICOM receiver: a PACS or scanner sends studies over C-STORE (`triage receive`).
+
+One pynetdicom application entity answers C-ECHO and C-STORE for CT, CR, DX, MR and Secondary
+Capture images, in the uncompressed and the common compressed transfer syntaxes (each offered
+only if an installed pydicom plugin decodes it), taking for each proposed context the sender's
+first syntax we decode. Handlers are plain functions bound with
+their dependencies. A C-STORE is answered success (0x0000) only after its instance is
+committed to the ledger, held in its study (`receiving`) until the study goes idle
+(`gateway.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
+
+- 0xC210 (cannot understand): the instance is unusable (no pixel data, corrupt, too large);
+- 0xA700 (out of resources): the ledger is unavailable, after a few tries;
+- 0xA701 (out of resources): anything else; a sender retries both later.
+
+Logs name instances by our own ids (`instance-<n>`), never by UID or patient data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.client import PublishError, admit
+from gateway.intake import IncomingScan, Intake
+from gateway.publish import describe
+from gateway.study_closer import StudyCloser
+from imaging.canonical import ScanError
+from imaging.dicom import DEFLATED, can_decode, check_inflated_size, decode_dataset
+from imaging.files import DECODED_BYTES_PER_FILE_BYTE
+from schemas.messages import Priority
+from schemas.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+CANNOT_UNDERSTAND = 0xC210
+OUT_OF_RESOURCES = 0xA700
+INTERNAL_ERROR = 0xA701
+
+CT, CR, MR, SC = (
+    "1.2.840.10008.5.1.4.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.7",
+)
+DX_PRESENTATION, DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1"
+STORAGE_CLASSES = (CT, CR, DX_PRESENTATION, DX_PROCESSING, MR, SC)
+VERIFICATION = "1.2.840.10008.1.1"
+MAX_PDU_BYTES = 1 << 20  # a sender may put this much in a PDU: fewer PDUs per 0.5 MB slice
+
+UNCOMPRESSED = (
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent)
+)
+COMPRESSED = (
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000
+)
+
+
+def offered_syntaxes() -> list[str]:
+    """The transfer syntaxes we accept: those an installed pydicom plugin decodes."""
+    return [uid for uid in (*UNCOMPRESSED, *COMPRESSED) if can_decode(uid)]
+
+
+def prefer_senders_order(event: Any) -> None:  # noqa: ANN401 - pynetdicom Event
+    """Before negotiation (EVT_REQUESTED): order this association's syntaxes as the sender
+    proposed them. pynetdicom accepts, for each proposed context, the first syntax of OUR
+    list that the sender proposed; a sender proposes first the syntax it holds the data in
+    (dcmtk's storescu `-xs`, `-xy`: the compressed one, then uncompressed ones) and often
+    cannot convert, so its first decodable syntax is the one to accept."""
+    from pynetdicom.presentation import build_context
+
+    acceptor = event.assoc.acceptor
+    ours = {
+        context.abstract_syntax: list(context.transfer_syntax)
+        for context in acceptor.supported_contexts
+    }
+    front: dict[str, list[str]] = {abstract: [] for abstract in ours}
+    for proposed in event.assoc.requestor.primitive.presentation_context_definition_list:
+        order = front.get(proposed.abstract_syntax)
+        if order is not None:
+            supported = ours[proposed.abstract_syntax]
+            order += [
+                uid for uid in proposed.transfer_syntax if uid in supported and uid not in order
+            ]
+    acceptor.supported_contexts = [
+        build_context(
+            abstract, front[abstract] + [uid for uid in syntaxes if uid not in front[abstract]]
+        )
+        for abstract, syntaxes in ours.items()
+    ]
+
+
+@dataclass
+class StoreContext:
+    """What the C-STORE handler needs: settings, the priority of received studies, how long
+    to keep trying a busy or unreachable ledger (`sleep` injectable), our instance counter."""
+
+    settings: Settings
+    priority: Priority = Priority.routine
+    attempts: int = 3
+    retry_wait: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+    numbers: Any = field(default_factory=lambda: itertools.count(1))
+
+
+def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
+    return SUCCESS
+
+
+def handle_store(event: Any, context: StoreContext) -> int:  # noqa: ANN401 - pynetdicom Event
+    """Decode the instance, record it in the ledger, answer; see the module's statuses."""
+    source = f"instance-{next(context.numbers)}"
+    try:
+        intake = decode_instance(event, source, context.settings)
+    except ScanError as error:
+        log.warning("%s refused: %s", source, error.reason)
+        return CANNOT_UNDERSTAND
+    except Exception as error:  # a bug in decoding: refuse this instance, keep serving
+        log.error("%s: internal error while decoding (%s)", source, type(error).__name__)
+        return INTERNAL_ERROR
+    return record(intake, source, context)
+
+
+def decode_instance(event: Any, source: str, settings: Settings) -> Intake:  # noqa: ANN401
+    """The received data set -> an intake of its frames, with their DICOM identity."""
+    raw = event.request.DataSet
+    size = raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
+    if size > settings.max_file_bytes:
+        raise ScanError(
+            source, f"instance is {size} bytes, over the cap of {settings.max_file_bytes}"
+        )
+    max_bytes = DECODED_BYTES_PER_FILE_BYTE * settings.max_file_bytes
+    if str(event.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
+        raw.seek(0)
+        check_inflated_size(raw, source, max_bytes)
+        raw.seek(0)
+    try:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+    except Exception as error:  # pynetdicom/pydicom raise many types for a corrupt data set
+        raise ScanError(source, f"corrupt DICOM data set ({type(error).__name__})") from None
+    decoded = decode_dataset(
+        dataset, source, settings.max_pixels, settings.max_scans_per_file, max_bytes
+    )
+    scans = [IncomingScan(scan.source, scan.pixels, None, scan.identity) for scan in decoded]
+    return Intake(scans=scans)
+
+
+def record(intake: Intake, source: str, context: StoreContext) -> int:
+    """Admit the intake (held in its study) in one transaction; success once committed."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(1, context.attempts + 1):
+        try:
+            submission = admit(intake, context.priority, context.settings, hold=True)
+        except PublishError as error:  # committed; the reconciler re-sends what is queued
+            log.warning("%s recorded; publishing failed (%s)", source, describe(error))
+            return SUCCESS
+        except OperationalError as error:
+            log.warning("%s: ledger unavailable, try %d (%s)", source, attempt, describe(error))
+            if attempt < context.attempts:
+                context.sleep(context.retry_wait * attempt)
+            continue
+        except Exception as error:
+            log.error("%s: not recorded (%s)", source, type(error).__name__)
+            return INTERNAL_ERROR
+        if submission.repeated:
+            log.info("%s received before; nothing added", source)
+        return SUCCESS
+    return OUT_OF_RESOURCES
+
+
+def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom AE
+    """Our AE: the storage and verification contexts, the allow-list, the association cap."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=settings.dicom_ae_title)
+    syntaxes = offered_syntaxes()
+    for sop_class in STORAGE_CLASSES:
+        ae.add_supported_context(sop_class, syntaxes)
+    ae.add_supported_context(VERIFICATION, list(UNCOMPRESSED[:2]))
+    ae.require_calling_aet = list(settings.dicom_allowed_aes)
+    ae.maximum_associations = settings.dicom_max_associations
+    ae.maximum_pdu_size = MAX_PDU_BYTES
+    return ae
+
+
+def quiet_pynetdicom() -> None:
+    """pynetdicom logs request identifiers (UIDs) at INFO and whole data sets at DEBUG."""
+    from pynetdicom import _config
+
+    _config.LOG_REQUEST_IDENTIFIERS = False
+    _config.LOG_RESPONSE_IDENTIFIERS = False
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+@dataclass
+class Receiver:
+    """A running receiver: the association server and the idle-study closer."""
+
+    ae: Any
+    server: Any
+    stop_closing: threading.Event
+    closer_thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self, grace: float = 30.0) -> int:
+        """Stop accepting associations, let open ones finish for up to `grace` seconds, then
+        abort what is left; returns how many were aborted."""
+        self.server.shutdown()
+        deadline = time.monotonic() + grace
+        while self.ae.active_associations and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = len(self.ae.active_associations)
+        self.ae.shutdown()
+        self.stop_closing.set()
+        self.closer_thread.join(timeout=5)
+        return left
+
+
+def start_receiver(
+    settings: Settings,
+    host: str = "0.0.0.0",  # noqa: S104 - a DICOM receiver listens on the hospital network
+    port: int | None = None,
+    closer: StudyCloser | None = None,
+    context: StoreContext | None = None,
+) -> Receiver:
+    """Listen for associations (in threads) and close idle studies in the background."""
+    from pynetdicom import evt
+
+    quiet_pynetdicom()
+    ae = application_entity(settings)
+    context = context or StoreContext(settings)
+    handlers = [
+        (evt.EVT_REQUESTED, prefer_senders_order),
+        (evt.EVT_C_ECHO, handle_echo),
+        (evt.EVT_C_STORE, handle_store, [context]),
+    ]
+    address = (host, settings.dicom_port if port is None else port)
+    server = ae.start_server(address, block=False, evt_handlers=handlers)
+    stop_closing = threading.Event()
+    closer_thread = (closer or StudyCloser(settings)).start(stop_closing)
+    return Receiver(ae, server, stop_closing, closer_thread)

@@ -1,0 +1,291 @@
+"""The DICOM receiver in-process: a real pynetdicom sender, a real SQLite ledger.
+
+Each test starts the receiver on a free localhost port and asserts the statuses a sender
+gets; the idle-study closer runs with an injected clock and publisher (no broker, no sleeps).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from bench.services import wait_until
+from gateway.receiver import (
+    CANNOT_UNDERSTAND,
+    CT,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    VERIFICATION,
+    Receiver,
+    StoreContext,
+    start_receiver,
+)
+from gateway.study_closer import StudyCloser
+from ledger.database import engine_for, upgrade_schema
+from ledger.statements import scan_pixels, scans, studies
+from schemas.messages import Priority
+from schemas.settings import Settings
+from schemas.tables import utcnow
+from tests.fixtures_model import brightness_scans
+
+EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
+RLE, JPEG_LS = "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"
+STORED_MAX = 4080  # stored values 0..4080 (12 bits), windowed onto 0..255 as stored / 16
+
+
+def ct_instance(
+    study_uid: str, number: int, mean: int, size: int = 512, seed: int | None = None
+) -> object:
+    """A 16-bit CT slice (size x size) whose canonical scan has about this mean brightness:
+    the brightness model's test scan, enlarged, stored in HU with a window onto 0..255."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    scan = brightness_scans([mean], seed=number if seed is None else seed)[0]
+    stored = np.kron(scan.astype(np.uint16) * 16, np.ones((size // 64, size // 64), np.uint16))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = EXPLICIT_LE
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = CT, meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, f"{study_uid}.1"
+    dataset.Modality, dataset.InstanceNumber = "CT", number
+    dataset.AccessionNumber, dataset.PatientID = f"ACC{study_uid[-6:]}", "PAT-TEST"
+    dataset.ImagePositionPatient = [0, 0, float(number)]
+    dataset.Rows = dataset.Columns = size
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    dataset.RescaleSlope, dataset.RescaleIntercept = 1, -1024
+    dataset.WindowCenter, dataset.WindowWidth = -1024 + 0.5 + STORED_MAX / 2, STORED_MAX + 1
+    dataset.PixelData = stored.tobytes()
+    return dataset
+
+
+def send(
+    port: int,
+    datasets: Sequence[object],
+    calling: str = "SENDER",
+    syntaxes: Sequence[str] = (EXPLICIT_LE,),
+) -> list[int]:
+    """C-STORE each data set on one association; the statuses the receiver answered."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(CT, list(syntaxes))
+    association = ae.associate("127.0.0.1", port, ae_title="TRIAGE")
+    assert association.is_established
+    try:
+        return [int(association.send_c_store(dataset).Status) for dataset in datasets]
+    finally:
+        association.release()
+
+
+@dataclass
+class Published:
+    calls: list[tuple[list[str], Priority]] = field(default_factory=list)
+
+    def __call__(self, scan_ids: Sequence[str], priority: Priority, _settings: Settings) -> int:
+        self.calls.append((list(scan_ids), priority))
+        return 1
+
+
+@pytest.fixture
+def settings(triage_env: object) -> Settings:
+    settings = Settings()
+    upgrade_schema(engine_for(settings.resolved_database_url))
+    return settings
+
+
+@pytest.fixture
+def receiver(settings: Settings) -> Iterator[Receiver]:
+    idle = StudyCloser(settings, interval=3600)  # the tests close studies themselves
+    running = start_receiver(settings, host="127.0.0.1", port=0, closer=idle)
+    yield running
+    running.stop(grace=5)
+
+
+def _rows(settings: Settings, table: sa.Table) -> list[sa.Row]:
+    with engine_for(settings.resolved_database_url).begin() as connection:
+        return connection.execute(sa.select(table)).all()
+
+
+def test_echo_succeeds(receiver: Receiver) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(VERIFICATION)
+    association = ae.associate("127.0.0.1", receiver.port, ae_title="TRIAGE")
+    assert association.is_established
+    assert association.send_c_echo().Status == SUCCESS
+    association.release()
+
+
+def test_a_study_is_held_until_idle_then_published(receiver: Receiver, settings: Settings) -> None:
+    slices = [ct_instance("1.2.826.0.1.77.1", number, 200, size=128) for number in (1, 2, 3)]
+    assert send(receiver.port, slices) == [SUCCESS] * 3
+    (study,) = _rows(settings, studies)
+    assert study.status == "receiving"
+    assert sorted(row.status for row in _rows(settings, scans)) == ["held"] * 3
+
+    published = Published()
+    closer = StudyCloser(settings, publish=published)
+    assert closer.close_once() == 0  # not idle yet
+    closer.clock = lambda: utcnow() + timedelta(seconds=settings.study_idle_seconds + 1)
+    assert closer.close_once() == 1
+    assert len(published.calls) == 1 and len(published.calls[0][0]) == 3
+    assert {row.status for row in _rows(settings, scans)} == {"queued"}
+    assert all(row.published_at is not None for row in _rows(settings, scans))
+
+
+def test_a_repeated_instance_is_success_and_adds_nothing(
+    receiver: Receiver, settings: Settings
+) -> None:
+    instance = ct_instance("1.2.826.0.1.77.2", 1, 60, size=64)
+    assert send(receiver.port, [instance]) == [SUCCESS]
+    assert send(receiver.port, [instance]) == [SUCCESS]
+    assert len(_rows(settings, scans)) == 1
+
+
+def test_compressed_instance_is_received_in_the_senders_syntax(
+    receiver: Receiver, settings: Settings
+) -> None:
+    from pynetdicom import AE
+
+    instance = ct_instance("1.2.826.0.1.77.3", 1, 200, size=128)
+    instance.compress(RLE)
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CT, [RLE, EXPLICIT_LE])  # what the sender holds, first
+    association = ae.associate("127.0.0.1", receiver.port, ae_title="TRIAGE")
+    accepted = [context.transfer_syntax[0] for context in association.accepted_contexts]
+    assert accepted == [RLE]
+    assert association.send_c_store(instance).Status == SUCCESS
+    association.release()
+    (row,) = _rows(settings, scans)
+    with engine_for(settings.resolved_database_url).begin() as connection:
+        pixels = connection.execute(sa.select(scan_pixels.c.pixels)).scalar_one()
+    assert abs(np.frombuffer(pixels, np.uint8).mean() - 200) < 4
+
+
+def test_uncompressed_proposed_first_is_taken(receiver: Receiver) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CT, [IMPLICIT_LE, JPEG_LS, EXPLICIT_LE])
+    association = ae.associate("127.0.0.1", receiver.port, ae_title="TRIAGE")
+    assert [c.transfer_syntax[0] for c in association.accepted_contexts] == [IMPLICIT_LE]
+    association.release()
+
+
+def test_an_unusable_instance_cannot_be_understood(receiver: Receiver, settings: Settings) -> None:
+    instance = ct_instance("1.2.826.0.1.77.4", 1, 100, size=64)
+    del instance.PixelData
+    assert send(receiver.port, [instance]) == [CANNOT_UNDERSTAND]
+    assert _rows(settings, scans) == []
+
+
+def test_ledger_unavailable_is_out_of_resources(settings: Settings) -> None:
+    unreachable = settings.model_copy(
+        update={"database_url": "postgresql+psycopg://triage:secret@127.0.0.1:1/none"}
+    )
+    waits: list[float] = []
+    context = StoreContext(unreachable, sleep=waits.append)
+    running = start_receiver(
+        unreachable, host="127.0.0.1", port=0, closer=StudyCloser(unreachable, interval=3600),
+        context=context,
+    )  # fmt: skip
+    try:
+        assert send(running.port, [ct_instance("1.2.826.0.1.77.5", 1, 100, size=64)]) == [
+            OUT_OF_RESOURCES
+        ]
+    finally:
+        running.stop(grace=5)
+    assert len(waits) == context.attempts - 1
+
+
+def test_unknown_calling_ae_is_refused(settings: Settings) -> None:
+    from pynetdicom import AE
+
+    guarded = settings.model_copy(update={"dicom_allowed_aes": ["PACS1"]})
+    running = start_receiver(
+        guarded, host="127.0.0.1", port=0, closer=StudyCloser(guarded, interval=3600)
+    )
+    try:
+        for calling, established in (("OTHER", False), ("PACS1", True)):
+            ae = AE(ae_title=calling)
+            ae.add_requested_context(VERIFICATION)
+            association = ae.associate("127.0.0.1", running.port, ae_title="TRIAGE")
+            assert association.is_established is established
+            if established:
+                association.release()
+    finally:
+        running.stop(grace=5)
+
+
+def test_stop_lets_an_open_association_finish(settings: Settings) -> None:
+    from pynetdicom import AE
+
+    running = start_receiver(
+        settings, host="127.0.0.1", port=0, closer=StudyCloser(settings, interval=3600)
+    )
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CT, [EXPLICIT_LE])
+    association = ae.associate("127.0.0.1", running.port, ae_title="TRIAGE")
+    stopped: list[int] = []
+    stopper = threading.Thread(target=lambda: stopped.append(running.stop(grace=20)))
+    stopper.start()
+    instance = ct_instance("1.2.826.0.1.77.6", 1, 100, size=64)
+    assert association.send_c_store(instance).Status == SUCCESS
+    association.release()
+    stopper.join(timeout=30)
+    assert stopped == [0]
+    refused = AE(ae_title="SENDER")
+    refused.add_requested_context(VERIFICATION)
+    assert not refused.associate("127.0.0.1", running.port, ae_title="TRIAGE").is_established
+
+
+def test_associations_over_the_limit_are_refused(settings: Settings) -> None:
+    from pynetdicom import AE
+
+    limited = settings.model_copy(update={"dicom_max_associations": 1})
+    running = start_receiver(
+        limited, host="127.0.0.1", port=0, closer=StudyCloser(limited, interval=3600)
+    )
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(VERIFICATION)
+    try:
+        first = ae.associate("127.0.0.1", running.port, ae_title="TRIAGE")
+        assert first.is_established
+        assert not ae.associate("127.0.0.1", running.port, ae_title="TRIAGE").is_established
+        first.release()
+    finally:
+        running.stop(grace=5)
+
+
+def test_a_failing_round_does_not_stop_the_closer(receiver: Receiver, settings: Settings) -> None:
+    assert send(receiver.port, [ct_instance("1.2.826.0.1.77.7", 1, 100, size=64)]) == [SUCCESS]
+    calls: list[int] = []
+
+    def broker_down(scan_ids: Sequence[str], _priority: Priority, _settings: Settings) -> int:
+        calls.append(len(scan_ids))
+        raise ConnectionError("broker down")
+
+    closer = StudyCloser(settings, interval=0.01, publish=broker_down)
+    closer.clock = lambda: utcnow() + timedelta(seconds=settings.study_idle_seconds + 1)
+    stop = threading.Event()
+    thread = closer.start(stop)
+    wait_until(lambda: calls, what="a closing round", timeout=5)
+    wait_until(lambda: closer.close_once() == 0, what="a later round", timeout=5)
+    assert thread.is_alive()
+    stop.set()
+    thread.join(timeout=5)
+    assert calls == [1]  # queued in the ledger: the reconciler re-sends what was not published
+    assert [row.status for row in _rows(settings, scans)] == ["queued"]
