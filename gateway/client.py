@@ -99,9 +99,11 @@ def admit(
             for index, existing in sorted(admitted.repeated.items())
         ],
     )
-    ready = [scan_id for scan_id in admitted.new if scan_id not in set(admitted.held)]
-    submission.jobs = publish_jobs(ready, priority, settings)
-    scan_ledger.mark_published(engine, ready)
+    held = set(admitted.held)
+    ready = [scan_id for scan_id in admitted.new if scan_id not in held]
+    if ready:  # a DICOM instance of a receiving study waits: no publish, no second write
+        submission.jobs = publish_jobs(ready, priority, settings)
+        scan_ledger.mark_published(engine, ready)
     return submission
 
 
