@@ -13,10 +13,10 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from gateway.deliveries.report import DeliveryError
 from sqlalchemy.engine import Engine
 
 from gateway import outbox
+from gateway.deliveries.report import DeliveryError
 from gateway.publish import describe, publish_deliveries
 from imaging.canonical import SCAN_SIZE
 from ledger import deliveries, studies

@@ -28,6 +28,8 @@ Content date and time are the decision's, so a resend is the same document too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -39,6 +41,13 @@ from gateway.deliveries.report import (
     dicom_study_uid,
 )
 from schemas.model_card import CLASS_NAMES
+
+if TYPE_CHECKING:
+    from highdicom.sr import (
+        MeasurementsAndQualitativeEvaluations,
+        ObservationContext,
+        SourceImageForMeasurementGroup,
+    )
 
 SCHEME = "99TRIAGE"
 SERIES_NUMBER = 9901
@@ -98,11 +107,8 @@ def _evidence(report: StudyReport, key_image: Dataset | None) -> tuple[list[Data
     return evidence, real
 
 
-def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None = None) -> Dataset:
-    """The decision as a Comprehensive SR (TID 1500) in the report's study, new series.
-
-    `key_image`: the key image dataset sent with this SR (`build_key_image`), to list it as
-    evidence; leave it out when it is not sent, so the SR never names a missing instance."""
+def _observation_context(report: StudyReport, our_ae_title: str) -> ObservationContext:
+    """TID 1004: a device observer named by our AE title, with a derived device UID."""
     import highdicom as hd
 
     device = hd.sr.DeviceObserverIdentifyingAttributes(
@@ -111,22 +117,34 @@ def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None =
         manufacturer_name=MANUFACTURER,
         model_name=f"lung-scan triage {report.model_version}"[:64],
     )
-    context = hd.sr.ObservationContext(
+    return hd.sr.ObservationContext(
         observer_device_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device, observer_identifying_attributes=device
         )
     )
+
+
+def _source_images(report: StudyReport) -> list[SourceImageForMeasurementGroup] | None:
+    """The most suspicious slice as the group's source image, or None for non-DICOM input."""
+    import highdicom as hd
+
+    if not report.has_dicom_top_slice:
+        return None
+    return [
+        hd.sr.SourceImageForMeasurementGroup(
+            referenced_sop_class_uid=report.top_sop_class_uid,
+            referenced_sop_instance_uid=report.top_sop_uid,
+        )
+    ]
+
+
+def _measurement_group(report: StudyReport) -> MeasurementsAndQualitativeEvaluations:
+    """TID 1501: class and urgent flag (CODE), P(urgent) (NUM), the statement (TEXT)."""
+    import highdicom as hd
+
     algorithm = hd.sr.AlgorithmIdentification(
         name="triage", version=report.model_version, family=codes.cid7162.ArtificialIntelligence
     )
-    source_images = None
-    if report.has_dicom_top_slice:
-        source_images = [
-            hd.sr.SourceImageForMeasurementGroup(
-                referenced_sop_class_uid=report.top_sop_class_uid,
-                referenced_sop_instance_uid=report.top_sop_uid,
-            )
-        ]
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=derived_uid(report, "sr-tracking"), identifier="AI triage decision"
@@ -146,7 +164,7 @@ def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None =
                 algorithm_id=algorithm,
             )
         ],
-        source_images=source_images,
+        source_images=_source_images(report),
     )
     group[0].ContentSequence.append(
         hd.sr.TextContentItem(
@@ -155,8 +173,35 @@ def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None =
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
     )
+    return group
+
+
+def _stamp(document: Dataset, report: StudyReport, our_ae_title: str) -> None:
+    """Set dates and times to the decision's (not "now"), the description and our station."""
+    moment = report.decided_at
+    document.ContentDate = document.SeriesDate = moment.strftime("%Y%m%d")
+    document.ContentTime = document.SeriesTime = moment.strftime("%H%M%S")
+    document.InstanceCreationDate = moment.strftime("%Y%m%d")
+    document.InstanceCreationTime = moment.strftime("%H%M%S")
+    document.TimezoneOffsetFromUTC = "+0000"
+    for equipment in document.get("ContributingEquipmentSequence", []):
+        equipment.ContributionDateTime = moment.strftime("%Y%m%d%H%M%S")  # not "now"
+    document.SeriesDescription = "AI triage report (not a diagnosis)"
+    document.StationName = our_ae_title[:16]
+    document.file_meta.SourceApplicationEntityTitle = our_ae_title[:16]
+
+
+def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None = None) -> Dataset:
+    """The decision as a Comprehensive SR (TID 1500) in the report's study, new series.
+
+    `key_image`: the key image dataset sent with this SR (`build_key_image`), to list it as
+    evidence; leave it out when it is not sent, so the SR never names a missing instance."""
+    import highdicom as hd
+
     content = hd.sr.MeasurementReport(
-        observation_context=context, procedure_reported=PROCEDURE, imaging_measurements=[group]
+        observation_context=_observation_context(report, our_ae_title),
+        procedure_reported=PROCEDURE,
+        imaging_measurements=[_measurement_group(report)],
     )
     evidence, real_evidence = _evidence(report, key_image)
     document = hd.sr.ComprehensiveSR(
@@ -172,15 +217,5 @@ def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None =
     )
     if not real_evidence:  # type 1C: no content item refers to an instance
         del document.CurrentRequestedProcedureEvidenceSequence
-    moment = report.decided_at
-    document.ContentDate = document.SeriesDate = moment.strftime("%Y%m%d")
-    document.ContentTime = document.SeriesTime = moment.strftime("%H%M%S")
-    document.InstanceCreationDate = moment.strftime("%Y%m%d")
-    document.InstanceCreationTime = moment.strftime("%H%M%S")
-    document.TimezoneOffsetFromUTC = "+0000"
-    for equipment in document.get("ContributingEquipmentSequence", []):
-        equipment.ContributionDateTime = moment.strftime("%Y%m%d%H%M%S")  # not "now"
-    document.SeriesDescription = "AI triage report (not a diagnosis)"
-    document.StationName = our_ae_title[:16]
-    document.file_meta.SourceApplicationEntityTitle = our_ae_title[:16]
+    _stamp(document, report, our_ae_title)
     return document

@@ -74,22 +74,32 @@ def conclusion(report: StudyReport) -> str:
     )
 
 
-def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) -> dict[str, Any]:
-    """A transaction Bundle (FHIR R5 JSON) with the DiagnosticReport and its Observation."""
-    from fhir.resources.bundle import Bundle
+def _subject(report: StudyReport) -> dict[str, Any] | None:
+    """The patient reference by identifier (the id as received), or None without one."""
+    if not report.patient_id:
+        return None
+    return {"type": "Patient", "identifier": {"value": report.patient_id}}
 
-    when = report.decided_at.isoformat().replace("+00:00", "Z")
-    report_id = {"system": identifier_system, "value": report.decision_key}
-    observation_id = {"system": identifier_system, "value": f"{report.decision_key}/observation"}
-    subject = (
-        {"type": "Patient", "identifier": {"value": report.patient_id}}
-        if report.patient_id
-        else None
-    )
+
+def _p_urgent_component(report: StudyReport) -> dict[str, Any]:
+    """The Observation component holding P(urgent) as a unitless UCUM Quantity."""
+    return {
+        "code": _code("P-URGENT", "Probability of urgent class"),
+        "valueQuantity": {
+            "value": round(float(report.p2), 6),
+            "unit": "1",
+            "system": UCUM,
+            "code": "1",
+        },
+    }
+
+
+def _observation(report: StudyReport, identifier: dict[str, str], when: str) -> dict[str, Any]:
+    """The Observation: triage class, interpretation, P(urgent) and urgent flag components."""
     flag, flag_text = INTERPRETATIONS[2 if report.urgent else report.predicted]
-    observation: dict[str, Any] = {
+    return {
         "resourceType": "Observation",
-        "identifier": [observation_id],
+        "identifier": [identifier],
         "status": "final",
         "category": [_code("ai-triage", "AI triage")],
         "code": _code("TRIAGE-CLASS", "AI triage class"),
@@ -103,19 +113,15 @@ def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) 
         "device": {"display": f"triage model {report.model_version}"},
         "note": [{"text": f"{DISCLAIMER}."}],
         "component": [
-            {
-                "code": _code("P-URGENT", "Probability of urgent class"),
-                "valueQuantity": {
-                    "value": round(float(report.p2), 6),
-                    "unit": "1",
-                    "system": UCUM,
-                    "code": "1",
-                },
-            },
+            _p_urgent_component(report),
             {"code": _code("URGENT", "Urgent"), "valueBoolean": bool(report.urgent)},
         ],
     }
-    identifiers = [report_id]
+
+
+def _report_identifiers(report: StudyReport, identifier: dict[str, str]) -> list[dict[str, Any]]:
+    """The DiagnosticReport's identifiers: ours, then the accession (type ACSN) if any."""
+    identifiers: list[dict[str, Any]] = [identifier]
     if report.accession:
         identifiers.append(
             {
@@ -123,9 +129,16 @@ def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) 
                 "value": report.accession,
             }
         )
-    diagnostic: dict[str, Any] = {
+    return identifiers
+
+
+def _diagnostic_report(
+    report: StudyReport, identifier: dict[str, str], when: str
+) -> dict[str, Any]:
+    """The DiagnosticReport: conclusion, result -> the Observation, study -> ImagingStudy."""
+    return {
         "resourceType": "DiagnosticReport",
-        "identifier": identifiers,
+        "identifier": _report_identifiers(report, identifier),
         "status": "final",
         "category": [{"coding": [{"system": SECTION, "code": "RAD", "display": "Radiology"}]}],
         "code": _code("AI-TRIAGE", "AI triage of lung scans"),
@@ -144,28 +157,41 @@ def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) 
         "conclusion": conclusion(report),
         "conclusionCode": [_class_concept(report)],
     }
+
+
+def _entry(
+    report: StudyReport, role: str, resource: dict[str, Any], identifier: dict[str, str]
+) -> dict[str, Any]:
+    """A transaction entry: conditional create (ifNoneExist on the identifier) of `resource`."""
+    return {
+        "fullUrl": _fullurl(report, role),
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": resource["resourceType"],
+            "ifNoneExist": "identifier="
+            + urllib.parse.quote(f"{identifier['system']}|{identifier['value']}", safe=":/|"),
+        },
+    }
+
+
+def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) -> dict[str, Any]:
+    """A transaction Bundle (FHIR R5 JSON) with the DiagnosticReport and its Observation."""
+    from fhir.resources.bundle import Bundle
+
+    when = report.decided_at.isoformat().replace("+00:00", "Z")
+    report_id = {"system": identifier_system, "value": report.decision_key}
+    observation_id = {"system": identifier_system, "value": f"{report.decision_key}/observation"}
+    observation = _observation(report, observation_id, when)
+    diagnostic = _diagnostic_report(report, report_id, when)
+    subject = _subject(report)
     if subject:
         observation["subject"] = subject
         diagnostic["subject"] = subject
-    entries = []
-    for role, resource, identifier in (
-        ("observation", observation, observation_id),
-        ("report", diagnostic, report_id),
-    ):
-        entries.append(
-            {
-                "fullUrl": _fullurl(report, role),
-                "resource": resource,
-                "request": {
-                    "method": "POST",
-                    "url": resource["resourceType"],
-                    "ifNoneExist": "identifier="
-                    + urllib.parse.quote(
-                        f"{identifier['system']}|{identifier['value']}", safe=":/|"
-                    ),
-                },
-            }
-        )
+    entries = [
+        _entry(report, "observation", observation, observation_id),
+        _entry(report, "report", diagnostic, report_id),
+    ]
     payload = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     bundle = Bundle.model_validate(payload)  # raises when the models reject it
     return json.loads(bundle.model_dump_json())

@@ -26,7 +26,7 @@ Values from the study (patient id, accession, model version) are escaped for ER7
 
 from __future__ import annotations
 
-from hl7apy.core import Message
+from hl7apy.core import Group, Message
 
 from gateway.deliveries.report import DISCLAIMER, StudyReport
 
@@ -47,18 +47,13 @@ def _ts(report: StudyReport) -> str:
     return report.decided_at.strftime("%Y%m%d%H%M%S+0000")
 
 
-def build_oru(
-    report: StudyReport, message_id: str, sending_app: str = "TRIAGE", receiving_app: str = "RIS"
-) -> str:
-    """The ORU^R01 (ER7, segments separated by carriage returns) for one decision."""
-    if not message_id or len(message_id) > 199:
-        raise ValueError("message_id must hold 1 to 199 characters")
-    when = _ts(report)
-    priority = "S" if report.urgent else "R"
-    accession = escape(report.accession or "")
-    method = f"AI^{escape(report.model_version)}"
+Observation = tuple[str, str, str, str, str]  # value type, identifier, value, units, flag
 
-    message = Message("ORU_R01", version=VERSION)
+
+def _fill_msh(
+    message: Message, when: str, message_id: str, sending_app: str, receiving_app: str
+) -> None:
+    """MSH: applications, message time, type ORU^R01, control id, processing id, version."""
     message.msh.msh_3 = escape(sending_app)
     message.msh.msh_5 = escape(receiving_app)
     message.msh.msh_7 = when
@@ -67,11 +62,11 @@ def build_oru(
     message.msh.msh_11 = "P"
     message.msh.msh_12 = VERSION
 
-    result = message.add_group("ORU_R01_PATIENT_RESULT")
-    patient = result.add_group("ORU_R01_PATIENT")
-    patient.pid.pid_1 = "1"
-    patient.pid.pid_3 = escape(report.patient_id or "")
 
+def _add_order(result: Group, report: StudyReport, when: str) -> Group:
+    """ORC, OBR and the disclaimer NTE of the order group; returns the group."""
+    priority = "S" if report.urgent else "R"
+    accession = escape(report.accession or "")
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.orc.orc_1 = "RE"
     order.orc.orc_3 = accession
@@ -89,8 +84,12 @@ def build_oru(
     note = order.add_segment("NTE")
     note.nte_1 = "1"
     note.nte_3 = escape(f"{DISCLAIMER}.")
+    return order
 
-    observations = [
+
+def _observations(report: StudyReport) -> list[Observation]:
+    """The four OBX rows: triage class, P(urgent), model version, disclaimer."""
+    return [
         (
             "CWE",
             f"TRIAGE-CLASS^AI triage class^{SCHEME}",
@@ -114,7 +113,12 @@ def build_oru(
             "",
         ),
     ]
-    for index, (value_type, identifier, value, units, flag) in enumerate(observations, 1):
+
+
+def _add_observations(order: Group, report: StudyReport, when: str) -> None:
+    """One OBX group per observation row, each final, timed and naming the model."""
+    method = f"AI^{escape(report.model_version)}"
+    for index, (value_type, identifier, value, units, flag) in enumerate(_observations(report), 1):
         group = order.add_group("ORU_R01_OBSERVATION")
         obx = group.obx
         obx.obx_1 = str(index)
@@ -128,4 +132,21 @@ def build_oru(
         obx.obx_11 = "F"
         obx.obx_14 = when
         obx.obx_17 = method
+
+
+def build_oru(
+    report: StudyReport, message_id: str, sending_app: str = "TRIAGE", receiving_app: str = "RIS"
+) -> str:
+    """The ORU^R01 (ER7, segments separated by carriage returns) for one decision."""
+    if not message_id or len(message_id) > 199:
+        raise ValueError("message_id must hold 1 to 199 characters")
+    when = _ts(report)
+    message = Message("ORU_R01", version=VERSION)
+    _fill_msh(message, when, message_id, sending_app, receiving_app)
+    result = message.add_group("ORU_R01_PATIENT_RESULT")
+    patient = result.add_group("ORU_R01_PATIENT")
+    patient.pid.pid_1 = "1"
+    patient.pid.pid_3 = escape(report.patient_id or "")
+    order = _add_order(result, report, when)
+    _add_observations(order, report, when)
     return message.to_er7()
