@@ -355,15 +355,32 @@ def _apply_dicom_luts(dataset: Any, pixels: np.ndarray, source: str) -> np.ndarr
     if not _text(dataset, "PhotometricInterpretation", source).startswith("MONOCHROME"):
         return pixels
     try:
+        windowed = "WindowCenter" in dataset and "WindowWidth" in dataset
+        if windowed and not dataset.get("VOILUTSequence"):
+            return _window(dataset, _rescaled(dataset, pixels, source), source)
         pixels = apply_modality_lut(pixels, dataset)
-        if "WindowCenter" in dataset and "WindowWidth" in dataset:
-            if dataset.get("VOILUTSequence"):
-                pixels = apply_voi_lut(pixels, dataset, index=0)
-            else:
-                return _window(dataset, pixels, source)
+        if windowed:
+            pixels = apply_voi_lut(pixels, dataset, index=0)
     except Exception as error:  # a LUT pydicom cannot apply (e.g. a malformed LUT sequence)
         raise ScanError(source, f"DICOM LUT cannot be applied ({type(error).__name__})") from None
     return np.asarray(pixels, dtype=np.float64) if pixels.dtype != np.uint8 else pixels
+
+
+def _rescaled(dataset: Any, pixels: np.ndarray, source: str) -> np.ndarray:  # noqa: ANN401
+    """Modality units in float32: the linear RescaleSlope/Intercept done here, in one pass
+    (pydicom's `apply_modality_lut` works in float64); a Modality LUT Sequence goes to pydicom."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "ModalityLUTSequence" in dataset:
+        return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32)
+    slope = (_numbers(dataset, "RescaleSlope", source) or [1.0])[0]
+    intercept = (_numbers(dataset, "RescaleIntercept", source) or [0.0])[0]
+    values = pixels.astype(np.float32)
+    if slope != 1.0:
+        values *= np.float32(slope)
+    if intercept != 0.0:
+        values += np.float32(intercept)
+    return values
 
 
 def _window(dataset: Any, values: np.ndarray, source: str) -> np.ndarray:
