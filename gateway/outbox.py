@@ -2,7 +2,7 @@
 
 The `deliver` task (worker/tasks.py) claims a row in the ledger and calls `send`; the payload
 builders and senders live in `gateway/deliveries/` (DICOM SR and key image by C-STORE, HL7 ORU
-over MLLP, FHIR over HTTP). Every receiver is idempotent on our ids: the SR and key image
+over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
 SOPInstanceUIDs, the HL7 MSH-10 and the FHIR identifier are derived from our study id and
 decision number, so a resend is the same message and a re-decided study a new one.
 """
@@ -30,7 +30,7 @@ SOP_CLASS_OF_MODALITY = {  # the storage class of a received slice, for referenc
 
 def routing(settings: Settings) -> Routing:
     """The channels configured: DICOM and FHIR for every decided study, HL7 for urgent ones
-    (or every study with TRIAGE_HL7_ALL_STUDIES)."""
+    (or every study with TRIAGE_HL7_ALL_STUDIES), the webhook for urgent ones."""
     every: list[str] = []
     urgent_only: list[str] = []
     if settings.dicom_destination:
@@ -39,6 +39,8 @@ def routing(settings: Settings) -> Routing:
         every.append("fhir")
     if settings.hl7_destination:
         (every if settings.hl7_all_studies else urgent_only).append("hl7")
+    if settings.notify_url:
+        urgent_only.append("webhook")
     return Routing(tuple(every), tuple(urgent_only))
 
 
@@ -55,6 +57,8 @@ def send(engine: Engine, delivery: dict[str, Any], settings: Settings) -> None:
         _send_hl7(report, settings)
     elif channel == "fhir":
         _send_fhir(report, settings)
+    elif channel == "webhook":
+        _send_webhook(facts, settings)
     else:
         raise DeliveryError(f"unknown channel {channel!r}", retryable=False)
 
@@ -121,3 +125,11 @@ def _send_fhir(report: StudyReport, settings: Settings) -> None:
     from gateway.deliveries.fhir import build_fhir, post_fhir
 
     post_fhir(settings.fhir_url, build_fhir(report), SEND_TIMEOUT_S)
+
+
+def _send_webhook(facts: dict[str, Any], settings: Settings) -> None:
+    """POST our ids of the urgent study (its id and most suspicious slice), nothing else."""
+    from gateway.webhook import notify
+
+    if not notify(settings.notify_url, facts["top_scan_id"], study_id=facts["id"]):
+        raise DeliveryError("the webhook did not answer 2xx in time", retryable=True)

@@ -10,7 +10,7 @@ urgent_cases  the clinicians' worklist: one row per urgent study (keyed by its m
               slice), acknowledged or not
 models        every model version a worker has served
 deliveries    the outbox: one row per outward message about a study decision (DICOM SR and key
-              image to the PACS, HL7 ORU to the RIS, FHIR), written with the decision
+              image to the PACS, HL7 ORU to the RIS, FHIR, the webhook), written with the decision
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
-CHANNELS = ("dicom", "hl7", "fhir")
+CHANNELS = ("dicom", "hl7", "fhir", "webhook")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
 

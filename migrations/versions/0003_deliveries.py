@@ -1,4 +1,4 @@
-"""The outbox: deliveries of each study decision (DICOM, HL7, FHIR); a study's saliency map.
+"""The outbox: deliveries of each study decision (DICOM, HL7, FHIR, webhook); a study's saliency map.
 
 Revision ID: 0003
 Revises: 0002
@@ -35,7 +35,8 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "channel IN ('dicom', 'hl7', 'fhir')", name=op.f("ck_deliveries_channel_known")
+            "channel IN ('dicom', 'hl7', 'fhir', 'webhook')",
+            name=op.f("ck_deliveries_channel_known"),
         ),
         sa.CheckConstraint(
             "status IN ('pending', 'delivered', 'failed')", name=op.f("ck_deliveries_status_known")

@@ -232,10 +232,11 @@ def test_urgent_worker_killed_while_escalations_are_pending(
     start, redis_server: str, postgres_admin_url: str, webhook: str
 ) -> None:
     began = time.monotonic()
-    pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=50)
+    # one scan a job: one escalation message per urgent scan, so the kill finds many pending
+    pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=1)
     ids, urgent = enqueue(500, seed=12, urgent_share=0.6)
     engine = engine_for(get_settings().resolved_database_url)
-    pipeline.start_worker("stat,scans", "routine")
+    pipeline.start_worker("stat,scans", "routine", TRIAGE_NOTIFY_URL=webhook)
     wait_for(lambda: counts(engine)["done"] == 500, "all 500 classified")
     wait_for(lambda: pipeline.queue_length("urgent") > 0, "escalations waiting in `urgent`")
     assert counts(engine)["cases"] == 0
@@ -248,11 +249,14 @@ def test_urgent_worker_killed_while_escalations_are_pending(
 
     urgent_worker_with_beat(pipeline, "urgent-2", TRIAGE_NOTIFY_URL=webhook)
     wait_for(lambda: settled(engine, 500, len(urgent)), "the worklist to be complete", timeout=90)
+    # the webhook is the outbox's: the deliveries worker sends one POST per urgent study
+    pipeline.start_worker("deliveries", "deliveries", TRIAGE_NOTIFY_URL=webhook)
 
     figures = check_exactly_once(engine, ids, urgent)
     # every case is paged, also those the killed worker had put on the worklist but not paged:
-    # the reconciler pages again whatever has no `notified_at`
-    wait_for(lambda: paged_ids() >= urgent, "every urgent case paged", timeout=60)
+    # the reconciler pages again whatever has no `notified_at`; and every urgent study's
+    # webhook went out from the outbox, whatever happened to the urgent worker
+    wait_for(lambda: paged_ids() >= urgent, "every urgent case's webhook", timeout=120)
     with engine.connect() as connection:
         unpaged = connection.scalar(
             sa.select(sa.func.count())
