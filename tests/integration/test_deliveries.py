@@ -94,3 +94,58 @@ def check_pacs(folder: Path, engine) -> None:  # noqa: ANN001
         assert image.PhotometricInterpretation == "RGB" and pixels.ndim == 3
         # the overlay colours the slice: grey pixels have equal channels, overlaid ones do not
         assert np.abs(pixels[..., 0] - pixels[..., 2]).max() > 40
+
+
+def test_a_study_sent_by_storescu_reaches_the_pacs_and_the_ris_that_came_up_late(
+    pipeline_factory, tmp_path: Path, ports: dict[str, int]
+) -> None:
+    """The acceptance flow: storescu -> triage receive -> workers -> a decided study -> its SR
+    and key image in storescp's folder and its ORU at the listener, both down until after
+    the study was classified."""
+    from tests.integration.test_dicom_receiver import (
+        URGENT,
+        ReceiverProcess,
+        storescu,
+        wait_decided,
+        write_study,
+    )
+
+    peers.reset()
+    Ris.refuse_first = False
+    env = {
+        "TRIAGE_STUDY_IDLE_SECONDS": "1",
+        "TRIAGE_DICOM_DESTINATION": f"PACS@127.0.0.1:{ports['pacs']}",
+        "TRIAGE_HL7_DESTINATION": f"127.0.0.1:{ports['ris']}",
+    }
+    pipeline = pipeline_factory(f"sqlite:///{tmp_path / 'ledger.db'}", batch_size=8, env=env)
+    pipeline.start_worker("urgent", "urgent")
+    pipeline.start_worker("stat,scans", "routine")
+    pipeline.start_worker("deliveries", "deliveries")
+    receiver = ReceiverProcess(pipeline, free_port())
+    uid = "1.2.826.0.1.3680043.99.1"
+    try:
+        assert storescu(receiver.port, write_study(tmp_path / "exam", uid, 5, URGENT)) == 0
+        decided = wait_decided(uid, slices=5)
+        assert decided["urgent"] is True
+        engine = engine_for(get_settings().resolved_database_url)
+        wait_for(lambda: _count_tried(engine) == 2, "both deliveries tried while down", 60)
+        with start_receivers(ports, tmp_path / "pacs"):
+            wait_for(lambda: _delivered(engine) == 2, "the SR, key image and ORU delivered", 120)
+            stored = [pydicom.dcmread(path) for path in (tmp_path / "pacs").iterdir()]
+            from pydicom.uid import SecondaryCaptureImageStorage
+
+            classes = sorted(str(ds.SOPClassUID) for ds in stored)
+            assert len(stored) == 2 and SecondaryCaptureImageStorage in classes
+            assert [ds for ds in stored if ds.Modality == "SR"]  # and the report
+            assert {ds.StudyInstanceUID for ds in stored} == {uid}  # inside the hospital's study
+            (oru,) = Ris.received
+            assert "ORU^R01" in oru
+    finally:
+        receiver.kill()
+
+
+def _count_tried(engine) -> int:  # noqa: ANN001
+    with engine.connect() as connection:
+        return connection.scalar(
+            sa.select(sa.func.count()).where(Delivery.attempts >= 1, Delivery.status == "pending")
+        )
