@@ -19,6 +19,11 @@ from rich.table import Table
 from schemas.messages import Priority
 
 console = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON list.")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="ISO time (UTC if no zone) or an age like 30m, 2h, 1d."),
+]
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 
 
@@ -86,7 +91,7 @@ def enqueue(
 
 
 def urgent(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_json: JsonOption = False,
     include_all: Annotated[bool, typer.Option("--all", help="Include reviewed studies.")] = False,
 ) -> None:
     """The urgent worklist by exam, most urgent first (highest study P(class 2), then longest
@@ -119,11 +124,8 @@ def urgent(
 
 
 def studies(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="ISO time (UTC if no zone) or an age like 30m, 2h, 1d."),
-    ] = None,
+    as_json: JsonOption = False,
+    since: SinceOption = None,
 ) -> None:
     """Every study with its decision (P(2), urgent, class: empty until every slice is done)."""
     from ledger import reads
@@ -151,7 +153,7 @@ def studies(
 
 
 def deliveries(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The outbox: every message about a study decision (PACS, RIS, FHIR), newest first."""
     from ledger import deliveries as outbox
@@ -178,11 +180,8 @@ def deliveries(
 
 
 def results(
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="ISO time (UTC if no zone) or an age like 30m, 2h, 1d."),
-    ] = None,
+    as_json: JsonOption = False,
+    since: SinceOption = None,
 ) -> None:
     """One entry per classified scan, oldest first."""
     from ledger import reads
