@@ -43,7 +43,10 @@ def create_ledger_engine(url: str, foreign_keys: bool = True) -> Engine:
         _tune_sqlite(engine, foreign_keys)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        # a host that drops packets fails in 10 s instead of hanging on the kernel default
+        return sa.create_engine(
+            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": 10}
+        )
     raise ValueError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
     )

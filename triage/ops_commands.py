@@ -1,5 +1,6 @@
-"""Operations commands: `triage stats` (what waits where), `triage reconcile` (re-send what the
-ledger says is stuck or overdue) and `triage demo` (the whole flow)."""
+"""Operations commands: `triage stats` (what waits where), `triage metrics` (the same for
+Prometheus), `triage reconcile` (re-send what the ledger says is stuck or overdue) and
+`triage demo` (the whole flow)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rich.table import Table
 def register(app: typer.Typer) -> None:
     """Add the operations commands to the `triage` app."""
     app.command("stats")(stats)
+    app.command("metrics")(metrics)
     app.command("reconcile")(reconcile)
     app.command("demo")(demo)
 
@@ -87,6 +89,37 @@ def stats(
     )
     waiting = ", ".join(f"{name} {count}" for name, count in snapshot.deliveries_waiting.items())
     console.print(f"deliveries waiting: {waiting}")
+
+
+def metrics(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to serve /metrics on.")
+    ] = 9108,
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "0.0.0.0",
+) -> None:
+    """Serve Prometheus metrics at /metrics; each scrape reads the broker and the ledger."""
+    import signal
+
+    from gateway.metrics import start_metrics_server
+    from schemas.settings import get_settings
+
+    def stop_on_sigterm(signum: int, _frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        server, thread = start_metrics_server(get_settings(), host, port)
+    except OSError as error:
+        Console(stderr=True).print(f"[red]error:[/red] cannot listen on {host}:{port}: {error}")
+        raise typer.Exit(2) from None
+    typer.echo(f"serving metrics on http://{host}:{server.server_port}/metrics")
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def reconcile(

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "cli")
+PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "metrics", "cli")
 TRIAGE_VARIABLE = re.compile(r"\bTRIAGE_[A-Z0-9_]+")
 
 
@@ -96,6 +96,7 @@ def test_services_are_the_documented_ones(compose: dict) -> None:
         "worker-urgent",
         "worker-deliveries",
         "receiver",
+        "metrics",
         "cli",
         "flower",
     }
@@ -339,3 +340,14 @@ def test_receiver_listens_on_the_published_port_and_is_echoed(compose: dict) -> 
     assert [str(mapping["target"]) for mapping in receiver["ports"]] == [port]
     assert f"triage echo --port {port}" in receiver["healthcheck"]["test"][1]
     assert receiver["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_metrics_is_served_on_localhost_only_without_volumes(compose: dict) -> None:
+    metrics = compose["services"]["metrics"]
+    command = command_of(metrics)
+    assert command[:2] == ["triage", "metrics"]
+    port = command[command.index("--port") + 1]
+    assert [str(mapping).split(":")[0] for mapping in metrics["ports"]] == ["127.0.0.1"]
+    assert [str(mapping).split(":")[2].split("/")[0] for mapping in metrics["ports"]] == [port]
+    assert not metrics.get("volumes")  # reads Redis and PostgreSQL only
+    assert "profiles" not in metrics  # up with the rest: Prometheus can always scrape it
