@@ -6,7 +6,10 @@ train / validation (whole groups), exactly as `triage train` would see it. Per o
 - `crossfit`: the mean of 4 copies cross-fitted over train+val, threshold from out-of-fold scores;
 - `refit`: one copy trained on train+val for the single's best epoch count, threshold from the
   single's validation scores.
-Test predictions of all outer folds are pooled, so macro F1 and class-2 recall are computed over
+NOT nested for the choices made by looking at its output (the features of hog_linear, the
+threshold ceiling, the default ensemble were chosen on these same outer folds, and new patients
+scored 0.18-0.24 lower than it said): the nested estimate of the default recipe is
+`triage estimate` (trainer/heads.py). Test predictions of all outer folds are pooled, so macro F1 and class-2 recall are computed over
 all patients (all of class 1's ~19, instead of ~4 per split). Cached per fold under --cache.
 
 python -m bench.trainer_outer --data ../shared/data/iqothnccd_ct_dev.npz \\
@@ -35,9 +38,15 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
 
+    from trainer.candidates import CANDIDATES
     from trainer.crossfit import fold_of_images
     from trainer.data import deal_groups
 
+    if any(CANDIDATES[name].fitted_heads for name in args.candidates.split(",")):
+        raise SystemExit(
+            "hog_heads makes its choices inside group folds: its nested estimate is "
+            "`triage estimate` (trainer/train_heads.py), not this bench"
+        )
     scans, groups = load_real_scans(args)
     outer = fold_of_images(scans.labels, groups, args.outer, seed=args.outer_seed)
     cache = cache_folder(

@@ -45,6 +45,34 @@ class StudyRule(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
 
 
+class EstimateRange(BaseModel):
+    """A number expected on new patients: the point estimate and a range (`low`-`high`)."""
+
+    estimate: float
+    low: float
+    high: float
+
+
+class ExpectedUnseen(BaseModel):
+    """What a fresh set of new patients (about `patients` of them) should show, slice level:
+    macro F1 of the predicted class, recall and precision of the urgent flag at the card's
+    threshold. `basis` says how it was computed (nested group cross-validation of the whole
+    recipe, or a cheaper, not nested, stand-in) and `confidence` the range's coverage."""
+
+    macro_f1: EstimateRange
+    urgent_recall: EstimateRange
+    urgent_precision: EstimateRange
+    basis: str = ""
+    nested: bool = False
+    confidence: float = 0.9
+    patients: int = Field(default=50, description="Size of the fresh set, in `unit`s.")
+    unit: str = "patients"
+    meets_target: bool | None = Field(
+        default=None, description="Whether the low end of urgent recall reaches the target."
+    )
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class StudyDecision(BaseModel):
     """One study's verdict: P(2) of the study, the urgent flag, the predicted class, and the
     index (into the slices given) of the most suspicious slice."""
@@ -91,6 +119,10 @@ class ModelCard(BaseModel):
         default=None,
         description="How slices combine into a study decision; None (older cards): the max "
         "slice P(2) against the slice threshold.",
+    )
+    expected_unseen: ExpectedUnseen | None = Field(
+        default=None,
+        description="The range new patients should show (older cards: None).",
     )
 
     def predicted_classes(self, probabilities: np.ndarray) -> np.ndarray:

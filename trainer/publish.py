@@ -55,16 +55,36 @@ def publish(model, staging: Path, card: ModelCard) -> Path:  # noqa: ANN001 - ke
 
 def card_markdown(card: ModelCard) -> str:
     """The model card for people."""
-    test = card.metrics.get("test", {})
-    val = card.metrics.get("val", {})
     lines = [
+        *_summary_markdown(card),
+        *_expected_unseen_markdown(card),
+        *_study_rule_markdown(card),
+        *_published_markdown(card),
+        *_candidates_markdown(card),
+        "",
+        "## Class counts",
+        "",
+    ]
+    lines += [f"- {stage}: {counts}" for stage, counts in card.class_counts.items()]
+    lines += ["", "## Libraries", ""]
+    lines += [f"- {name} {version}" for name, version in card.library_versions.items()]
+    lines += ["", "Plots: `curves_*.png` (training vs validation), `confusion_*.png`.", ""]
+    return "\n".join(lines)
+
+
+def _summary_markdown(card: ModelCard) -> list[str]:
+    """The title and the bullet list: recipe, classes, input, urgent flag, data, timing."""
+    return [
         f"# Lung-scan triage model {card.version}",
         "",
         "**Trained on SYNTHETIC phantom scans: not for clinical use.**"
         if card.synthetic_data
         else "",
-        f"- Selected candidate: `{card.selected_candidate}` (highest validation macro F1 of the "
-        "compared candidates)",
+        f"- Recipe: `{card.selected_candidate}` (its choices are made inside group folds; see "
+        "'Expected on new patients')"
+        if card.expected_unseen is not None and card.expected_unseen.nested
+        else f"- Selected candidate: `{card.selected_candidate}` (highest validation macro F1 "
+        "of the compared candidates)",
         f"- Published model: {card.published_model}" if card.published_model else "",
         f"- Classes: {', '.join(f'{i} {name}' for i, name in enumerate(card.classes))}",
         f"- Input: {card.input_shape}; preprocessing: {card.preprocessing}",
@@ -76,11 +96,18 @@ def card_markdown(card: ModelCard) -> str:
         f"- Data fingerprint (sha256 of images + labels): `{card.data_fingerprint}`",
         f"- Training time: {card.training_seconds:.0f} s",
         "",
+    ]
+
+
+def _published_markdown(card: ModelCard) -> list[str]:
+    """The published model's table: its validation (or out-of-fold) and test metrics."""
+    lines = [
         "## Published model",
         "",
         "| split | macro F1 | accuracy | class-2 recall (predicted) | urgent recall @thr | urgent precision @thr |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    val, test = card.metrics.get("val", {}), card.metrics.get("test", {})
     val_name = "validation (out-of-fold)" if card.metrics.get("folds") else "validation"
     for name, metrics in ((val_name, val), ("test", test)):
         if metrics:
@@ -89,7 +116,12 @@ def card_markdown(card: ModelCard) -> str:
                 f"{metrics['urgent_recall_argmax']:.3f} | {metrics.get('urgent_recall', 0):.3f} | "
                 f"{metrics.get('urgent_precision', 0):.3f} |"
             )
-    lines += [
+    return lines
+
+
+def _candidates_markdown(card: ModelCard) -> list[str]:
+    """The compared candidates' table (an ensemble's members marked as such)."""
+    lines = [
         "",
         "## Candidates",
         "",
@@ -97,14 +129,61 @@ def card_markdown(card: ModelCard) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for row in card.candidates:
+        test = row.get("test") or {"macro_f1": float("nan"), "urgent_recall_argmax": float("nan")}
         lines.append(
             f"| {row['name']}{'' if row.get('competes', True) else ' (ensemble member)'} "
-            f"| {row['val']['macro_f1']:.3f} | {row['test']['macro_f1']:.3f} | "
-            f"{row['test']['urgent_recall_argmax']:.3f} | {row['epochs']} |"
+            f"| {row['val']['macro_f1']:.3f} | {test['macro_f1']:.3f} | "
+            f"{test['urgent_recall_argmax']:.3f} | {row['epochs']} |"
         )
-    lines += ["", "## Class counts", ""]
-    lines += [f"- {stage}: {counts}" for stage, counts in card.class_counts.items()]
-    lines += ["", "## Libraries", ""]
-    lines += [f"- {name} {version}" for name, version in card.library_versions.items()]
-    lines += ["", "Plots: `curves_*.png` (training vs validation), `confusion_*.png`.", ""]
-    return "\n".join(lines)
+    return lines
+
+
+def _expected_unseen_markdown(card: ModelCard) -> list[str]:
+    """What new patients should show: the ranges, how they were computed, the warning."""
+    unseen = card.expected_unseen
+    if unseen is None:
+        return ["## Expected on new patients", "", "Not estimated.", ""]
+    lines = [
+        "## Expected on new patients",
+        "",
+        f"What a fresh set of about {unseen.patients} new "
+        f"{unseen.unit} should show "
+        f"({unseen.confidence:.0%} range; slice level; at the threshold above):",
+        "",
+        "| | estimate | low | high |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label in (
+        ("macro_f1", "macro F1 (predicted class)"),
+        ("urgent_recall", "urgent recall (flag)"),
+        ("urgent_precision", "urgent precision (flag)"),
+    ):
+        value = getattr(unseen, key)
+        lines.append(f"| {label} | {value.estimate:.3f} | {value.low:.3f} | {value.high:.3f} |")
+    lines += ["", f"Basis: {unseen.basis}.", ""]
+    if unseen.meets_target is False:
+        lines += [
+            f"**The low end of urgent recall ({unseen.urgent_recall.low:.3f}) is below the "
+            f"target ({card.urgent_target_recall}): on these data the threshold rule cannot "
+            "promise the target to new patients.**",
+            "",
+        ]
+    if not unseen.nested:
+        lines += ["**Not a nested estimate**: see its basis.", ""]
+    return lines
+
+
+def _study_rule_markdown(card: ModelCard) -> list[str]:
+    rule = card.study_rule
+    if rule is None:
+        return []
+    metrics = rule.metrics
+    return [
+        "## Study rule",
+        "",
+        f"- {rule.description}",
+        f"- On the out-of-fold studies: recall {metrics.get('study_recall', float('nan')):.3f}, "
+        f"precision {metrics.get('study_precision', float('nan')):.3f} "
+        f"({metrics.get('urgent_studies')} urgent of {metrics.get('studies')} studies)",
+        "",
+    ]

@@ -126,6 +126,7 @@ def choose_urgent_threshold(
     groups: np.ndarray | None = None,
     confidence: float | None = None,
     resamples: int = 2000,
+    draw: int | None = None,
 ) -> float:
     """The highest threshold on P(class 2) whose class-2 recall reaches `target_recall`, but
     at most `ceiling` (a lower threshold only raises the recall further).
@@ -133,7 +134,8 @@ def choose_urgent_threshold(
     With `confidence`, the recall must reach the target in that share of bootstrap resamples
     of the urgent patients (`groups`; each image its own when None), not just on the scans at
     hand: slices of one patient look alike, so a patient the model finds hard is one draw, not
-    thirty, and the next hospital's patients are another draw (seeded, reproducible)."""
+    thirty, and the next hospital's patients are another draw (seeded, reproducible). `draw`:
+    how many urgent patients each resample holds (default: as many as there are)."""
     if not 0 < target_recall <= 1:
         raise ValueError(f"target recall must be in (0, 1], got {target_recall}")
     urgent = np.asarray(labels) == URGENT_CLASS
@@ -159,7 +161,8 @@ def choose_urgent_threshold(
     np.add.at(hits, (patient, first), 1)
     hits = np.cumsum(hits, axis=1)[:, :-1]
     sizes = np.bincount(patient).astype(float)
-    draws = rng.multinomial(len(sizes), np.full(len(sizes), 1 / len(sizes)), size=resamples)
+    count = len(sizes) if draw is None else max(1, int(draw))
+    draws = rng.multinomial(count, np.full(len(sizes), 1 / len(sizes)), size=resamples)
     recall = (draws @ hits) / (draws @ sizes)[:, None]  # (resamples, candidates)
     assured = np.quantile(recall, 1 - confidence, axis=0) >= target_recall - 1e-9
     return min(float(candidates[np.argmax(assured)]), ceiling)  # the lowest always qualifies

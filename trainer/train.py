@@ -1,5 +1,9 @@
 """The training run: load -> split -> balance -> candidates -> select -> cross-fit -> publish.
 
+The default candidate, `hog_heads`, takes another path (trainer.train_heads): no split, every
+choice inside group folds, a nested estimate on the card. This module runs named CNN
+candidates and ensembles the old way, below.
+
 Order matters for honesty: candidates are compared on the validation split only; the chosen
 recipe is then cross-fitted over the training and validation patients (trainer.crossfit), whose
 out-of-fold predictions set the urgent threshold and the class weights of the predicted class;
@@ -16,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from imaging.canonical import to_model_input
-from schemas.model_card import ModelCard
+from schemas.model_card import ExpectedUnseen, ModelCard
 from trainer.balance import balance_by_augmentation, class_counts
 from trainer.candidates import Candidate, named_candidates, select_candidates
 from trainer.crossfit import cross_fit
@@ -35,6 +39,7 @@ from trainer.fit import (
     fit_candidate,
     predict_proba,
 )
+from trainer.heads import choose_study_rule
 from trainer.publish import library_versions, new_version, publish, staging_dir
 from trainer.report import (
     URGENT_RECALL_CONFIDENCE,
@@ -48,6 +53,7 @@ from trainer.report import (
     select_best,
     urgent_threshold,
 )
+from trainer.train_heads import expected_unseen_lines
 
 DEFAULT_EPOCHS = 60
 DEFAULT_FOLDS = 4  # cross-fit copies of the chosen recipe; 0 publishes the candidate as trained
@@ -85,10 +91,11 @@ def run_training(
     settings = get_settings()
     out = Path(out) if out is not None else settings.resolved_model_dir
     urgent_recall = urgent_recall if urgent_recall is not None else settings.urgent_recall
-    competing = named_candidates(candidates)  # an ensemble's unnamed members don't compete
-    chosen = select_candidates(competing)
-    if folds == 1 or folds < 0:
-        raise ValueError(f"--folds must be 0 (no cross-fit) or at least 2, got {folds}")
+    competing, chosen = _chosen_candidates(candidates, folds)
+    if any(c.fitted_heads for c in chosen):
+        return _run_heads(
+            data, groups, group_column, out, seed, folds, urgent_recall, console, started
+        )
     scans, group_ids, indices = _load_and_split(data, groups, group_column, seed)
     configure_tensorflow()
     splits = _prepare_splits(scans, indices, group_ids, seed, console)
@@ -108,7 +115,7 @@ def run_training(
     for row in rows:
         row["competes"] = row["name"] in competing
     console.print(candidate_table(rows, selected))
-    model, published_row, how = _published_model(
+    model, published_row, how, held = _published_model(
         selected, chosen, results, rows, val_probabilities[selected], scans, indices, group_ids,
         splits, (folds, epochs, seed, patience), urgent_recall, staging, console,
     )  # fmt: skip
@@ -117,10 +124,65 @@ def run_training(
     card = _card(version, fingerprint, published_row, rows, selected, how, rule, urgent_recall)
     card.class_counts, card.synthetic_data = splits.counts, scans.synthetic
     card.metrics.update(split_seed=seed, folds=folds)
+    card.study_rule = choose_study_rule(*held, urgent_recall)
+    card.expected_unseen = _test_split_estimate(
+        model, card, splits.test, _groups_of(group_ids, indices["test"]), urgent_recall
+    )
     card.training_seconds = round(time.perf_counter() - started, 1)
+    return _publish_and_report(model, staging, card, console)
+
+
+def _chosen_candidates(
+    candidates: list[str] | tuple[str, ...] | None, folds: int
+) -> tuple[list[Candidate], list[Candidate]]:
+    """The competing candidates and every one to train (an ensemble's members too); rejects
+    a bad `folds` and a candidate that fits its own heads named next to others."""
+    competing = named_candidates(candidates)  # an ensemble's unnamed members don't compete
+    chosen = select_candidates(competing)
+    if folds == 1 or folds < 0:
+        raise ValueError(f"--folds must be 0 (no cross-fit) or at least 2, got {folds}")
+    heads = [c.name for c in chosen if c.fitted_heads]
+    if heads and len(competing) > 1:
+        raise ValueError(
+            f"{heads[0]} makes its own choices inside group folds and is published alone; "
+            "name it without other candidates"
+        )
+    return competing, chosen
+
+
+def _run_heads(
+    data: str | Path | ScanSet | tuple[np.ndarray, np.ndarray],
+    groups: str | Path | None,
+    group_column: str | None,
+    out: Path,
+    seed: int,
+    folds: int,
+    urgent_recall: float,
+    console,  # noqa: ANN001 - rich.console.Console
+    started: float,
+) -> Path:
+    """The hog_heads path (trainer.train_heads): every scan, no split, a nested estimate."""
+    from trainer.train_heads import run_heads_training
+
+    if groups is not None and not group_column:
+        raise ValueError("--groups needs --group-column naming the group column")
+    scans = _as_scan_set(data)
+    group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
+    return run_heads_training(scans, group_ids, out, seed, folds, urgent_recall, console, started)
+
+
+def _publish_and_report(
+    model,  # noqa: ANN001 - keras.Model
+    staging: Path,
+    card: ModelCard,
+    console,  # noqa: ANN001 - rich.console.Console
+) -> Path:
+    """Publish the model with its card and print what new patients should show."""
     published_dir = publish(model, staging, card)
+    for line in expected_unseen_lines(card):
+        console.print(line, markup=False, highlight=False)
     console.print(
-        f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {version}"
+        f"published {published_dir} ({card.training_seconds:.0f} s); CURRENT -> {card.version}"
     )
     return published_dir
 
@@ -173,9 +235,10 @@ def _published_model(
     urgent_recall: float,
     staging: Path,
     console,  # noqa: ANN001 - rich.console.Console
-) -> tuple[object, dict, str]:
-    """The model to publish, its report row and a sentence on how it was made: the selected
-    recipe cross-fitted over train + val (`folds` > 0), or the selected candidate as trained."""
+) -> tuple[object, dict, str, tuple]:
+    """The model to publish, its report row, a sentence on how it was made and the held-out
+    (labels, probabilities, groups) its choices were made on: the selected recipe
+    cross-fitted over train + val (`folds` > 0), or the selected candidate as trained."""
     if schedule[0]:
         pool = np.concatenate([indices["train"], indices["val"]])
         return _cross_fit_selected(
@@ -183,7 +246,44 @@ def _published_model(
             schedule, urgent_recall, splits.test, staging, console,
         )  # fmt: skip
     candidate = next(c for c in chosen if c.name == selected)
-    return _as_trained(candidate, results[selected], rows, val_probabilities, splits)
+    held = (splits.val[1], val_probabilities, _groups_of(group_ids, indices["val"]))
+    return (*_as_trained(candidate, results[selected], rows, val_probabilities, splits), held)
+
+
+def _test_split_estimate(
+    model,  # noqa: ANN001 - keras.Model
+    card: ModelCard,
+    test: tuple[np.ndarray, np.ndarray],
+    test_groups: np.ndarray | None,
+    urgent_recall: float,
+) -> ExpectedUnseen:
+    """The cheaper stand-in for a nested estimate (candidates other than hog_heads): the test
+    split, which no choice saw, resampled to a fresh set of ~50 patients. Not nested: one
+    split of the patients, so the spread between splits is not in the range."""
+    from trainer.heads import Scored, expected_unseen
+
+    probabilities = predict_proba(model, test[0])
+    groups = test_groups if test_groups is not None else np.arange(len(test[1]))
+    scored = Scored(
+        0, np.asarray(test[1]).astype(int), groups, probabilities,
+        card.predicted_classes(probabilities), card.is_urgent(probabilities),
+    )  # fmt: skip
+    unseen = expected_unseen([scored], urgent_recall, grouped=test_groups is not None)
+    units = f"{len(np.unique(groups))} {'patient groups' if test_groups is not None else 'scans'}"
+    size, unit = (50, "patients") if test_groups is not None else (336, "scans")
+    return ExpectedUnseen(
+        macro_f1=unseen["macro_f1"],
+        urgent_recall=unseen["urgent_recall"],
+        urgent_precision=unseen["urgent_precision"],
+        basis=f"test split only ({units}), which no choice saw; NOT nested: one split, so the "
+        "spread between splits is missing from the range, and the candidate set was fixed "
+        f"beforehand; 90 % interval of draws of ~{size} {unit} from these held-out scans",
+        nested=False,
+        patients=size,
+        unit=unit,
+        meets_target=unseen["meets_target"],
+        details={"per_deal": unseen["per_deal"]},
+    )
 
 
 def _card(
@@ -337,7 +437,7 @@ def _cross_fit_selected(
     test: tuple[np.ndarray, np.ndarray],
     staging: Path,
     console,  # noqa: ANN001 - rich.console.Console
-) -> tuple[object, dict, str]:
+) -> tuple[object, dict, str, tuple]:
     """Cross-fit the selected recipe over train + val: the model, its report row (threshold
     and 'val' metrics from the out-of-fold scores) and a sentence for the card."""
     folds, epochs, seed, patience = schedule
@@ -360,7 +460,8 @@ def _cross_fit_selected(
         f"{folds} folds of the training + validation split; urgent threshold and the "
         "class weights and the 'val' metrics from the out-of-fold predictions"
     )
-    return crossfit.model, _with_plots(row, result, staging), how
+    held = (labels, crossfit.out_of_fold, groups)
+    return crossfit.model, _with_plots(row, result, staging), how, held
 
 
 def _report_row(

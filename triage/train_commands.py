@@ -12,6 +12,7 @@ from rich.console import Console
 def register(app: typer.Typer) -> None:
     """Add the trainer's commands to the `triage` app."""
     app.command("train")(train)
+    app.command("estimate")(estimate)
     app.command("predict")(predict)
     app.command("evaluate")(evaluate)
     app.command("synth")(synth)
@@ -34,11 +35,17 @@ def train(
     group_column: Annotated[
         str | None, typer.Option("--group-column", help="The CSV column holding the group.")
     ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Most epochs per model.")] = 60,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, help="Most epochs per CNN (hog_heads: unused).")
+    ] = 60,
     seed: Annotated[int, typer.Option("--seed", help="Seed for split, balancing and weights.")] = 0,
     candidates: Annotated[
         str | None,
-        typer.Option("--candidates", help="Comma-separated candidate names (default: all)."),
+        typer.Option(
+            "--candidates",
+            help="Comma-separated candidate names (default: hog_heads, which is published "
+            "alone with its nested estimate; CNN names are compared on a validation split).",
+        ),
     ] = None,
     urgent_recall: Annotated[
         float | None,
@@ -50,11 +57,13 @@ def train(
             "--folds",
             min=0,
             help="Publish the mean of this many copies of the selected candidate, cross-fitted "
-            "over train+val (0: publish the selected candidate as trained).",
+            "over its folds (hog_heads: linear heads over all patients; CNNs: over train+val). "
+            "0: one copy (hog_heads: one head fitted on everything; CNNs: as trained).",
         ),
     ] = 4,
 ) -> None:
-    """Train the candidates, select by validation macro F1, cross-fit the best and publish it."""
+    """Train and publish: by default the hog_heads recipe, every choice made inside group
+    folds, with what new patients should show (`expected_unseen`) on its card."""
     from trainer.train import run_training
 
     names = [name.strip() for name in candidates.split(",")] if candidates else None
@@ -72,6 +81,84 @@ def train(
         )
     except ValueError as error:
         _fail(error)
+
+
+def estimate(
+    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
+    groups: Annotated[
+        Path | None, typer.Option("--groups", help="CSV with one row per image naming its group.")
+    ] = None,
+    group_column: Annotated[
+        str | None, typer.Option("--group-column", help="The CSV column holding the group.")
+    ] = None,
+    urgent_recall: Annotated[
+        float | None,
+        typer.Option(
+            "--urgent-recall", help="Target urgent recall (default TRIAGE_URGENT_RECALL)."
+        ),
+    ] = None,
+    folds: Annotated[
+        int, typer.Option("--folds", min=0, help="As for `triage train` (heads per model).")
+    ] = 4,
+    deals: Annotated[
+        int, typer.Option("--deals", min=1, help="Deals of the patients into outer folds.")
+    ] = 3,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder to record it in (default: trainer/estimates/)."),
+    ] = None,
+) -> None:
+    """Nested group cross-validation of the default recipe (hog_heads): what new patients
+    should show. `triage train` on the same data reuses the recorded estimate."""
+    import json
+
+    from schemas.settings import get_settings
+    from trainer.data import load_groups, load_scans
+    from trainer.fit import configure_tensorflow
+    from trainer.heads import scan_features
+    from trainer.train_heads import ESTIMATES_DIR, compute_estimate, estimate_key, joined_groups
+
+    if folds == 1:
+        _fail(ValueError("--folds must be 0 or at least 2"))
+    if groups is not None and not group_column:
+        _fail(ValueError("--groups needs --group-column naming the group column"))
+    try:
+        scans = load_scans(data, require_labels=True)
+        group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
+    except (ValueError, FileNotFoundError) as error:
+        _fail(error)
+    recall = urgent_recall if urgent_recall is not None else get_settings().urgent_recall
+    configure_tensorflow()
+    console = Console()
+    joined = joined_groups(scans.images, group_ids, console)
+    features = scan_features(scans.images, scans.labels, joined, studies=group_ids)
+    fingerprint = scans.fingerprint()
+    record = compute_estimate(features, fingerprint, recall, folds, seeds=tuple(range(deals)))
+    folder = Path(out) if out is not None else ESTIMATES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / estimate_key(fingerprint, group_ids is not None, recall, folds)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    _print_estimate(console, record, path)
+
+
+def _print_estimate(console: Console, record: dict, path: Path) -> None:
+    """The pooled range, one line per deal, and where the record was written."""
+    from trainer.heads import describe_range
+
+    console.print(f"expected on new patients: {describe_range(record['expected_unseen'])}")
+    for deal in record["expected_unseen"]["per_deal"]:
+        console.print(
+            f"  deal {deal['seed']}: macro F1 {deal['macro_f1']:.3f}, urgent recall "
+            f"{deal['urgent_recall']:.3f}, precision {deal['urgent_precision']:.3f}, healthy "
+            f"flagged {deal['healthy_flagged']:.1%}"
+            + (
+                f"; studies: recall {deal['study_recall']:.3f}, precision "
+                f"{deal['study_precision']:.3f}"
+                if "study_recall" in deal
+                else ""
+            )
+        )
+    console.print(f"recorded {path} ({record['seconds']:.0f} s)")
 
 
 def predict(

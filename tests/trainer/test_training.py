@@ -63,6 +63,12 @@ def test_train_publishes_a_complete_model_directory(published) -> None:  # noqa:
     assert card.class_weights[0] == card.class_weights[2] == 1.0
     assert card.metrics["val"]["class_weights"] == card.metrics["test"]["class_weights"]
     assert card.metrics["val"]["class_weights"] == card.class_weights
+    # named CNN candidates: a study rule from the out-of-fold studies, and a range for new
+    # patients from the test split (not nested, and the card says so)
+    assert card.study_rule is not None and card.study_rule.metrics["studies"] >= 2
+    unseen = card.expected_unseen
+    assert unseen is not None and not unseen.nested and "NOT nested" in unseen.basis
+    assert unseen.urgent_recall.low <= unseen.urgent_recall.estimate <= unseen.urgent_recall.high
 
 
 def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path, phantoms) -> None:  # noqa: ANN001
@@ -74,6 +80,7 @@ def test_train_without_cross_fit_publishes_the_selected_candidate(tmp_path: Path
     )
     card = read_card(published)
     assert card.metrics["folds"] == 0
+    assert card.study_rule is None  # no groups, no studies
     # the candidate as trained, its threshold; the predicted class weighed as chosen on val
     assert card.metrics["val"]["class_weights"] == card.class_weights
     assert card.metrics["val"]["threshold"] == card.candidates[0]["val"]["threshold"]
