@@ -100,6 +100,18 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def baseline_ceiling(env, model_dir: Path, scans: int, console: Console) -> float:  # noqa: ANN001
+    """The forward ceiling of the seed's baseline_2conv in the same run: the served model's
+    own when it is one, else a baseline published beside it (trained briefly on phantoms)."""
+    from bench.environment import publish_model
+    from schemas.model_card import read_card
+
+    if read_card(model_dir).selected_candidate == "baseline_2conv":
+        return ceiling(model_dir, scans)
+    console.print("ceiling of baseline_2conv, for the ratio ...")
+    return ceiling(publish_model(env.directory / "baseline-models", console), scans)
+
+
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
     """Ceiling, pipeline on each database, the naive peer and latency: the results dict."""
     from schemas.model_card import resolve_model_dir
@@ -109,6 +121,7 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
     console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {logs}")
     console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
     ceiling_rate = ceiling(model_dir, options.ceiling_scans)
+    baseline_rate = baseline_ceiling(env, model_dir, options.ceiling_scans, console)
     pipeline, rss, tree_rss = {}, [], []
     for backend in BACKENDS:
         console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
@@ -126,12 +139,14 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
     received = receive_stage(env, options, console)
     return {
         "ceiling_scans_per_s": ceiling_rate,
+        "ceiling_baseline_scans_per_s": baseline_rate,
         "naive_scans_per_s": naive_rate,
         "pipeline_scans_per_s": pipeline,
         "ratios": {
             "pipeline_over_ceiling_sqlite": pipeline["sqlite"] / ceiling_rate,
             "pipeline_over_ceiling_postgresql": pipeline["postgresql"] / ceiling_rate,
             "pipeline_over_naive": pipeline["sqlite"] / naive_rate,
+            "ceiling_over_baseline": ceiling_rate / baseline_rate,
         },
         "urgent_escalation_ms": percentiles(latency["sqlite"].escalation_ms),
         "stat_time_to_result_ms": percentiles(latency["sqlite"].stat_ms),

@@ -43,7 +43,12 @@ def test_bench_quick_run_writes_every_key_with_sane_values(tmp_path: Path) -> No
     assert "pipeline / ceiling" in done.stdout  # the table was printed
 
     results = json.loads(out.read_text())
-    for key in ("ceiling_scans_per_s", "naive_scans_per_s", "worker_peak_rss_mib"):
+    for key in (
+        "ceiling_scans_per_s",
+        "ceiling_baseline_scans_per_s",
+        "naive_scans_per_s",
+        "worker_peak_rss_mib",
+    ):
         assert positive(results[key]), (key, results[key])
     assert set(results["pipeline_scans_per_s"]) == {"sqlite", "postgresql"}
     assert all(positive(rate) for rate in results["pipeline_scans_per_s"].values())
@@ -52,6 +57,7 @@ def test_bench_quick_run_writes_every_key_with_sane_values(tmp_path: Path) -> No
         "pipeline_over_ceiling_sqlite",
         "pipeline_over_ceiling_postgresql",
         "pipeline_over_naive",
+        "ceiling_over_baseline",
     }
     assert all(positive(ratio) for ratio in ratios.values())
     rates = results["pipeline_scans_per_s"]
