@@ -1,6 +1,6 @@
 """The outbox: every outward message about a study decision is a `deliveries` row.
 
-Rows are written in the same transaction as the decision they report (`add_for_decision`,
+Rows are written in the same transaction as the decision they report (`add_for_decisions`,
 called by `ledger.studies`), one per configured channel, and carry the key the receiver is
 idempotent on. A sender claims a due row, and marks it delivered, or due again later with the
 reason (exponential backoff, capped), or failed when the receiver refuses the content.
@@ -40,10 +40,11 @@ def idempotency_key(study_id: str, decision: int, channel: str) -> str:
     return f"{study_id}.{decision}.{channel}"
 
 
-def add_for_decision(
-    connection: Connection, study_id: str, decision: int, urgent: bool, routing: Routing
+def add_for_decisions(
+    connection: Connection, decided: Sequence[tuple[str, int, bool]], routing: Routing
 ) -> None:
-    """The outbox rows of one decision (in the caller's transaction)."""
+    """The outbox rows of these decisions, (study id, decision number, urgent) each, in the
+    caller's transaction (one statement)."""
     now = utcnow()
     rows = [
         {
@@ -57,6 +58,7 @@ def add_for_decision(
             "created_at": now,
             "next_attempt_at": now,
         }
+        for study_id, decision, urgent in decided
         for channel in routing.channels(urgent)
     ]
     if rows:

@@ -18,10 +18,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ledger.deliveries import Routing, add_for_decision
+from ledger.deliveries import Routing, add_for_decisions
 from ledger.statements import chunks, results, scans, studies, upsert_into
 from schemas.messages import Escalation, Priority
-from schemas.model_card import ModelCard
+from schemas.model_card import ModelCard, StudyDecision
 from schemas.tables import as_utc, utcnow
 
 UNFINISHED = ("held", "queued", "processing")
@@ -179,75 +179,137 @@ def decide_ready(
     escalations of the urgent ones (one per study, its most suspicious slice). The outbox rows
     of each decision (`routing`) are written in the same transaction.
 
-    Each study row is locked while it is decided (PostgreSQL `FOR UPDATE`; SQLite writes one
-    at a time), so two jobs finishing the last slices of one study decide it once.
+    Set-based: a few statements per job, not per study. The study rows are locked first
+    (PostgreSQL `FOR UPDATE`, in id order; SQLite writes one at a time) and only then are
+    their unfinished slices counted, so two jobs finishing the last slices of one study
+    decide it once.
     """
-    escalations: list[Escalation] = []
     with engine.begin() as connection:
-        for study_id in studies_of(connection, scan_ids):
-            escalation = _decide_one(connection, study_id, card, model_version, routing)
-            if escalation is not None:
-                escalations.append(escalation)
-    return escalations
-
-
-def _decide_one(
-    connection: Connection,
-    study_id: str,
-    card: ModelCard,
-    model_version: str,
-    routing: Routing | None,
-) -> Escalation | None:
-    lock = sa.select(studies.c.status, studies.c.decisions).where(studies.c.id == study_id)
-    if connection.dialect.name == "postgresql":
-        lock = lock.with_for_update()
-    state = connection.execute(lock).first()
-    if state is None or state.status != "queued":
-        return None
-    unfinished = sa.select(sa.func.count()).where(
-        scans.c.study_id == study_id, scans.c.status.in_(UNFINISHED)
-    )
-    if connection.execute(unfinished).scalar_one():
-        return None
-    rows = connection.execute(
-        sa.select(results.c.scan_id, results.c.p0, results.c.p1, results.c.p2)
-        .join(scans, scans.c.id == results.c.scan_id)
-        .where(scans.c.study_id == study_id)
-        .order_by(scans.c.instance_number, scans.c.received_at, results.c.scan_id)
-    ).all()
-    now = utcnow()
-    if not rows:  # every slice failed: nothing to decide on
-        connection.execute(
-            studies.update()
-            .where(studies.c.id == study_id)
-            .values(status="failed", classified_at=now)
+        decisions = _locked_queued(connection, studies_of(connection, scan_ids))
+        for study_id in _with_unfinished(connection, list(decisions)):
+            decisions.pop(study_id)
+        if not decisions:
+            return []
+        now = utcnow()
+        slices = _slice_scores(connection, list(decisions))
+        decided = {sid: _decide(card, slices.get(sid, [])) for sid in decisions}
+        _record_decisions(connection, decided, model_version, now)
+        if routing is not None:
+            outbox = [
+                (sid, decisions[sid] + 1, result[0].urgent)
+                for sid, result in decided.items()
+                if result is not None
+            ]
+            add_for_decisions(connection, outbox, routing)
+    return [
+        Escalation(
+            scan_id=top_scan,
+            study_id=sid,
+            p2=min(1.0, max(0.0, decision.p2)),
+            model_version=model_version,
+            classified_at=now,
         )
+        for sid, result in decided.items()
+        if result is not None and result[0].urgent
+        for decision, top_scan in [result]
+    ]
+
+
+def _locked_queued(connection: Connection, study_ids: Sequence[str]) -> dict[str, int]:
+    """Study id -> decisions so far, of the closed, undecided ones among these (locked)."""
+    found: dict[str, int] = {}
+    for chunk in chunks(sorted(study_ids)):
+        query = (
+            sa.select(studies.c.id, studies.c.decisions)
+            .where(studies.c.id.in_(chunk), studies.c.status == "queued")
+            .order_by(studies.c.id)
+        )
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found.update(connection.execute(query).tuples().all())
+    return found
+
+
+def _with_unfinished(connection: Connection, study_ids: Sequence[str]) -> set[str]:
+    """Those of these studies with a slice still held, queued or processing."""
+    busy: set[str] = set()
+    for chunk in chunks(study_ids):
+        query = (
+            sa.select(scans.c.study_id)
+            .where(scans.c.study_id.in_(chunk), scans.c.status.in_(UNFINISHED))
+            .distinct()
+        )
+        busy.update(connection.execute(query).scalars())
+    return busy
+
+
+def _slice_scores(connection: Connection, study_ids: Sequence[str]) -> dict[str, list]:
+    """Study id -> its classified slices (scan id, p0, p1, p2), in instance order."""
+    found: dict[str, list] = {}
+    for chunk in chunks(study_ids):
+        query = (
+            sa.select(scans.c.study_id, results.c.scan_id, results.c.p0, results.c.p1, results.c.p2)
+            .join(scans, scans.c.id == results.c.scan_id)
+            .where(scans.c.study_id.in_(chunk))
+            .order_by(scans.c.instance_number, scans.c.received_at, results.c.scan_id)
+        )
+        for row in connection.execute(query):
+            found.setdefault(row.study_id, []).append(row)
+    return found
+
+
+def _decide(card: ModelCard, rows: list) -> tuple[StudyDecision, str] | None:
+    """The decision over a study's classified slices and its top scan; None if none was."""
+    if not rows:  # every slice failed: nothing to decide on
         return None
     decision = card.decide_study(np.array([[row.p0, row.p1, row.p2] for row in rows]))
-    top_scan = rows[decision.top_slice].scan_id
-    connection.execute(
-        studies.update()
-        .where(studies.c.id == study_id)
-        .values(
-            status="classified",
-            classified_at=now,
-            p2=decision.p2,
-            urgent=decision.urgent,
-            predicted=decision.predicted,
-            top_scan_id=top_scan,
-            model_version=model_version,
-            decisions=studies.c.decisions + 1,
-            saliency=None,
+    return decision, rows[decision.top_slice].scan_id
+
+
+def _record_decisions(
+    connection: Connection,
+    decided: dict[str, tuple[StudyDecision, str] | None],
+    model_version: str,
+    now: datetime,
+) -> None:
+    """One executemany for the decided studies, one for those whose slices all failed."""
+    failed = [{"b_id": sid} for sid, result in decided.items() if result is None]
+    if failed:
+        connection.execute(
+            studies.update()
+            .where(studies.c.id == sa.bindparam("b_id"))
+            .values(status="failed", classified_at=now),
+            failed,
         )
-    )
-    if routing is not None:
-        add_for_decision(connection, study_id, state.decisions + 1, decision.urgent, routing)
-    if not decision.urgent:
-        return None
-    p2 = min(1.0, max(0.0, decision.p2))
-    return Escalation(
-        scan_id=top_scan, study_id=study_id, p2=p2, model_version=model_version, classified_at=now
-    )
+    rows = [
+        {
+            "b_id": sid,
+            "b_p2": decision.p2,
+            "b_urgent": decision.urgent,
+            "b_predicted": decision.predicted,
+            "b_top": top_scan,
+        }
+        for sid, result in decided.items()
+        if result is not None
+        for decision, top_scan in [result]
+    ]
+    if rows:
+        connection.execute(
+            studies.update()
+            .where(studies.c.id == sa.bindparam("b_id"))
+            .values(
+                status="classified",
+                classified_at=now,
+                p2=sa.bindparam("b_p2"),
+                urgent=sa.bindparam("b_urgent"),
+                predicted=sa.bindparam("b_predicted"),
+                top_scan_id=sa.bindparam("b_top"),
+                model_version=model_version,
+                decisions=studies.c.decisions + 1,
+                saliency=None,
+            ),
+            rows,
+        )
 
 
 def undecided_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
