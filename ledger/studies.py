@@ -53,8 +53,10 @@ def open_studies(
     now = utcnow()
     status = "receiving" if hold else "queued"
     by_uid = {ref.uid: ref for ref in refs}
+    made: dict[str, str] = {}  # uid -> the id a new row would get
     for chunk in chunks(list(by_uid)):
         rows = [_new_study_row(by_uid[uid], priority, status, now, hold) for uid in chunk]
+        made.update((row["study_uid"], row["id"]) for row in rows)
         connection.execute(
             upsert_into(connection, studies).on_conflict_do_nothing(index_elements=["study_uid"]),
             rows,
@@ -65,7 +67,8 @@ def open_studies(
             studies.c.study_uid.in_(chunk)
         )
         found.update({row.study_uid: (row.id, row.status) for row in connection.execute(query)})
-    _reopen(connection, found, status, priority, now)
+    existing = {uid: state for uid, state in found.items() if state[0] != made[uid]}
+    _reopen(connection, existing, status, priority, now)  # new rows are as they should be
     return {
         uid: (sid, "receiving" if state == "receiving" else status)
         for uid, (sid, state) in found.items()
