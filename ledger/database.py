@@ -23,6 +23,14 @@ from sqlalchemy.engine import Engine, make_url
 log = logging.getLogger(__name__)
 _checked: set[str] = set()  # engine URLs whose schema this process found at head
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_ARGS = {  # libpq: give up on a silent server instead of waiting for the kernel
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 SQLITE_CHECKPOINT_PAGES = 16_384  # 64 MiB of WAL between automatic checkpoints (default 1,000)
 
 
@@ -43,9 +51,9 @@ def create_ledger_engine(url: str, foreign_keys: bool = True) -> Engine:
         _tune_sqlite(engine, foreign_keys)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        # a host that drops packets fails in 10 s instead of hanging on the kernel default
+        # a host that drops packets fails in seconds instead of hanging on the kernel defaults
         return sa.create_engine(
-            url, pool_pre_ping=True, hide_parameters=True, connect_args={"connect_timeout": 10}
+            url, pool_pre_ping=True, hide_parameters=True, connect_args=POSTGRES_CONNECT_ARGS
         )
     raise ValueError(
         f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql"
