@@ -103,13 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
 def baseline_ceiling(env, model_dir: Path, scans: int, console: Console) -> float:  # noqa: ANN001
     """The forward ceiling of the seed's baseline_2conv in the same run: the served model's
     own when it is one, else a baseline published beside it (trained briefly on phantoms)."""
-    from bench.environment import publish_model
+    from bench.environment import publish_baseline
     from schemas.model_card import read_card
 
     if read_card(model_dir).selected_candidate == "baseline_2conv":
         return ceiling(model_dir, scans)
     console.print("ceiling of baseline_2conv, for the ratio ...")
-    return ceiling(publish_model(env.directory / "baseline-models", console), scans)
+    return ceiling(publish_baseline(env.directory / "baseline-models", console), scans)
 
 
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
