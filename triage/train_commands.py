@@ -22,19 +22,22 @@ DATA_HELP = (
     "Scans: images+labels .npz, MedMNIST-style .npz, `images.npy,labels.npy`, "
     "or a folder of class sub-folders (0/1/2) of PNG/JPEG/DICOM."
 )
+DataOption = Annotated[str, typer.Option("--data", help=DATA_HELP)]
+GroupsOption = Annotated[
+    Path | None, typer.Option("--groups", help="CSV with one row per image naming its group.")
+]
+GroupColumnOption = Annotated[
+    str | None, typer.Option("--group-column", help="The CSV column holding the group.")
+]
 
 
 def train(
-    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
+    data: DataOption,
     out: Annotated[
         Path | None, typer.Option("--out", help="Model root (default: TRIAGE_MODEL_DIR).")
     ] = None,
-    groups: Annotated[
-        Path | None, typer.Option("--groups", help="CSV with one row per image naming its group.")
-    ] = None,
-    group_column: Annotated[
-        str | None, typer.Option("--group-column", help="The CSV column holding the group.")
-    ] = None,
+    groups: GroupsOption = None,
+    group_column: GroupColumnOption = None,
     epochs: Annotated[
         int, typer.Option("--epochs", min=1, help="Most epochs per CNN (hog_heads: unused).")
     ] = 60,
@@ -84,13 +87,9 @@ def train(
 
 
 def estimate(
-    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
-    groups: Annotated[
-        Path | None, typer.Option("--groups", help="CSV with one row per image naming its group.")
-    ] = None,
-    group_column: Annotated[
-        str | None, typer.Option("--group-column", help="The CSV column holding the group.")
-    ] = None,
+    data: DataOption,
+    groups: GroupsOption = None,
+    group_column: GroupColumnOption = None,
     urgent_recall: Annotated[
         float | None,
         typer.Option(
@@ -181,7 +180,7 @@ def predict(
 
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="Model directory or model root.")],
-    data: Annotated[str, typer.Option("--data", help=DATA_HELP)],
+    data: DataOption,
 ) -> None:
     """Report a published model on any labelled data set (at its urgent threshold)."""
     from trainer.data import load_scans
