@@ -101,14 +101,20 @@ def _classify_claimed(
     if corrupt:
         ledger.mark_failed(engine, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
     recorded = _score_and_record(engine, good, model) if good else []
-    # the studies whose last slice this job finished are decided now, once each
+    # the studies whose last slice is finished are decided now, once each: also those of a
+    # repeated job whose first delivery recorded its results and died before deciding
     finished = [*recorded, *corrupt, *claim.exhausted]
-    escalations = studies.decide_ready(engine, finished, model.card, model.version, routing)
+    escalations = studies.decide_ready(engine, scan_ids, model.card, model.version, routing)
     # a repeated job, or scans another delivery finished first: re-send escalations a lost
     # publish may have dropped (the worklist insert is idempotent)
     finished_before = sorted(set(scan_ids) - set(finished))
     if finished_before:
-        escalations += worklist.unescalated(engine, finished_before)
+        decided_now = {escalation.study_id for escalation in escalations}
+        escalations += [
+            escalation
+            for escalation in worklist.unescalated(engine, finished_before)
+            if escalation.study_id not in decided_now
+        ]
     for escalation in escalations:
         publish(escalation)
     return {

@@ -180,3 +180,25 @@ def test_a_worker_with_no_model_leaves_the_batch_waiting_not_failed(
         assert found["attempts"] == 0 and "no usable model" in found["error"]
         assert found["error"].startswith("waiting after 2 retries")
         assert str(get_settings().resolved_model_dir) not in found["error"]
+
+
+def test_a_repeated_job_decides_what_its_first_delivery_recorded_but_never_decided(
+    engine, model_root: Path
+) -> None:
+    """The first delivery wrote its results and died before deciding the studies: the repeat
+    claims nothing, yet decides them and escalates the urgent one."""
+    ids = add(engine, [30, 230])
+    model = current_model(get_settings())
+    ledger.claim(engine, ids, max_attempts=3)
+    probabilities = model.probabilities(brightness_scans([30, 230]))
+    scored = [
+        ledger.ScoredScan(sid, tuple(float(p) for p in row), int(row.argmax()), bool(row[2] > 0.5))
+        for sid, row in zip(ids, probabilities, strict=True)
+    ]
+    ledger.record_results(engine, scored, model.version, "/m", 0.5, {})
+    assert [row["p2"] for row in reads.list_studies(engine)] == [None, None]  # undecided
+    sent: list[Escalation] = []
+    outcome = classify_scans(engine, ids, model, 3, sent.append)
+    assert outcome["classified"] == 0  # nothing claimed again
+    assert [e.scan_id for e in sent] == [ids[1]]
+    assert {row["status"] for row in reads.list_studies(engine)} == {"classified"}
