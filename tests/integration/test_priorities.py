@@ -58,9 +58,14 @@ def test_urgent_and_stat_work_is_served_while_a_routine_backlog_is_being_worked(
         return done == len(routine_ids)
 
     wait_for(backlog_done, "the routine worker to drain its backlog", timeout=180)
-    with engine.connect() as connection:
-        listed = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
-    assert listed == 6 + 400  # the stat scans and every bright routine scan
+
+    def listed() -> int:
+        with engine.connect() as connection:
+            return connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
+
+    # the stat scans and every bright routine scan (the last escalations may still be in flight)
+    wait_for(lambda: listed() == 6 + 400, "every urgent study on the worklist", timeout=60)
+    assert listed() == 6 + 400  # and no more
     assert pipeline.queue_length("scans") == pipeline.queue_length("stat") == 0
 
 
