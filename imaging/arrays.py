@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -79,17 +79,9 @@ def load_npy(
     path: Path, source: str, check: HeaderCheck | None = None, max_bytes: int | None = None
 ) -> np.ndarray:
     """The array of an NPY file, its header checked (by `check` too) before the data is read."""
-    try:
-        with path.open("rb") as stream:
-            header = read_header(stream, source, "NPY")
-            available = path.stat().st_size - header.offset
-            _check_header(header, available, source, "NPY", check, max_bytes)
-            stream.seek(0)
-            return np.lib.format.read_array(stream, allow_pickle=False)
-    except ScanError:
-        raise
-    except _BAD_DATA as error:
-        raise ScanError(source, f"not a valid NPY file ({_describe(error)})") from None
+    return _read_checked(
+        lambda: path.open("rb"), path.stat().st_size, source, "NPY", check, max_bytes
+    )
 
 
 def load_npz(path: Path, source: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
@@ -186,17 +178,30 @@ def _read_member(
             f"NPZ member {name} inflates to {info.file_size} bytes, over the decoded-size "
             f"limit of {max_bytes} bytes (max_decoded_bytes)",
         )
+    return _read_checked(
+        lambda: archive.open(info), info.file_size, source, "NPZ", check, max_bytes
+    )
+
+
+def _read_checked(
+    open_stream: Callable[[], Any],  # a binary file or zip member
+    size: int,
+    source: str,
+    kind: str,
+    check: HeaderCheck | None,
+    max_bytes: int | None,
+) -> np.ndarray:
+    """An `.npy` stream of `size` bytes: header read and checked, then the array."""
     try:
-        with archive.open(info) as stream:
-            header = read_header(stream, source, "NPZ")
-            available = info.file_size - header.offset
-            _check_header(header, available, source, "NPZ", check, max_bytes)
+        with open_stream() as stream:
+            header = read_header(stream, source, kind)
+            _check_header(header, size - header.offset, source, kind, check, max_bytes)
             stream.seek(0)
             return np.lib.format.read_array(stream, allow_pickle=False)
     except ScanError:
         raise
     except _BAD_DATA as error:
-        raise ScanError(source, f"not a valid NPZ file ({_describe(error)})") from None
+        raise ScanError(source, f"not a valid {kind} file ({_describe(error)})") from None
 
 
 def _describe(error: BaseException) -> str:
