@@ -11,9 +11,23 @@ from pathlib import Path
 from schemas.model_card import MODEL_FILE, ModelCard, set_current, write_card
 
 
-def new_version(fingerprint: str) -> str:
-    """A sortable version name: UTC time plus the data fingerprint's first characters."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{fingerprint[:6]}"
+def reserve_version(model_root: Path, fingerprint: str) -> tuple[str, Path]:
+    """A free, sortable version name (UTC time + data fingerprint) and its staging directory.
+
+    Two trainings of the same data in the same second (a reused nested estimate makes a
+    training that fast) get `-2`, `-3` ... rather than one refusing to publish.
+    """
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{fingerprint[:6]}"
+    root = Path(model_root)
+    for attempt in range(1, 1000):
+        version = base if attempt == 1 else f"{base}-{attempt}"
+        if (root / version).exists():
+            continue
+        try:
+            return version, staging_dir(root, version)
+        except FileExistsError:  # another trainer is staging this name right now
+            continue
+    raise FileExistsError(f"no free version name under {root} for {base}")
 
 
 def library_versions() -> dict[str, str]:

@@ -40,7 +40,7 @@ from trainer.fit import (
     predict_proba,
 )
 from trainer.heads import choose_study_rule
-from trainer.publish import library_versions, new_version, publish, staging_dir
+from trainer.publish import library_versions, publish, reserve_version
 from trainer.report import (
     URGENT_RECALL_CONFIDENCE,
     URGENT_THRESHOLD_CEILING,
@@ -106,8 +106,7 @@ def run_training(
         {name: evaluate(splits.val[1], val_probabilities[name])["macro_f1"] for name in competing}
     )
     fingerprint = scans.fingerprint()
-    version = new_version(fingerprint)
-    staging = staging_dir(out, version)
+    version, staging = reserve_version(out, fingerprint)
     rows = _candidate_rows(
         chosen, results, val_probabilities, splits, urgent_recall,
         _groups_of(group_ids, indices["val"]), staging,

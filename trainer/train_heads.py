@@ -161,7 +161,7 @@ def run_heads_training(
 ) -> Path:
     """Fit the recipe on every scan, attach its nested estimate, publish."""
     from trainer.fit import configure_tensorflow
-    from trainer.publish import new_version, publish, staging_dir
+    from trainer.publish import publish, reserve_version
 
     configure_tensorflow()
     labels = np.asarray(scans.labels).astype(int)
@@ -178,8 +178,7 @@ def run_heads_training(
     recipe = H.fit_recipe(data, urgent_recall, folds or H.INNER_FOLDS, seed, refit=folds == 0)
     serving = recipe.serving_heads(data.real.shape[1])
     model = H.heads_model(serving, name=f"{H.RECIPE}_x{len(recipe.heads)}")
-    version = new_version(fingerprint)
-    staging = staging_dir(Path(out), version)
+    version, staging = reserve_version(Path(out), fingerprint)
     val = evaluate(labels, recipe.out_of_fold, recipe.threshold, recipe.class_weights)
     plot_confusion(val["confusion_matrix"], staging / "confusion_out_of_fold.png", "out-of-fold")
     card = _heads_card(
