@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from imaging.identity import DicomIdentity
+from ledger.bulk import insert_rows
 from ledger.statements import chunks, models, results, scan_pixels, scans, upsert_into
 from ledger.studies import StudyRef, open_studies, own_study_uid
 from schemas.messages import check_priority
@@ -99,12 +100,12 @@ def add_scans(
             _scan_row(scan, opened[ref.uid], priority.value, received_at)
             for scan, ref in zip(fresh, refs, strict=True)
         ]
-        if rows:
-            connection.execute(scans.insert(), rows)
-            connection.execute(
-                scan_pixels.insert(),
-                [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in fresh],
-            )
+        insert_rows(connection, scans, rows)
+        insert_rows(
+            connection,
+            scan_pixels,
+            [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in fresh],
+        )
     held = [row["id"] for row in rows if row["status"] == "held"]
     return Admitted([row["id"] for row in rows], held, repeated)
 
@@ -241,12 +242,9 @@ def record_results(
                 .returning(scans.c.id)
             )
             recorded += connection.execute(finish).scalars().all()
-        if recorded:
-            rows = [_result_row(by_id[sid], model_version, classified_at) for sid in recorded]
-            insert = upsert_into(connection, results).on_conflict_do_nothing(
-                index_elements=["scan_id"]
-            )
-            connection.execute(insert, rows)
+        # a scan gets its result in the transaction that makes it `done`, never again
+        rows = [_result_row(by_id[sid], model_version, classified_at) for sid in recorded]
+        insert_rows(connection, results, rows)
     _registered.add(registration)
     return Recorded(classified_at, recorded)
 

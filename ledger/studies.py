@@ -18,8 +18,9 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ledger.bulk import insert_new_rows, update_rows
 from ledger.deliveries import Routing, add_for_decisions
-from ledger.statements import chunks, results, scans, studies, upsert_into
+from ledger.statements import chunks, results, scans, studies
 from schemas.messages import Escalation, Priority
 from schemas.model_card import ModelCard, StudyDecision
 from schemas.tables import as_utc, utcnow
@@ -53,14 +54,9 @@ def open_studies(
     now = utcnow()
     status = "receiving" if hold else "queued"
     by_uid = {ref.uid: ref for ref in refs}
-    made: dict[str, str] = {}  # uid -> the id a new row would get
-    for chunk in chunks(list(by_uid)):
-        rows = [_new_study_row(by_uid[uid], priority, status, now, hold) for uid in chunk]
-        made.update((row["study_uid"], row["id"]) for row in rows)
-        connection.execute(
-            upsert_into(connection, studies).on_conflict_do_nothing(index_elements=["study_uid"]),
-            rows,
-        )
+    rows = [_new_study_row(ref, priority, status, now, hold) for ref in by_uid.values()]
+    made = {row["study_uid"]: row["id"] for row in rows}  # uid -> the id a new row would get
+    insert_new_rows(connection, studies, rows, unique="study_uid")
     found: dict[str, tuple[str, str]] = {}
     for chunk in chunks(list(by_uid)):
         query = sa.select(studies.c.id, studies.c.study_uid, studies.c.status).where(
@@ -275,44 +271,29 @@ def _record_decisions(
     model_version: str,
     now: datetime,
 ) -> None:
-    """One executemany for the decided studies, one for those whose slices all failed."""
-    failed = [{"b_id": sid} for sid, result in decided.items() if result is None]
-    if failed:
-        connection.execute(
-            studies.update()
-            .where(studies.c.id == sa.bindparam("b_id"))
-            .values(status="failed", classified_at=now),
-            failed,
-        )
+    """One statement for the decided studies, one for those whose slices all failed."""
+    failed = [{"id": sid} for sid, result in decided.items() if result is None]
+    update_rows(connection, studies, "id", failed, {"status": "failed", "classified_at": now})
     rows = [
         {
-            "b_id": sid,
-            "b_p2": decision.p2,
-            "b_urgent": decision.urgent,
-            "b_predicted": decision.predicted,
-            "b_top": top_scan,
+            "id": sid,
+            "p2": decision.p2,
+            "urgent": decision.urgent,
+            "predicted": decision.predicted,
+            "top_scan_id": top_scan,
         }
         for sid, result in decided.items()
         if result is not None
         for decision, top_scan in [result]
     ]
-    if rows:
-        connection.execute(
-            studies.update()
-            .where(studies.c.id == sa.bindparam("b_id"))
-            .values(
-                status="classified",
-                classified_at=now,
-                p2=sa.bindparam("b_p2"),
-                urgent=sa.bindparam("b_urgent"),
-                predicted=sa.bindparam("b_predicted"),
-                top_scan_id=sa.bindparam("b_top"),
-                model_version=model_version,
-                decisions=studies.c.decisions + 1,
-                saliency=None,
-            ),
-            rows,
-        )
+    same_for_all = {
+        "status": "classified",
+        "classified_at": now,
+        "model_version": model_version,
+        "decisions": studies.c.decisions + 1,
+        "saliency": None,
+    }
+    update_rows(connection, studies, "id", rows, same_for_all)
 
 
 def undecided_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
