@@ -1,6 +1,12 @@
 """`python -m bench` (`make bench`): every stage, one table, bench/results.json.
 
-python -m bench                 # the full run: 10,000 scans, about 10 minutes on 2 cores
+Two columns: production settings (PostgreSQL fsync and synchronous_commit on, Redis AOF with
+appendfsync everysec: bench/profiles.py) hold the top-level keys; fast settings (fsync off, no
+AOF) go under `fast_settings`. Each column serves two models: the default published recipe and
+baseline_2conv (`*_baseline_*` keys). Then the network stage (`network`: bench/network.py) and
+the capacity model (`capacity`: bench/capacity.py).
+
+python -m bench                 # the full run: 10,000 scans, about 20 minutes on 2 cores
 python -m bench --quick         # a few hundred scans, for a smoke check
 python -m bench --scans 2000 --naive-scans 200 --model-dir ~/.triage/models
 python -m bench --receive-only  # just the DICOM receive stage (`receive` in results.json)
@@ -22,12 +28,15 @@ from bench import report
 from bench.latency import percentiles, run_latency
 from bench.naive import run_naive
 from bench.pipeline import run_pipeline
+from bench.profiles import FAST, PRODUCTION, ServerProfile, apply_profile
 from bench.receive import INSTANCES, run_receive, run_study_latency
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
-FULL = (10_000, 500, 10_240)  # pipeline and backlog, naive peer, ceiling
-QUICK = (300, 20, 1_024)
+FULL = (10_000, 500, 10_240, 1_500)  # pipeline and backlog, naive peer, ceiling, network
+QUICK = (300, 20, 1_024, 300)
+CAPACITY_QUICK = {"jobs": 4, "repeats": 1, "messages": 50, "model_scans": 1024}
+SIZES = ("scans", "naive_scans", "ceiling_scans", "network_scans")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -35,9 +44,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scans", type=int, help="pipeline scans and backlog (10,000)")
     parser.add_argument("--naive-scans", type=int, help="scans for the naive peer (500)")
     parser.add_argument("--ceiling-scans", type=int, help="scans for the ceiling (10,240)")
+    parser.add_argument("--network-scans", type=int, help="scans for the network stage (1,500)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: TRIAGE_BATCH_SIZE")
-    parser.add_argument("--quick", action="store_true", help="defaults of 300 / 20 / 1,024 scans")
+    parser.add_argument("--quick", action="store_true", help="defaults of 300/20/1,024/300 scans")
     parser.add_argument("--model-dir", type=Path, default=None, help="reuse a published model root")
+    parser.add_argument(
+        "--baseline-model-dir", type=Path, default=None,
+        help="reuse a published model root for the baseline_2conv row (else one is trained)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON path")
     parser.add_argument("--receive-instances", type=int, default=INSTANCES, help="DICOM (200)")
     parser.add_argument(
@@ -46,10 +60,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     options = parser.parse_args(argv)
     defaults = QUICK if options.quick else FULL
-    for name, default in zip(("scans", "naive_scans", "ceiling_scans"), defaults, strict=True):
+    for name, default in zip(SIZES, defaults, strict=True):
         if getattr(options, name) is None:
             setattr(options, name, default)
-    for name in ("scans", "naive_scans", "ceiling_scans"):
+    for name in SIZES:
         if getattr(options, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     return options
@@ -100,70 +114,129 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
-def baseline_ceiling(env, model_dir: Path, scans: int, console: Console) -> float:  # noqa: ANN001
-    """The forward ceiling of the seed's baseline_2conv in the same run: the served model's
-    own when it is one, else a baseline published beside it (trained briefly on phantoms)."""
-    from bench.environment import publish_baseline
-    from schemas.model_card import read_card
-
-    if read_card(model_dir).selected_candidate == "baseline_2conv":
-        return ceiling(model_dir, scans)
-    console.print("ceiling of baseline_2conv, for the ratio ...")
-    return ceiling(publish_baseline(env.directory / "baseline-models", console), scans)
-
-
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
-    """Ceiling, pipeline on each database, the naive peer and latency: the results dict."""
+    """Both ceilings; the production-settings column (pipeline for both served models, latency,
+    the naive peer, DICOM receive); the fast-settings column; the network stage."""
+    from bench.capacity import measure_in
+    from bench.network import run_network
     from schemas.model_card import resolve_model_dir
 
     model_dir = resolve_model_dir(env.model_root)
-    logs = env.directory / "logs"
-    console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {logs}")
+    console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {env.directory}")
     console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
-    ceiling_rate = ceiling(model_dir, options.ceiling_scans)
-    baseline_rate = baseline_ceiling(env, model_dir, options.ceiling_scans, console)
-    pipeline, rss, tree_rss = {}, [], []
-    for backend in BACKENDS:
-        console.print(f"pipeline on {backend}: {options.scans:,} scans, one worker ...")
-        run = run_pipeline(env, backend, options.scans, batch_size, logs)
-        pipeline[backend] = run.scans_per_s
-        rss.append(run.worker_peak_rss_mib)
-        tree_rss.append(run.worker_tree_peak_rss_mib)
+    ceilings = {"default": ceiling(model_dir, options.ceiling_scans)}
+    baseline_root = options.baseline_model_dir or baseline_model_root(env, model_dir, console)
+    ceilings["baseline"] = ceiling(
+        resolve_model_dir(baseline_root or env.model_root), options.ceiling_scans
+    )
+    production = settings_column(
+        PRODUCTION, env, options, batch_size, ceilings, baseline_root, console
+    )
     console.print(f"naive peer: {options.naive_scans:,} scans ...")
-    naive_rate = run_naive(env, options.naive_scans, logs)
+    naive_rate = run_naive(env, options.naive_scans, env.directory / "logs")
+    received = receive_stage(env, options, console)
+    fast = settings_column(FAST, env, options, batch_size, ceilings, baseline_root, console)
+    apply_profile(PRODUCTION, env.postgres_admin_url, env.redis_url)
+    console.print(f"network: {options.network_scans:,} scans over worker hosts, one cut off ...")
+    network = run_network(console, scans=options.network_scans, model_root=env.model_root)
+    capacity = measure_in(env, console, **(CAPACITY_QUICK if options.quick else {}))
+    production["ratios"]["pipeline_over_naive"] = (
+        production["pipeline_scans_per_s"]["sqlite"] / naive_rate
+    )
+    production["ratios"]["ceiling_over_baseline"] = ceilings["default"] / ceilings["baseline"]
+    return {
+        "ceiling_scans_per_s": ceilings["default"],
+        "ceiling_baseline_scans_per_s": ceilings["baseline"],
+        "naive_scans_per_s": naive_rate,
+        **production,
+        "fast_settings": fast,
+        "baseline_is_served_model": baseline_root is None,
+        "counts": {
+            "pipeline": options.scans,
+            "backlog": options.scans,
+            "naive": options.naive_scans,
+            "ceiling": options.ceiling_scans,
+            "network": options.network_scans,
+        },
+        "batch_size": batch_size,
+        "model_version": model_dir.name,
+        "machine": report.machine(),
+        "receive": received,
+        "network": network,
+        "capacity": capacity,
+    }
+
+
+def settings_column(
+    profile: ServerProfile,
+    env,  # noqa: ANN001 - bench.environment.BenchEnvironment
+    options: argparse.Namespace,
+    batch_size: int,
+    ceilings: dict[str, float],
+    baseline_root: Path | None,
+    console: Console,
+) -> dict:
+    """One column: the servers set to `profile`, the pipeline for each served model and
+    database, and the latency runs (default model)."""
+    servers = apply_profile(profile, env.postgres_admin_url, env.redis_url)
+    console.print(f"[bold]{profile.name} settings[/]: {servers}")
+    logs = env.directory / "logs"
+    rates: dict[str, dict[str, float]] = {"default": {}, "baseline": {}}
+    rss, tree_rss = [], []
+    for model, root in (("default", None), ("baseline", baseline_root)):
+        for backend in BACKENDS:
+            if model == "baseline" and baseline_root is None:
+                rates[model][backend] = rates["default"][backend]  # the same served model
+                continue
+            console.print(f"pipeline ({profile.name}, {model} model) on {backend} ...")
+            run = run_pipeline(env, backend, options.scans, batch_size, logs, root)
+            rates[model][backend] = run.scans_per_s
+            rss.append(run.worker_peak_rss_mib)
+            tree_rss.append(run.worker_tree_peak_rss_mib)
     latency = {}
     for backend in BACKENDS:
-        console.print(f"latency on {backend}: {options.scans:,} backlog, stat scans behind ...")
+        console.print(f"latency ({profile.name}) on {backend}: {options.scans:,} backlog ...")
         latency[backend] = run_latency(env, backend, options.scans, batch_size, logs)
         rss.append(latency[backend].routine_peak_rss_mib)
-    received = receive_stage(env, options, console)
     return {
-        "ceiling_scans_per_s": ceiling_rate,
-        "ceiling_baseline_scans_per_s": baseline_rate,
-        "naive_scans_per_s": naive_rate,
-        "pipeline_scans_per_s": pipeline,
-        "ratios": {
-            "pipeline_over_ceiling_sqlite": pipeline["sqlite"] / ceiling_rate,
-            "pipeline_over_ceiling_postgresql": pipeline["postgresql"] / ceiling_rate,
-            "pipeline_over_naive": pipeline["sqlite"] / naive_rate,
-            "ceiling_over_baseline": ceiling_rate / baseline_rate,
+        "servers": servers,
+        "pipeline_scans_per_s": rates["default"],
+        "pipeline_baseline_scans_per_s": rates["baseline"],
+        "ratios": column_ratios(rates, ceilings),
+        "fixed_cost_us_per_scan": {
+            model: {b: 1e6 * (1 / rates[model][b] - 1 / ceilings[model]) for b in BACKENDS}
+            for model in rates
         },
         "urgent_escalation_ms": percentiles(latency["sqlite"].escalation_ms),
         "stat_time_to_result_ms": percentiles(latency["sqlite"].stat_ms),
         "latency_by_database": {backend: latency_summary(run) for backend, run in latency.items()},
         "worker_peak_rss_mib": max(rss),
         "worker_tree_peak_rss_mib": max(tree_rss),
-        "counts": {
-            "pipeline": options.scans,
-            "backlog": options.scans,
-            "naive": options.naive_scans,
-            "ceiling": options.ceiling_scans,
-        },
-        "batch_size": batch_size,
-        "model_version": model_dir.name,
-        "machine": report.machine(),
-        "receive": received,
     }
+
+
+def column_ratios(rates: dict[str, dict[str, float]], ceilings: dict[str, float]) -> dict:
+    """Pipeline over its own model's ceiling, per database, for both served models."""
+    ratios = {}
+    for model, infix in (("default", ""), ("baseline", "_baseline")):
+        for backend in BACKENDS:
+            ratios[f"pipeline_over_ceiling{infix}_{backend}"] = (
+                rates[model][backend] / ceilings[model]
+            )
+    return ratios
+
+
+def baseline_model_root(env, model_dir: Path, console: Console) -> Path | None:  # noqa: ANN001
+    """Where baseline_2conv is published for the second row: None when the served model is
+    one already, else a baseline trained briefly on phantoms beside the run."""
+    from bench.environment import publish_baseline
+    from schemas.model_card import read_card
+
+    if read_card(model_dir).selected_candidate == "baseline_2conv":
+        return None
+    root = env.directory / "baseline-models"
+    publish_baseline(root, console)
+    return root
 
 
 def receive_stage(env, options: argparse.Namespace, console: Console) -> dict:  # noqa: ANN001
@@ -188,6 +261,7 @@ def receive_only(options: argparse.Namespace, console: Console) -> dict:
         env = open_environment(stack, 64, console, options.model_dir)
         if env.postgres_admin_url is None:
             raise SystemExit("the benchmark needs PostgreSQL (apt-get install postgresql)")
+        apply_profile(PRODUCTION, env.postgres_admin_url, env.redis_url)
         received = receive_stage(env, options, console)
     results = json.loads(options.out.read_text()) if options.out.exists() else {}
     results["receive"] = received

@@ -54,8 +54,11 @@ class BenchEnvironment:
             raise ValueError("PostgreSQL is not available on this machine")
         return create_database(self.postgres_admin_url)
 
-    def settings(self, database_url: str, **overrides: object) -> Settings:
-        """Settings for one stage: its own database and Redis database number (flushed)."""
+    def settings(
+        self, database_url: str, model_root: Path | None = None, **overrides: object
+    ) -> Settings:
+        """Settings for one stage: its own database and Redis database number (flushed), and
+        the published model (`model_root`, else the run's)."""
         import redis
 
         number = next(self._redis_databases) % 16
@@ -65,7 +68,7 @@ class BenchEnvironment:
             data_dir=self.directory / "data",
             database_url=database_url,
             redis_url=redis_url,
-            model_dir=self.model_root,
+            model_dir=model_root or self.model_root,
             **overrides,
         )
 
@@ -163,7 +166,7 @@ def open_environment(
     _point_settings_at(directory, redis_server.url)
     postgres_url = os.environ.get("TRIAGE_TEST_POSTGRES_URL")
     if not postgres_url and postgres_bin_dir() is not None:
-        server = PostgresServer(directory / "postgres").start()
+        server = PostgresServer(directory / "postgres").start(fsync=None)  # bench/profiles.py
         stack.callback(server.stop, mode="immediate")
         postgres_url = server.url
     if model_root is None:

@@ -76,6 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--fsync", choices=("on", "off"), default="on", help="PostgreSQL fsync (production: on)"
+    )
     options = parser.parse_args()
     from bench.services import PostgresServer, create_database
 
@@ -83,7 +86,7 @@ def main() -> None:
         admin_url, server = os.environ.get("TRIAGE_TEST_POSTGRES_URL"), None
         if not admin_url:
             Path(tmp).chmod(0o755)
-            server = PostgresServer(Path(tmp) / "postgres").start()
+            server = PostgresServer(Path(tmp) / "postgres").start(fsync=options.fsync)
             admin_url = server.url
         try:
             urls = {

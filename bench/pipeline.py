@@ -76,10 +76,16 @@ def warm_up(images: np.ndarray, settings: Settings, engine: sa.Engine, timeout: 
 
 
 def run_pipeline(
-    env: BenchEnvironment, backend: str, scans: int, batch_size: int, log_dir: Path
+    env: BenchEnvironment,
+    backend: str,
+    scans: int,
+    batch_size: int,
+    log_dir: Path,
+    model_root: Path | None = None,
 ) -> PipelineRun:
-    """Enqueue `scans` phantoms and time them through one routine worker on `backend`."""
-    settings = env.settings(env.fresh_database(backend), batch_size=batch_size)
+    """Enqueue `scans` phantoms and time them through one routine worker on `backend`,
+    serving the model published under `model_root` (else the run's)."""
+    settings = env.settings(env.fresh_database(backend), model_root, batch_size=batch_size)
     prepare(settings)
     engine = read_engine(settings)
     worker = start_worker(

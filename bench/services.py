@@ -118,7 +118,9 @@ class PostgresServer:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         subprocess.run(prefix + list(args), check=True, stdout=subprocess.DEVNULL)
 
-    def start(self) -> PostgresServer:
+    def start(self, fsync: str | None = "off") -> PostgresServer:
+        """Start the cluster (initdb first if new); `fsync` is fixed on the command line, or
+        left to the configuration files (ALTER SYSTEM can switch it) when None."""
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
@@ -130,6 +132,9 @@ class PostgresServer:
             self._run_as_postgres(
                 str(bin_dir / "initdb"), "-D", str(self.directory), "-A", "trust", "-U", "postgres"
             )
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+        if fsync is not None:
+            options += f" -c fsync={fsync}"
         self._run_as_postgres(
             str(bin_dir / "pg_ctl"),
             "-D",
@@ -138,7 +143,7 @@ class PostgresServer:
             str(self.directory / "log"),
             "-w",
             "-o",
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            options,
             "start",
         )
         return self

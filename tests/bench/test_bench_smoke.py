@@ -27,20 +27,47 @@ def positive(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
+def check_column(column: dict, extra_ratios: tuple[str, ...]) -> None:
+    """One settings column: both served models on both databases, ratios that match."""
+    ceilings = {"default": column.get("ceiling_scans_per_s"), "baseline": None}
+    for key in ("pipeline_scans_per_s", "pipeline_baseline_scans_per_s"):
+        assert set(column[key]) == {"sqlite", "postgresql"}, key
+        assert all(positive(rate) for rate in column[key].values()), column[key]
+    ratios = column["ratios"]
+    assert set(ratios) == {
+        f"pipeline_over_ceiling{infix}_{backend}"
+        for infix in ("", "_baseline")
+        for backend in ("sqlite", "postgresql")
+    } | set(extra_ratios)
+    assert all(positive(ratio) for ratio in ratios.values())
+    if ceilings["default"] is not None:
+        assert math.isclose(
+            ratios["pipeline_over_ceiling_sqlite"],
+            column["pipeline_scans_per_s"]["sqlite"] / ceilings["default"],
+        )
+    for model in ("default", "baseline"):
+        assert set(column["fixed_cost_us_per_scan"][model]) == {"sqlite", "postgresql"}
+    for backend in ("sqlite", "postgresql"):
+        run = column["latency_by_database"][backend]
+        assert run["escalations"] > 0 and run["stat_scans"] > 0, (backend, run)
+
+
 def test_bench_quick_run_writes_every_key_with_sane_values(tmp_path: Path) -> None:
-    model_root = tmp_path / "models"
+    model_root, baseline_root = tmp_path / "models", tmp_path / "baseline"
     publish_brightness_model(model_root, version="bench-smoke", threshold=0.001)
+    publish_brightness_model(baseline_root, version="bench-smoke-baseline", threshold=0.001)
     out = tmp_path / "results.json"
     env = {key: value for key, value in os.environ.items() if not key.startswith("TRIAGE_")}
     if os.environ.get("TRIAGE_TEST_POSTGRES_URL"):
         env["TRIAGE_TEST_POSTGRES_URL"] = os.environ["TRIAGE_TEST_POSTGRES_URL"]
     command = [sys.executable, "-m", "bench", "--quick", "--scans", "120", "--naive-scans", "6"]
-    command += ["--ceiling-scans", "512", "--model-dir", str(model_root), "--out", str(out)]
+    command += ["--ceiling-scans", "512", "--network-scans", "300", "--out", str(out)]
+    command += ["--model-dir", str(model_root), "--baseline-model-dir", str(baseline_root)]
     done = subprocess.run(
         command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=580
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "pipeline / ceiling" in done.stdout  # the table was printed
+    assert "production settings" in done.stdout and "fast settings" in done.stdout  # the table
 
     results = json.loads(out.read_text())
     for key in (
@@ -50,20 +77,19 @@ def test_bench_quick_run_writes_every_key_with_sane_values(tmp_path: Path) -> No
         "worker_peak_rss_mib",
     ):
         assert positive(results[key]), (key, results[key])
-    assert set(results["pipeline_scans_per_s"]) == {"sqlite", "postgresql"}
-    assert all(positive(rate) for rate in results["pipeline_scans_per_s"].values())
-    ratios = results["ratios"]
-    assert set(ratios) == {
-        "pipeline_over_ceiling_sqlite",
-        "pipeline_over_ceiling_postgresql",
-        "pipeline_over_naive",
-        "ceiling_over_baseline",
-    }
-    assert all(positive(ratio) for ratio in ratios.values())
-    rates = results["pipeline_scans_per_s"]
-    assert math.isclose(
-        ratios["pipeline_over_ceiling_sqlite"], rates["sqlite"] / results["ceiling_scans_per_s"]
-    )
+    check_column(results, ("pipeline_over_naive", "ceiling_over_baseline"))
+    check_column(results["fast_settings"], ())
+    assert results["servers"]["postgresql"] == {"fsync": "on", "synchronous_commit": "on"}
+    assert results["servers"]["redis"] == {"appendonly": "yes", "appendfsync": "everysec"}
+    assert results["fast_settings"]["servers"]["postgresql"]["fsync"] == "off"
+    assert results["fast_settings"]["servers"]["redis"]["appendonly"] == "no"
+    network = results["network"]
+    assert network.get("skipped") is None, network  # namespaces can be made here and in CI
+    assert network["duplicates"] == 0 and network["results"] == network["scans"] == 300
+    assert positive(network["partition_recovery_s"])
+    capacity = results["capacity"]
+    assert [row["hosts"] for row in capacity["projection"]] == [1, 4, 16, 64]
+    assert all(positive(row["scans_per_s"]) for row in capacity["projection"])
     for key in ("urgent_escalation_ms", "stat_time_to_result_ms"):
         values = [results[key][name] for name in PERCENTILES]
         assert all(positive(value) for value in values), (key, results[key])
