@@ -1,6 +1,9 @@
 """Separate hosts on one machine: Linux network namespaces joined by a bridge (needs root).
 
-`HostNetwork` makes a bridge in the root namespace (the test process's host, 10.231.7.1) and,
+Used by the benchmark's network stage (bench/network.py) and its integration test
+(tests/integration/test_network_partition.py).
+
+`HostNetwork` makes a bridge in the root namespace (the enqueuing host, 10.231.7.1) and,
 for each host, a namespace with a veth link whose peer is a port of that bridge (10.231.7.10,
 .11, ...). Every host reaches every other through the bridge. `partition(host)` sets the
 host's bridge port down: its side of the link loses carrier and packets are dropped without

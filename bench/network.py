@@ -1,0 +1,415 @@
+"""Network stage: a worker host loses its link mid-backlog while it holds a job.
+
+Hosts are Linux network namespaces on this machine joined by a bridge (bench/netns.py): `svc`
+runs Redis and PostgreSQL (bound to its own address) and the urgent worker with the beat; `w1`
+and `w2` each run a `-Q stat,scans` solo worker; this process, in the root namespace, is the
+gateway host that enqueues. When w1 holds a job its bridge port goes down (a silent partition:
+packets dropped, no reset). The reconciler (stuck after 5 s, run every second by the beat)
+re-sends w1's claimed scans from the ledger long before Redis's visibility timeout would; w2
+finishes them. Then the link comes back and every scan must have exactly one result.
+
+`partition_recovery_s` is the time from the cut (w1's port set down) until the whole backlog
+is settled, with the link still down: every scan `done` and every urgent result on the
+worklist, w1's stuck scans included. The integration test
+(tests/integration/test_network_partition.py) runs this same flow with its own assertions.
+
+    python -m bench.network [--scans N] [--batch N] [--model-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from bench.netns import Host, HostNetwork, namespaces_unavailable
+from bench.services import create_database, postgres_bin_dir, wait_until
+from schemas.queues import CELERY_CONFIG
+from schemas.settings import Settings
+from schemas.tables import Result, Scan, UrgentCase
+from worker.processes import QUIET_FLAGS, WorkerProcess, stop_workers, wait_ready
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STUCK_AFTER_S, RECONCILE_EVERY_S = 5, 1
+RECONCILE = {
+    "TRIAGE_STUCK_AFTER_SECONDS": str(STUCK_AFTER_S),
+    "TRIAGE_RECONCILE_EVERY_SECONDS": str(RECONCILE_EVERY_S),
+}
+VISIBILITY_TIMEOUT_S = CELERY_CONFIG["broker_transport_options"]["visibility_timeout"]
+RECOVERY_TIMEOUT_S = 150.0
+READY_TIMEOUT_S = 120.0
+CUT_ATTEMPTS = 10
+
+
+@dataclass
+class Network:
+    """The bridge and its hosts, the workers started on them and a directory the `postgres`
+    user can reach (pytest's and mkdtemp's are private to root otherwise)."""
+
+    hosts: HostNetwork
+    directory: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+
+@dataclass
+class Services:
+    """The three hosts and the URLs of the services on `svc`."""
+
+    svc: Host
+    w1: Host
+    w2: Host
+    redis_url: str
+    admin_url: str
+
+
+@dataclass
+class Cut:
+    """w1's link cut while it held a job: when, and how far the backlog was."""
+
+    tries: int
+    down: float  # time.monotonic() at the cut
+    down_at: datetime
+    done_at_cut: int
+
+
+@dataclass
+class Recovery:
+    """What the reconciler did while w1 was cut off (seconds from the cut)."""
+
+    held: set[str]  # scans w1 had claimed (`processing`) at the cut
+    resent_s: float | None  # first of them re-published; None if none was held
+    held_done_s: float | None  # all of them done
+    recovered_s: float  # the whole backlog settled: partition_recovery_s
+
+
+def unavailable() -> str | None:
+    """Why the stage cannot run here (None when it can)."""
+    reason = namespaces_unavailable()
+    if reason:
+        return f"cannot create network namespaces: {reason}"
+    if postgres_bin_dir() is None:
+        return "PostgreSQL binaries not installed"
+    return None
+
+
+@contextlib.contextmanager
+def host_network() -> Iterator[Network]:
+    """An open HostNetwork; afterwards every host healed, workers stopped, all removed."""
+    network = Network(HostNetwork(), Path(tempfile.mkdtemp(prefix="triage-netns-")))
+    try:
+        network.hosts.open()
+        yield network
+    finally:
+        for host in network.hosts.hosts.values():  # let a partitioned worker shut down too
+            with contextlib.suppress(subprocess.CalledProcessError):
+                network.hosts.heal(host)
+        stop_workers(network.workers, grace=5)
+        network.hosts.close()
+        shutil.rmtree(network.directory, ignore_errors=True)
+
+
+def start_services(network: Network, redis_dir: Path) -> Services:
+    """Hosts svc, w1 and w2; Redis and a PostgreSQL cluster on svc."""
+    hosts = network.hosts
+    svc, w1, w2 = hosts.add_host("svc"), hosts.add_host("w1"), hosts.add_host("w2")
+    redis_url = hosts.start_redis(svc, redis_dir)
+    admin_url = hosts.start_postgres(svc, network.directory / "cluster")
+    return Services(svc, w1, w2, redis_url, admin_url)
+
+
+def worker_on(
+    host: Host, name: str, queues: str, env: dict[str, str], log_dir: Path, *extra: str
+) -> WorkerProcess:
+    """A solo `celery -A worker worker -Q queues` inside `host`'s namespace."""
+    command = host.command(
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", queues,
+        "-n", f"{name}@%h", "--pool", "solo", "--loglevel", "INFO", *QUIET_FLAGS, *extra,
+    )  # fmt: skip
+    return WorkerProcess(name, command, env, log_dir, cwd=REPO_ROOT)
+
+
+def start_workers(
+    network: Network, services: Services, env: dict[str, str], log_dir: Path
+) -> tuple[WorkerProcess, WorkerProcess, WorkerProcess]:
+    """The urgent worker with the beat on svc, a routine worker on w1 and on w2; all ready."""
+    schedule = str(log_dir / "beat-schedule")
+    urgent = worker_on(services.svc, "urgent", "urgent", env, log_dir, "-B", "-s", schedule)
+    w1 = worker_on(services.w1, "w1", "stat,scans", env, log_dir)
+    w2 = worker_on(services.w2, "w2", "stat,scans", env, log_dir)
+    network.workers += [urgent, w1, w2]
+    wait_ready(network.workers, env["TRIAGE_REDIS_URL"], timeout=READY_TIMEOUT_S)
+    return urgent, w1, w2
+
+
+def holds_a_job(worker: WorkerProcess) -> bool:
+    """The worker's log shows a classify job received and not yet finished."""
+    log = worker.log_path.read_text(errors="replace")
+    received = set(re.findall(r"classify\[([0-9a-f-]+)\] received", log))
+    finished = set(re.findall(r"classify\[([0-9a-f-]+)\] (?:succeeded|retry|raised)", log))
+    return bool(received - finished)
+
+
+def done_count(engine: sa.Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(sa.select(sa.func.count()).where(Scan.status == "done")))
+
+
+def processing(engine: sa.Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(connection.scalars(sa.select(Scan.id).where(Scan.status == "processing")))
+
+
+def _try_cut(hosts: HostNetwork, host: Host, worker: WorkerProcess) -> bool:
+    """Freeze the worker (SIGSTOP) for the milliseconds it takes to look at its log again and
+    cut its link if a job is still in flight (received, so not acknowledged either)."""
+    os.kill(worker.pid, signal.SIGSTOP)
+    try:
+        cut = holds_a_job(worker)
+        if cut:
+            hosts.partition(host)
+        return cut
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+
+
+def cut_mid_job(hosts: HostNetwork, host: Host, worker: WorkerProcess, engine: sa.Engine) -> Cut:
+    """Partition `host` while its worker holds a job. A job takes 0.1-0.2 s: the cut counts if
+    the job is still unfinished 2 s later (it was not past its last network call), else the
+    link is healed and the next job tried."""
+    for tries in range(1, CUT_ATTEMPTS + 1):
+        wait_until(lambda: holds_a_job(worker), "w1 holding a job", timeout=60, interval=0.005)
+        if not _try_cut(hosts, host, worker):
+            continue
+        cut = Cut(tries, time.monotonic(), datetime.now(UTC), done_count(engine))
+        time.sleep(2.0)  # the other worker finishes its own job well within this
+        if holds_a_job(worker):
+            return cut
+        hosts.heal(host)
+    raise RuntimeError(f"could not cut {worker.name}'s link while it held a job")
+
+
+def watch_held(engine: sa.Engine, held: set[str], cut: Cut) -> tuple[float | None, float | None]:
+    """Seconds from the cut until the first held scan is re-published and until all are done."""
+    resent_s = held_done_s = None
+    while held and held_done_s is None:
+        if time.monotonic() - cut.down > RECOVERY_TIMEOUT_S:
+            raise TimeoutError(f"w1's {len(held)} claimed scans not done after the cut")
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(Scan.status, Scan.published_at).where(Scan.id.in_(held))
+            ).all()
+        if resent_s is None and any(sent and sent > cut.down_at for _, sent in rows):
+            resent_s = time.monotonic() - cut.down
+        if all(status == "done" for status, _ in rows):
+            held_done_s = time.monotonic() - cut.down
+        time.sleep(0.1)
+    return resent_s, held_done_s
+
+
+def recover(engine: sa.Engine, cut: Cut, settled: Callable[[], bool]) -> Recovery:
+    """With the link still down: watch w1's claimed scans, then wait for the whole backlog.
+    w1's scans are `processing` if its claim reached PostgreSQL before the cut (else still
+    `queued`); either way its message waits unacknowledged in Redis for the visibility timeout."""
+    held = processing(engine)
+    resent_s, held_done_s = watch_held(engine, held, cut)
+    wait_until(settled, "the backlog", RECOVERY_TIMEOUT_S, interval=0.1)
+    return Recovery(held, resent_s, held_done_s, time.monotonic() - cut.down)
+
+
+def wait_rejoined(worker: WorkerProcess, healed: float) -> float:
+    """Seconds from the heal until the worker finished its stale job (a no-op by then)."""
+    wait_until(lambda: not holds_a_job(worker), "w1 to finish its stale job", 60, interval=0.5)
+    return time.monotonic() - healed
+
+
+def settled(engine: sa.Engine, total: int) -> bool:
+    """Every scan done, and every urgent result on the worklist."""
+    with engine.connect() as connection:
+        done = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "done"))
+        urgent = connection.scalar(sa.select(sa.func.count()).where(Result.urgent))
+        cases = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
+    return done == total and cases == urgent
+
+
+def exactly_once(engine: sa.Engine, ids: list[str]) -> dict[str, int]:
+    """Raise unless every scan has one result and every urgent one one worklist row."""
+    with engine.connect() as connection:
+        result_ids = connection.scalars(sa.select(Result.scan_id)).all()
+        case_ids = connection.scalars(sa.select(UrgentCase.scan_id)).all()
+        urgent = set(connection.scalars(sa.select(Result.scan_id).where(Result.urgent)))
+        attempts = connection.scalar(sa.select(sa.func.sum(Scan.attempts)))
+    lost = len(set(ids) - set(result_ids))
+    duplicates = (len(result_ids) - len(set(result_ids))) + (len(case_ids) - len(set(case_ids)))
+    if lost or duplicates or set(result_ids) != set(ids) or set(case_ids) != urgent:
+        raise RuntimeError(f"not exactly once: lost {lost}, duplicated {duplicates}")
+    return {
+        "results": len(result_ids),
+        "duplicates": duplicates,
+        "lost": lost,
+        "urgent": len(urgent),
+        "redeliveries": int(attempts) - len(ids),
+    }
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    from bench.environment import worker_environment
+
+    return worker_environment(settings) | RECONCILE
+
+
+@contextlib.contextmanager
+def _process_settings(settings: Settings) -> Iterator[None]:
+    """This process's own settings name the stage's services while it runs (the Celery app
+    reads its default broker from them), restored afterwards."""
+    from schemas.settings import get_settings
+
+    names = {
+        "TRIAGE_DATA_DIR": str(settings.data_dir),
+        "TRIAGE_REDIS_URL": str(settings.redis_url),
+        "TRIAGE_DATABASE_URL": settings.resolved_database_url,
+    }
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+def _backlog(network: Network, model_root: Path, batch: int) -> tuple[Services, Settings]:
+    """Services up, the database migrated: the settings the workers and this process share."""
+    from bench.pipeline import prepare
+
+    services = start_services(network, network.directory / "redis")
+    settings = Settings(
+        data_dir=network.directory / "data",
+        database_url=create_database(services.admin_url),
+        redis_url=services.redis_url,
+        model_dir=model_root,
+        batch_size=batch,
+        stuck_after_seconds=STUCK_AFTER_S,
+        reconcile_every_seconds=RECONCILE_EVERY_S,
+    )
+    prepare(settings)
+    return services, settings
+
+
+def _measure(network: Network, console, scans: int, batch: int, model_root: Path) -> dict:  # noqa: ANN001
+    """The flow: services, workers, enqueue, cut w1 mid-job, recover, heal, check."""
+    from bench.environment import SCAN_MIX
+    from bench.pipeline import enqueue, read_engine
+    from trainer.synth import make_phantoms
+
+    services, settings = _backlog(network, model_root, batch)
+    with _process_settings(settings):
+        urgent, w1, w2 = start_workers(
+            network, services, _worker_env(settings), network.directory / "logs"
+        )
+        engine = read_engine(settings)
+        images, _ = make_phantoms(scans, SCAN_MIX, seed=3)
+        console.print(f"network: {scans:,} scans from the gateway host, w1 cut mid-job ...")
+        ids = enqueue(images, settings)
+        wait_until(lambda: done_count(engine) >= scans // 5, "a fifth done", 120, interval=0.25)
+        cut = cut_mid_job(network.hosts, services.w1, w1, engine)
+        recovery = recover(engine, cut, lambda: settled(engine, scans))
+        network.hosts.heal(services.w1)
+        rejoined_s = wait_rejoined(w1, time.monotonic())
+        figures = exactly_once(engine, ids)
+        for worker in (urgent, w1, w2):
+            worker.check_alive()
+    return _figures(services, scans, cut, recovery, rejoined_s, figures)
+
+
+def _figures(
+    services: Services,
+    scans: int,
+    cut: Cut,
+    recovery: Recovery,
+    rejoined_s: float,
+    figures: dict[str, int],
+) -> dict:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {
+        "partition_recovery_s": round(recovery.recovered_s, 2),
+        "scans": scans,
+        **figures,
+        "held_at_partition": len(recovery.held),
+        "held_resent_s": rounded(recovery.resent_s),
+        "held_done_s": rounded(recovery.held_done_s),
+        "rejoined_s": round(rejoined_s, 2),
+        "done_at_partition": cut.done_at_cut,
+        "cuts": cut.tries,
+        "stuck_after_s": STUCK_AFTER_S,
+        "reconcile_every_s": RECONCILE_EVERY_S,
+        "visibility_timeout_s": VISIBILITY_TIMEOUT_S,
+        "hosts": {
+            "svc": f"{services.svc.address}: redis, postgresql, urgent worker + beat",
+            "w1": f"{services.w1.address}: routine worker (-Q stat,scans), partitioned",
+            "w2": f"{services.w2.address}: routine worker (-Q stat,scans)",
+        },
+        "skipped": None,
+    }
+
+
+def run_network(
+    console,  # noqa: ANN001 - rich Console
+    scans: int = 1500,
+    batch: int = 25,
+    model_root: Path | None = None,
+) -> dict:
+    """Measure `partition_recovery_s` (see the module's docstring) on `scans` phantoms in
+    batches of `batch`, served by the model under `model_root` (None: a quick baseline is
+    published into a temp dir). {"skipped": reason} where namespaces or PostgreSQL are missing."""
+    reason = unavailable()
+    if reason:
+        console.print(f"network stage skipped: {reason}")
+        return {"skipped": reason}
+    with contextlib.ExitStack() as stack:
+        if model_root is None:
+            from bench.environment import publish_baseline
+
+            model_root = Path(tempfile.mkdtemp(prefix="triage-netmodel-"))
+            stack.callback(shutil.rmtree, model_root, ignore_errors=True)
+            publish_baseline(model_root, console)
+        network = stack.enter_context(host_network())
+        return _measure(network, console, scans, batch, model_root)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(prog="python -m bench.network", description=__doc__)
+    parser.add_argument("--scans", type=int, default=1500)
+    parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--model-dir", type=Path, default=None, help="a published model root")
+    options = parser.parse_args(argv)
+    console = Console(stderr=True)
+    results = run_network(console, options.scans, options.batch, options.model_dir)
+    print(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
