@@ -156,17 +156,6 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
 # -- the study decision ----------------------------------------------------------------------
 
 
-def studies_of(connection: Connection, scan_ids: Sequence[str]) -> list[str]:
-    """The ids of the studies these scans belong to."""
-    found: set[str] = set()
-    for chunk in chunks(scan_ids):
-        query = sa.select(scans.c.study_id).where(
-            scans.c.id.in_(chunk), scans.c.study_id.is_not(None)
-        )
-        found.update(connection.execute(query).scalars())
-    return sorted(found)
-
-
 def decide_ready(
     engine: Engine,
     scan_ids: Sequence[str],
@@ -184,14 +173,11 @@ def decide_ready(
     decide it once.
     """
     with engine.begin() as connection:
-        decisions = _locked_queued(connection, studies_of(connection, scan_ids))
-        for study_id in _with_unfinished(connection, list(decisions)):
-            decisions.pop(study_id)
+        decisions = _ready_studies(connection, scan_ids)
         if not decisions:
             return []
         now = utcnow()
-        slices = _slice_scores(connection, list(decisions))
-        decided = {sid: _decide(card, slices.get(sid, [])) for sid in decisions}
+        decided = _decide_all(card, _slice_scores(connection, list(decisions)), decisions)
         _record_decisions(connection, decided, model_version, now)
         if routing is not None:
             outbox = [
@@ -214,19 +200,45 @@ def decide_ready(
     ]
 
 
-def _locked_queued(connection: Connection, study_ids: Sequence[str]) -> dict[str, int]:
-    """Study id -> decisions so far, of the closed, undecided ones among these (locked)."""
-    found: dict[str, int] = {}
-    for chunk in chunks(sorted(study_ids)):
-        query = (
-            sa.select(studies.c.id, studies.c.decisions)
-            .where(studies.c.id.in_(chunk), studies.c.status == "queued")
-            .order_by(studies.c.id)
-        )
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update()
-        found.update(connection.execute(query).tuples().all())
+def _ready_studies(connection: Connection, scan_ids: Sequence[str]) -> dict[str, int]:
+    """Study id -> decisions so far, of these scans' closed, undecided studies whose slices
+    are all finished.
+
+    PostgreSQL: the study rows are locked first (FOR UPDATE, in id order, in one statement),
+    then their unfinished slices counted by a second statement, which sees what the jobs that
+    held those locks committed. SQLite: one statement (BEGIN IMMEDIATE serializes writers).
+    """
+    if connection.dialect.name != "postgresql":
+        found: dict[str, int] = {}
+        for chunk in chunks(scan_ids):
+            query = _queued_studies_of(scans.c.id.in_(chunk)).where(~_has_unfinished_slice())
+            found.update(connection.execute(query).tuples().all())
+        return found
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    these = scans.c.id == sa.any_(sa.bindparam("scan_ids", list(scan_ids), ARRAY(sa.String)))
+    query = _queued_studies_of(these).order_by(studies.c.id).with_for_update(of=studies)
+    found = dict(connection.execute(query).tuples().all())
+    for study_id in _with_unfinished(connection, list(found)):
+        found.pop(study_id)
     return found
+
+
+def _queued_studies_of(these_scans: sa.ColumnElement[bool]) -> sa.Select:
+    """(id, decisions) of the closed, undecided studies of the scans `these_scans` selects."""
+    of_these = sa.select(scans.c.study_id).where(these_scans, scans.c.study_id.is_not(None))
+    return sa.select(studies.c.id, studies.c.decisions).where(
+        studies.c.id.in_(of_these), studies.c.status == "queued"
+    )
+
+
+def _has_unfinished_slice() -> sa.Exists:
+    """The study of the enclosing row has a slice held, queued or processing."""
+    return (
+        sa.select(scans.c.id)
+        .where(scans.c.study_id == studies.c.id, scans.c.status.in_(UNFINISHED))
+        .exists()
+    )
 
 
 def _with_unfinished(connection: Connection, study_ids: Sequence[str]) -> set[str]:
@@ -255,6 +267,23 @@ def _slice_scores(connection: Connection, study_ids: Sequence[str]) -> dict[str,
         for row in connection.execute(query):
             found.setdefault(row.study_id, []).append(row)
     return found
+
+
+def _decide_all(
+    card: ModelCard, slices: dict[str, list], study_ids: Sequence[str]
+) -> dict[str, tuple[StudyDecision, str] | None]:
+    """Each study's decision and top scan (None when no slice was classified); studies of one
+    slice, the common case, are decided together."""
+    single = [sid for sid in study_ids if len(slices.get(sid, [])) == 1]
+    rows = [slices[sid][0] for sid in single]
+    decided: dict[str, tuple[StudyDecision, str] | None] = {}
+    if single:
+        at_once = card.decide_one_slice_studies(np.array([[r.p0, r.p1, r.p2] for r in rows]))
+        decided = {sid: (d, r.scan_id) for sid, d, r in zip(single, at_once, rows, strict=True)}
+    for sid in study_ids:
+        if sid not in decided:
+            decided[sid] = _decide(card, slices.get(sid, []))
+    return decided
 
 
 def _decide(card: ModelCard, rows: list) -> tuple[StudyDecision, str] | None:
@@ -299,11 +328,7 @@ def _record_decisions(
 def undecided_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
     """Closed studies, idle since `cutoff`, whose slices are all finished but which have no
     decision (the worker died between its results and the decision): one scan id of each."""
-    unfinished = (
-        sa.select(scans.c.id)
-        .where(scans.c.study_id == studies.c.id, scans.c.status.in_(UNFINISHED))
-        .exists()
-    )
+    unfinished = _has_unfinished_slice()
     one_scan = (
         sa.select(sa.func.min(scans.c.id)).where(scans.c.study_id == studies.c.id).scalar_subquery()
     )

@@ -137,6 +137,24 @@ class ModelCard(BaseModel):
         """The study decision from its slices' softmax rows (N >= 1, 3), by the card's rule."""
         return decide_study(probabilities, self.class_weights, self.study_rule, self)
 
+    def decide_one_slice_studies(self, probabilities: np.ndarray) -> list[StudyDecision]:
+        """`decide_study` for many studies of one slice each (row i: study i's slice), at once.
+
+        With one slice the top-k mean is that slice's P(2), and the vote is its class."""
+        probabilities = np.asarray(probabilities, dtype=float)
+        if probabilities.ndim != 2 or probabilities.shape[1] != len(CLASS_NAMES):
+            raise ValueError(f"softmax rows (N, 3) expected, got {probabilities.shape}")
+        p2 = probabilities[:, URGENT_CLASS]
+        threshold = self.study_rule.threshold if self.study_rule else self.urgent_threshold
+        urgent = p2 >= threshold
+        predicted = np.where(urgent, URGENT_CLASS, self.predicted_classes(probabilities))
+        return [
+            StudyDecision.model_construct(
+                p2=float(a), urgent=bool(b), predicted=int(c), top_slice=0
+            )
+            for a, b, c in zip(p2, urgent, predicted, strict=True)
+        ]
+
 
 def decide_study(
     probabilities: np.ndarray,

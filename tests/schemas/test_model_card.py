@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.model_card import ModelCard
@@ -73,3 +75,28 @@ def test_a_study_rule_averages_the_top_k_slices_and_votes_the_class() -> None:
     assert decision.predicted == 1  # two non-urgent slices, one healthy: ties go up
     with pytest.raises(ValueError, match="softmax rows"):
         card.decide_study(np.zeros((0, 3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(*[st.floats(0.001, 1.0)] * 3).map(lambda t: [v / sum(t) for v in t]),
+        min_size=1,
+        max_size=20,
+    ),
+    top_k=st.integers(1, 5),
+    threshold=st.floats(0.0, 1.0),
+    with_rule=st.booleans(),
+    weights=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+)
+def test_one_slice_studies_decided_at_once_match_decide_study(
+    rows: list, top_k: int, threshold: float, with_rule: bool, weights: tuple
+) -> None:
+    from schemas.model_card import StudyRule
+
+    rule = StudyRule(top_k=top_k, threshold=threshold) if with_rule else None
+    card = ModelCard(**CARD, study_rule=rule, class_weights=list(weights))
+    probabilities = np.array(rows)
+    at_once = card.decide_one_slice_studies(probabilities)
+    one_by_one = [card.decide_study(probabilities[[i]]) for i in range(len(rows))]
+    assert [d.model_dump() for d in at_once] == [d.model_dump() for d in one_by_one]
