@@ -30,6 +30,7 @@ from bench.naive import run_naive
 from bench.pipeline import run_pipeline
 from bench.profiles import FAST, PRODUCTION, ServerProfile, apply_profile
 from bench.receive import INSTANCES, run_receive, run_study_latency
+from bench.workers import ROUTINE_CONCURRENCY
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
@@ -111,7 +112,20 @@ def main(argv: list[str] | None = None) -> dict:
         results["versions"] = report.library_versions(postgres_version(env.postgres_admin_url))
     results["seconds"] = round(time.perf_counter() - started, 1)
     report.write(results, options.out, console)
+    failed = [name for name in ("network", "capacity") if "error" in results[name]]
+    if failed:
+        raise SystemExit(f"stages failed (the others are in {options.out}): {', '.join(failed)}")
     return results
+
+
+def guarded(name: str, console: Console, stage, *args, **kwargs) -> dict:  # noqa: ANN001
+    """A late stage whose failure must not throw away the measurements taken before it: its
+    error goes into the results (and `main` exits non-zero after writing them)."""
+    try:
+        return stage(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - reported, and the run fails at the end
+        console.print_exception()
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
@@ -138,8 +152,12 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
     fast = settings_column(FAST, env, options, batch_size, ceilings, baseline_root, console)
     apply_profile(PRODUCTION, env.postgres_admin_url, env.redis_url)
     console.print(f"network: {options.network_scans:,} scans over worker hosts, one cut off ...")
-    network = run_network(console, scans=options.network_scans, model_root=env.model_root)
-    capacity = measure_in(env, console, **(CAPACITY_QUICK if options.quick else {}))
+    network = guarded(
+        "network", console, run_network, console, options.network_scans, model_root=env.model_root
+    )
+    capacity = guarded(
+        "capacity", console, measure_in, env, console, **(CAPACITY_QUICK if options.quick else {})
+    )
     production["ratios"]["pipeline_over_naive"] = (
         production["pipeline_scans_per_s"]["sqlite"] / naive_rate
     )
@@ -159,6 +177,7 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
             "network": options.network_scans,
         },
         "batch_size": batch_size,
+        "routine_concurrency": ROUTINE_CONCURRENCY,
         "model_version": model_dir.name,
         "machine": report.machine(),
         "receive": received,

@@ -40,7 +40,7 @@ from bench.netns import Host, HostNetwork, namespaces_unavailable
 from bench.services import create_database, postgres_bin_dir, wait_until
 from schemas.queues import CELERY_CONFIG
 from schemas.settings import Settings
-from schemas.tables import Result, Scan, UrgentCase
+from schemas.tables import Result, Scan, Study, UrgentCase
 from worker.processes import QUIET_FLAGS, WorkerProcess, stop_workers, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -237,20 +237,24 @@ def wait_rejoined(worker: WorkerProcess, healed: float) -> float:
 
 
 def settled(engine: sa.Engine, total: int) -> bool:
-    """Every scan done, and every urgent result on the worklist."""
+    """Every scan done, every study decided, and every urgent study on the worklist (the
+    worklist is by study: the card's study rule decides, not each slice's flag)."""
     with engine.connect() as connection:
         done = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "done"))
-        urgent = connection.scalar(sa.select(sa.func.count()).where(Result.urgent))
+        undecided = connection.scalar(
+            sa.select(sa.func.count()).where(Study.status != "classified")
+        )
+        urgent = connection.scalar(sa.select(sa.func.count()).where(Study.urgent))
         cases = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
-    return done == total and cases == urgent
+    return done == total and undecided == 0 and cases == urgent
 
 
 def exactly_once(engine: sa.Engine, ids: list[str]) -> dict[str, int]:
     """Raise unless every scan has one result and every urgent one one worklist row."""
     with engine.connect() as connection:
         result_ids = connection.scalars(sa.select(Result.scan_id)).all()
-        case_ids = connection.scalars(sa.select(UrgentCase.scan_id)).all()
-        urgent = set(connection.scalars(sa.select(Result.scan_id).where(Result.urgent)))
+        case_ids = connection.scalars(sa.select(UrgentCase.study_id)).all()
+        urgent = set(connection.scalars(sa.select(Study.id).where(Study.urgent)))
         attempts = connection.scalar(sa.select(sa.func.sum(Scan.attempts)))
     lost = len(set(ids) - set(result_ids))
     duplicates = (len(result_ids) - len(set(result_ids))) + (len(case_ids) - len(set(case_ids)))
@@ -260,7 +264,7 @@ def exactly_once(engine: sa.Engine, ids: list[str]) -> dict[str, int]:
         "results": len(result_ids),
         "duplicates": duplicates,
         "lost": lost,
-        "urgent": len(urgent),
+        "urgent_studies": len(urgent),
         "redeliveries": int(attempts) - len(ids),
     }
 

@@ -105,6 +105,14 @@ ROW_LABELS = (
 )
 
 
+def _recovery(results: dict[str, Any]) -> str:
+    """The network stage's recovery time, or why there is none."""
+    network = results.get("network") or {}
+    if network.get("partition_recovery_s") is not None:
+        return f"{network['partition_recovery_s']:.1f} s"
+    return network.get("skipped") or network.get("error") or "not run"
+
+
 def table(results: dict[str, Any]) -> Table:
     """Production and fast settings side by side, with the targets."""
     out = Table(title=f"triage benchmark ({results['machine']['cpus']} CPUs)", show_lines=False)
@@ -119,10 +127,7 @@ def table(results: dict[str, Any]) -> Table:
         out.add_row(label, left, right, target)
     out.add_row("pipeline / naive (SQLite)", f"{results['ratios']['pipeline_over_naive']:.0f}x",
                 "", ">= 5x")  # fmt: skip
-    network = results.get("network") or {}
-    recovery = network.get("partition_recovery_s")
-    out.add_row("network: partition recovery", network.get("skipped") or f"{recovery:.1f} s",
-                "", "reported")  # fmt: skip
+    out.add_row("network: partition recovery", _recovery(results), "", "reported")
     met = targets_met(results)
     out.add_row("targets met (production)", f"{sum(met.values())}/{len(met)}", "",
                 "; ".join(name for name, ok in met.items() if not ok) or "all")  # fmt: skip
@@ -134,3 +139,33 @@ def write(results: dict[str, Any], path: Path, console: Console) -> None:
     path.write_text(json.dumps(results, indent=2) + "\n")
     console.print(table(results))
     console.print(f"results written to {path}")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The side-by-side table for BENCHMARKS.md (`python -m bench.report bench/results.json`)."""
+    ceilings = (results["ceiling_scans_per_s"], results["ceiling_baseline_scans_per_s"])
+    lines = [
+        "| measurement | production settings | fast settings | target |",
+        "|---|---:|---:|---|",
+        f"| forward ceiling, default / baseline_2conv | {ceilings[0]:,.0f} / {ceilings[1]:,.0f} "
+        "scans/s | (same run) | |",
+    ]
+    production = _column_rows(results, ceilings)
+    fast = _column_rows(results["fast_settings"], ceilings)
+    for (label, target), left, right in zip(ROW_LABELS, production, fast, strict=True):
+        lines.append(f"| {label} | {left} | {right} | {target} |")
+    recovery = _recovery(results)
+    lines += [
+        f"| pipeline / naive peer (SQLite) | {results['ratios']['pipeline_over_naive']:.0f}x "
+        "| | >= 5x |",
+        f"| network: partition recovery | {recovery} | | reported |",
+    ]
+    met = targets_met(results)
+    lines.append(f"| targets met (production) | {sum(met.values())} of {len(met)} | | |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(markdown(json.loads(Path(sys.argv[1]).read_text())))
