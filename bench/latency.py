@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from bench.environment import BenchEnvironment, worker_environment
 from bench.pipeline import count, enqueue, prepare, read_engine, warm_up
-from bench.workers import start_worker, wait_for
+from bench.workers import ROUTINE_CONCURRENCY, start_worker, wait_for
 from ledger.worklist import unlisted_urgent
 from schemas.tables import Result, UrgentCase, as_utc
 from worker.processes import stop_workers
@@ -57,15 +57,16 @@ def run_latency(
     worker_env = worker_environment(settings)
     url = settings.redis_url
     routine = start_worker(
-        "worker", "stat,scans", f"lat-routine-{backend}", worker_env, log_dir, url
-    )
+        "worker", "stat,scans", f"lat-routine-{backend}", worker_env, log_dir, url,
+        ROUTINE_CONCURRENCY,
+    )  # fmt: skip
     try:
         urgent = start_worker("worker", "urgent", f"lat-urgent-{backend}", worker_env, log_dir, url)
     except BaseException:
         routine.stop()
         raise
     try:
-        warm_up(env.scans, settings, engine, timeout=300)
+        warm_up(env.scans, settings, engine, timeout=300, jobs=ROUTINE_CONCURRENCY)
         before = count(engine, Result.__table__)
         started = time.perf_counter()
         backlog_ids = set(enqueue(env.scans[:backlog], settings))

@@ -16,7 +16,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from bench.environment import BenchEnvironment, worker_environment
-from bench.workers import start_worker, wait_for
+from bench.workers import ROUTINE_CONCURRENCY, start_worker, wait_for
 from schemas.settings import Settings
 from schemas.tables import Result, Scan, UrgentCase
 
@@ -69,10 +69,15 @@ def prepare(settings: Settings) -> None:
     upgrade_schema(engine_for(settings.resolved_database_url))
 
 
-def warm_up(images: np.ndarray, settings: Settings, engine: sa.Engine, timeout: float) -> None:
-    """One small job through the worker first: model traced, connections open."""
-    enqueue(images[:WARMUP_SCANS], settings)
-    wait_for(lambda: count(engine, Result.__table__) >= WARMUP_SCANS, "warm-up", timeout)
+def warm_up(
+    images: np.ndarray, settings: Settings, engine: sa.Engine, timeout: float, jobs: int = 1
+) -> None:
+    """Small jobs through the worker first, one per pool process: model traced, connections
+    open."""
+    for _ in range(jobs):
+        enqueue(images[:WARMUP_SCANS], settings)
+    wanted = WARMUP_SCANS * jobs
+    wait_for(lambda: count(engine, Result.__table__) >= wanted, "warm-up", timeout)
 
 
 def run_pipeline(
@@ -82,9 +87,10 @@ def run_pipeline(
     batch_size: int,
     log_dir: Path,
     model_root: Path | None = None,
+    concurrency: int = ROUTINE_CONCURRENCY,
 ) -> PipelineRun:
-    """Enqueue `scans` phantoms and time them through one routine worker on `backend`,
-    serving the model published under `model_root` (else the run's)."""
+    """Enqueue `scans` phantoms and time them through one routine worker (`concurrency` pool
+    processes) on `backend`, serving the model published under `model_root` (else the run's)."""
     settings = env.settings(env.fresh_database(backend), model_root, batch_size=batch_size)
     prepare(settings)
     engine = read_engine(settings)
@@ -95,9 +101,10 @@ def run_pipeline(
         worker_environment(settings),
         log_dir,
         settings.redis_url,
+        concurrency,
     )
     try:
-        warm_up(env.scans, settings, engine, timeout=300)
+        warm_up(env.scans, settings, engine, timeout=300, jobs=concurrency)
         baseline = count(engine, Result.__table__)
         images = env.scans[:scans]
         started = time.perf_counter()

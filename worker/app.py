@@ -11,6 +11,7 @@ Workers name what they serve: `-Q urgent` (escalations, no model), `-Q stat,scan
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -50,6 +51,23 @@ def _note_queues(sender: Any, **_: Any) -> None:
     consuming = set(sender.app.amqp.queues.consume_from)
     _serves_classification = bool(consuming & CLASSIFY_QUEUES)
     log.info("worker %s serves %s", sender.hostname, ", ".join(sorted(consuming)))
+
+
+@signals.worker_init.connect
+def _share_cores(sender: Any, **_: Any) -> None:
+    """Each pool process gets cores / concurrency TensorFlow threads (in the parent, before
+    fork), unless TF_NUM_INTRAOP_THREADS says otherwise: with TensorFlow's default of one
+    thread per core in every process, N processes would oversubscribe the CPU N times."""
+    concurrency = getattr(sender, "concurrency", 1)  # an int here ("auto" is resolved later)
+    if (
+        isinstance(concurrency, int)
+        and concurrency > 1
+        and "TF_NUM_INTRAOP_THREADS" not in os.environ
+    ):
+        threads = max(1, len(os.sched_getaffinity(0)) // concurrency)
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+        log.info("%d pool processes: %d TensorFlow threads each", concurrency, threads)
 
 
 @signals.worker_process_init.connect
