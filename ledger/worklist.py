@@ -88,8 +88,9 @@ def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[
     ]
     added: list[str] = []
     with engine.begin() as connection:
+        listed = _listed(connection, [row["study_id"] for row in rows if row["study_id"]])
         for row in rows:
-            if row["study_id"] is not None:
+            if row["study_id"] in listed:  # decided again: rare, one statement each
                 _update_listed(connection, row)
         for chunk in chunks(rows):
             statement = upsert_into(connection, urgent_cases).values(list(chunk))
@@ -97,6 +98,15 @@ def add_urgent_cases(engine: Engine, escalations: Sequence[Escalation]) -> list[
             # RETURNING, not rowcount: psycopg reports no reliable rowcount for this statement
             added += connection.execute(statement.returning(urgent_cases.c.scan_id)).scalars()
     return added
+
+
+def _listed(connection: sa.Connection, study_ids: Sequence[str]) -> set[str]:
+    """Those of these studies that already have a worklist row."""
+    found: set[str] = set()
+    for chunk in chunks(study_ids):
+        query = sa.select(urgent_cases.c.study_id).where(urgent_cases.c.study_id.in_(chunk))
+        found.update(connection.execute(query).scalars())
+    return found
 
 
 def _update_listed(connection: sa.Connection, row: dict[str, Any]) -> None:
