@@ -1,9 +1,9 @@
 """Everything a benchmark run needs, started here and torn down afterwards.
 
-A temp directory with a Redis server on loopback, a PostgreSQL (TRIAGE_TEST_POSTGRES_URL's, or a
-throwaway cluster), a published model (what `triage train` publishes by default, trained on the
-real dev scans when they are here, else the seed's 2-conv CNN trained briefly on phantoms) and
-synthetic phantom scans.
+A temp directory with a Redis server on loopback, a PostgreSQL (a throwaway cluster; without
+PostgreSQL installed, TRIAGE_TEST_POSTGRES_URL's server), a published model (what `triage
+train` publishes by default, trained on the real dev scans when they are here, else the seed's
+2-conv CNN trained briefly on phantoms) and synthetic phantom scans.
 """
 
 from __future__ import annotations
@@ -164,9 +164,11 @@ def open_environment(
     redis_server = RedisServer(directory / "redis").start()
     stack.callback(redis_server.stop)
     _point_settings_at(directory, redis_server.url)
+    # a cluster of its own when PostgreSQL is installed: the columns switch its settings
+    # (bench/profiles.py), which a shared server (TRIAGE_TEST_POSTGRES_URL) may not allow
     postgres_url = os.environ.get("TRIAGE_TEST_POSTGRES_URL")
-    if not postgres_url and postgres_bin_dir() is not None:
-        server = PostgresServer(directory / "postgres").start(fsync=None)  # bench/profiles.py
+    if postgres_bin_dir() is not None:
+        server = PostgresServer(directory / "postgres").start(fsync=None)
         stack.callback(server.stop, mode="immediate")
         postgres_url = server.url
     if model_root is None:

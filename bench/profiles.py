@@ -66,6 +66,11 @@ def _apply_postgres(wanted: dict[str, str], admin_url: str) -> dict[str, str]:
 
     try:
         return wait_until(reported, what=f"PostgreSQL settings {wanted}", timeout=10)
+    except TimeoutError:
+        raise RuntimeError(
+            f"PostgreSQL did not take {wanted} after ALTER SYSTEM and a reload (a setting given "
+            "on the server's command line wins): start the benchmark's own cluster"
+        ) from None
     finally:
         engine.dispose()
 
