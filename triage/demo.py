@@ -213,7 +213,10 @@ def wait_for_results(
         while True:
             state = ledger_state(engine, scan_ids)
             progress.update(task, completed=state["finished"])
-            if state["finished"] == len(scan_ids) and not state["escalations_waiting"]:
+            if (
+                state["finished"] == len(scan_ids)
+                and not state["undecided"] + state["escalations_waiting"]
+            ):
                 return
             for worker in workers:
                 worker.check_alive()
@@ -223,24 +226,27 @@ def wait_for_results(
 
 
 def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: ANN401 - Engine
-    """Finished scans (done or failed), and urgent studies not yet on the worklist."""
+    """Finished scans (done or failed), their studies not decided yet (a job records its results,
+    then decides), and urgent studies not yet on the worklist."""
     import sqlalchemy as sa
 
     from ledger.statements import scans, studies
     from ledger.worklist import unlisted_urgent
 
+    of_these = studies.c.id.in_(sa.select(scans.c.study_id).where(scans.c.id.in_(scan_ids)))
     with engine.connect() as connection:
         finished = connection.execute(
             sa.select(sa.func.count()).where(
                 scans.c.id.in_(scan_ids), scans.c.status.in_(("done", "failed"))
             )
         ).scalar_one()
-        waiting = connection.execute(
-            unlisted_urgent(sa.func.count()).where(
-                studies.c.id.in_(sa.select(scans.c.study_id).where(scans.c.id.in_(scan_ids)))
+        undecided = connection.execute(
+            sa.select(sa.func.count()).where(
+                of_these, studies.c.status.not_in(("classified", "failed"))
             )
         ).scalar_one()
-    return {"finished": finished, "escalations_waiting": waiting}
+        waiting = connection.execute(unlisted_urgent(sa.func.count()).where(of_these)).scalar_one()
+    return {"finished": finished, "undecided": undecided, "escalations_waiting": waiting}
 
 
 def stuck_message(

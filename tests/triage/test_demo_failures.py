@@ -36,7 +36,26 @@ def test_waiting_times_out_naming_the_stuck_scans(tmp_path: Path) -> None:
     assert "12 scans unfinished" in message
     assert "scan-0 (queued)" in message and "and 2 more" in message
     state = ledger_state(engine_for(get_settings().resolved_database_url), scan_ids)
-    assert state == {"finished": 0, "escalations_waiting": 0}
+    assert state == {"finished": 0, "undecided": 12, "escalations_waiting": 0}
+
+
+def test_scans_done_but_studies_not_yet_decided_are_not_finished(tmp_path: Path) -> None:
+    """A job records its results, then decides the studies in a second transaction: the demo
+    waits for the decisions, or it would count the worklist before they land."""
+    scan_ids = queued_scans(3)
+    engine = engine_for(get_settings().resolved_database_url)
+    ledger.claim(engine, scan_ids, max_attempts=3)
+    scored = [ledger.ScoredScan(sid, (0.0, 0.0, 1.0), 2, True) for sid in scan_ids]
+    ledger.record_results(engine, scored, "v1", "/models/v1", 0.5, {})
+    assert ledger_state(engine, scan_ids) == {
+        "finished": 3, "undecided": 3, "escalations_waiting": 0,
+    }  # fmt: skip
+    worker = WorkerProcess("routine", ["sleep", "30"], None, tmp_path / "logs")
+    try:
+        with pytest.raises(DemoError):
+            wait_for_results(get_settings(), scan_ids, [worker], 0.5, Console(quiet=True))
+    finally:
+        worker.kill()
 
 
 def test_a_worker_that_dies_while_waiting_ends_the_demo(tmp_path: Path) -> None:
