@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 from rich.console import Console
 
 from bench import report
+from bench.ceiling import in_fresh_process
 from bench.latency import percentiles, run_latency
 from bench.naive import run_naive
 from bench.pipeline import run_pipeline
@@ -68,17 +67,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if getattr(options, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     return options
-
-
-def ceiling(model_dir: Path, scans: int) -> float:
-    """The ceiling, measured in a fresh process set up like a worker's."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling", str(model_dir), str(scans)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["ceiling_scans_per_s"])
 
 
 def postgres_version(admin_url: str | None) -> str | None:
@@ -138,9 +126,9 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
     model_dir = resolve_model_dir(env.model_root)
     console.print(f"model {model_dir.name}; batch size {batch_size}; logs in {env.directory}")
     console.print(f"ceiling: {options.ceiling_scans:,} scans in batches of 256 ...")
-    ceilings = {"default": ceiling(model_dir, options.ceiling_scans)}
+    ceilings = {"default": in_fresh_process(model_dir, options.ceiling_scans)}
     baseline_root = options.baseline_model_dir or baseline_model_root(env, model_dir, console)
-    ceilings["baseline"] = ceiling(
+    ceilings["baseline"] = in_fresh_process(
         resolve_model_dir(baseline_root or env.model_root), options.ceiling_scans
     )
     production = settings_column(

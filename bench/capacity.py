@@ -23,8 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -37,16 +35,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def model_rate_per_core(model_dir: Path, scans: int, repeats: int) -> dict[str, Any]:
     """Median scans/s of the forward pass on one thread, each run in a fresh process."""
-    env = dict(os.environ, TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1")
-    command = [sys.executable, "-m", "bench.ceiling", str(model_dir), str(scans), "1"]
-    rates = []
-    for _ in range(repeats):
-        done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-        rates.append(float(json.loads(done.stdout.strip().splitlines()[-1])["ceiling_scans_per_s"]))
+    from bench.ceiling import in_fresh_process
+
+    rates = [in_fresh_process(model_dir, scans, threads=1) for _ in range(repeats)]
     return {
         "scans_per_s_per_core": statistics.median(rates),
         "runs": rates,
-        "command": " ".join(["python", *command[1:]]),
+        "command": f"python -m bench.ceiling {model_dir} {scans} 1",
     }
 
 

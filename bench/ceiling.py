@@ -36,19 +36,24 @@ def measure(model_dir: Path, scans: np.ndarray, batch: int = BATCH) -> float:
     return len(scans) / best
 
 
-def limit_threads(threads: int) -> None:
-    """TensorFlow's intra- and inter-op pools at `threads` each (before any op runs)."""
-    import tensorflow as tf
+def in_fresh_process(model_dir: Path, count: int, threads: int | None = None) -> float:
+    """`python -m bench.ceiling MODEL_DIR COUNT [THREADS]` in a new process (set up like a
+    worker's, nothing warm from this one): its scans per second."""
+    import subprocess
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    command = [sys.executable, "-m", "bench.ceiling", str(model_dir), str(count)]
+    command += [str(threads)] if threads is not None else []
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["ceiling_scans_per_s"])
 
 
 def main(model_dir: str, count: str, threads: str | None = None) -> None:
     from trainer.synth import make_phantoms
 
     if threads is not None:
-        limit_threads(int(threads))
+        from trainer.fit import configure_tensorflow
+
+        configure_tensorflow(int(threads))
     scans, _ = make_phantoms(int(count), seed=2)
     rate = measure(Path(model_dir), scans)
     result = {"ceiling_scans_per_s": rate, "batch": BATCH, "scans": int(count)}
