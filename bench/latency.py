@@ -21,8 +21,9 @@ import sqlalchemy as sa
 from bench.environment import BenchEnvironment, worker_environment
 from bench.pipeline import count, enqueue, prepare, read_engine, warm_up
 from bench.workers import ROUTINE_CONCURRENCY, start_worker, wait_for
+from ledger.studies import undecided_studies
 from ledger.worklist import unlisted_urgent
-from schemas.tables import Result, Study, UrgentCase, as_utc
+from schemas.tables import Result, UrgentCase, as_utc
 from worker.processes import stop_workers
 
 STAT_SCANS = 20
@@ -95,8 +96,7 @@ def run_latency(
 def _unescalated(engine: sa.Engine) -> int:
     """Studies still to be decided (a job records results, then decides) or, urgent, still
     to be listed: the escalations not measurable yet."""
-    studies = Study.__table__
-    undecided = sa.select(sa.func.count()).where(studies.c.status.not_in(("classified", "failed")))
+    undecided = undecided_studies(sa.func.count())
     with engine.connect() as connection:
         waiting = connection.execute(unlisted_urgent(sa.func.count())).scalar_one()
         return int(waiting) + int(connection.execute(undecided).scalar_one())

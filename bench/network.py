@@ -38,6 +38,7 @@ import sqlalchemy as sa
 
 from bench.netns import Host, HostNetwork, namespaces_unavailable
 from bench.services import create_database, postgres_bin_dir, wait_until
+from ledger.studies import undecided_studies
 from schemas.queues import CELERY_CONFIG
 from schemas.settings import Settings
 from schemas.tables import Result, Scan, Study, UrgentCase
@@ -241,9 +242,7 @@ def settled(engine: sa.Engine, total: int) -> bool:
     worklist is by study: the card's study rule decides, not each slice's flag)."""
     with engine.connect() as connection:
         done = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "done"))
-        undecided = connection.scalar(
-            sa.select(sa.func.count()).where(Study.status != "classified")
-        )
+        undecided = connection.scalar(undecided_studies(sa.func.count()))
         urgent = connection.scalar(sa.select(sa.func.count()).where(Study.urgent))
         cases = connection.scalar(sa.select(sa.func.count()).select_from(UrgentCase))
     return done == total and undecided == 0 and cases == urgent

@@ -26,6 +26,7 @@ from schemas.model_card import ModelCard, StudyDecision
 from schemas.tables import as_utc, utcnow
 
 UNFINISHED = ("held", "queued", "processing")
+DECIDED = ("classified", "failed")
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,12 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
 
 
 # -- the study decision ----------------------------------------------------------------------
+
+
+def undecided_studies(*columns: object) -> sa.Select:
+    """SELECT `columns` of studies without a decision yet (receiving, or closed and waiting
+    for their slices or for the job that finished them to decide)."""
+    return sa.select(*columns).select_from(studies).where(studies.c.status.not_in(DECIDED))
 
 
 def decide_ready(

@@ -231,6 +231,7 @@ def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: A
     import sqlalchemy as sa
 
     from ledger.statements import scans, studies
+    from ledger.studies import undecided_studies
     from ledger.worklist import unlisted_urgent
 
     of_these = studies.c.id.in_(sa.select(scans.c.study_id).where(scans.c.id.in_(scan_ids)))
@@ -241,9 +242,7 @@ def ledger_state(engine: Any, scan_ids: list[str]) -> dict[str, int]:  # noqa: A
             )
         ).scalar_one()
         undecided = connection.execute(
-            sa.select(sa.func.count()).where(
-                of_these, studies.c.status.not_in(("classified", "failed"))
-            )
+            undecided_studies(sa.func.count()).where(of_these)
         ).scalar_one()
         waiting = connection.execute(unlisted_urgent(sa.func.count()).where(of_these)).scalar_one()
     return {"finished": finished, "undecided": undecided, "escalations_waiting": waiting}
