@@ -18,7 +18,8 @@ from gateway.broker import redis_client
 from gateway.metrics import start_metrics_server
 from ledger.database import upgrade_schema
 from schemas.settings import Settings, get_settings
-from schemas.tables import Delivery, Result, Scan, Study, UrgentCase
+from schemas.tables import Delivery, Result, Study, UrgentCase
+from tests.gateway.scan_rows import insert_scans
 
 METRICS_DB = 12  # a Redis database of its own, so other tests' queues do not count
 
@@ -99,18 +100,7 @@ def fill_ledger(engine: sa.Engine) -> None:
         ("done-3", "routine", "done", 900),
     ]
     with engine.begin() as connection:
-        connection.execute(
-            sa.insert(Scan),
-            [
-                {
-                    "id": scan_id,
-                    "priority": priority,
-                    "status": status,
-                    "received_at": now - timedelta(seconds=age),
-                }
-                for scan_id, priority, status, age in scans
-            ],
-        )
+        insert_scans(connection, scans, now)
         connection.execute(
             sa.insert(Result),
             [

@@ -16,6 +16,7 @@ from gateway.broker import queue_depths, redis_client
 from gateway.monitor import take_snapshot
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, Study, UrgentCase
+from tests.gateway.scan_rows import insert_scans
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count
 
@@ -51,18 +52,7 @@ def ledger(broker: redis.Redis, database_url: str, monkeypatch: pytest.MonkeyPat
             ("done-2", "routine", "done", 900),
             ("broken", "stat", "failed", 900),
         ]
-        connection.execute(
-            sa.insert(Scan),
-            [
-                {
-                    "id": scan_id,
-                    "priority": priority,
-                    "status": status,
-                    "received_at": now - timedelta(seconds=age),
-                }
-                for scan_id, priority, status, age in rows
-            ],
-        )
+        insert_scans(connection, rows, now)
         connection.execute(
             sa.insert(Result),
             [
