@@ -6,7 +6,9 @@ and `w2` each run a `-Q stat,scans` solo worker; this process, in the root names
 gateway host that enqueues. When w1 holds a job its bridge port goes down (a silent partition:
 packets dropped, no reset). The reconciler (stuck after 5 s, run every second by the beat)
 re-sends w1's claimed scans from the ledger long before Redis's visibility timeout would; w2
-finishes them. Then the link comes back and every scan must have exactly one result.
+finishes them. Then the link comes back and every scan must have exactly one result. Until
+the cut, the gateway tops the queue up whenever it runs low (`topped_up` scans), so a fast model
+cannot drain the backlog before w1 is caught holding a job.
 
 `partition_recovery_s` is the time from the cut (w1's port set down) until the whole backlog
 is settled, with the link still down: every scan `done` and every urgent result on the
@@ -187,12 +189,25 @@ def _try_cut(hosts: HostNetwork, host: Host, worker: WorkerProcess) -> bool:
         os.kill(worker.pid, signal.SIGCONT)
 
 
-def cut_mid_job(hosts: HostNetwork, host: Host, worker: WorkerProcess, engine: sa.Engine) -> Cut:
+def cut_mid_job(
+    hosts: HostNetwork,
+    host: Host,
+    worker: WorkerProcess,
+    engine: sa.Engine,
+    top_up: Callable[[], None] | None = None,
+) -> Cut:
     """Partition `host` while its worker holds a job. A job takes 0.1-0.2 s: the cut counts if
     the job is still unfinished 2 s later (it was not past its last network call), else the
-    link is healed and the next job tried."""
+    link is healed and the next job tried. `top_up`, called while waiting, keeps jobs coming
+    (a fast model on a fast machine can drain a small backlog between two tries)."""
+
+    def in_flight() -> bool:
+        if top_up is not None:
+            top_up()
+        return holds_a_job(worker)
+
     for tries in range(1, CUT_ATTEMPTS + 1):
-        wait_until(lambda: holds_a_job(worker), "w1 holding a job", timeout=60, interval=0.005)
+        wait_until(in_flight, "w1 holding a job", timeout=60, interval=0.005)
         if not _try_cut(hosts, host, worker):
             continue
         cut = Cut(tries, time.monotonic(), datetime.now(UTC), done_count(engine))
@@ -317,11 +332,41 @@ def _backlog(network: Network, model_root: Path, batch: int) -> tuple[Services, 
     return services, settings
 
 
+@dataclass
+class Sender:
+    """The gateway host's scans: sent in one go, then topped up while the cut waits for w1 to
+    hold a job, whenever fewer than `low` scans are still queued."""
+
+    settings: Settings
+    engine: sa.Engine
+    low: int
+    ids: list[str] = field(default_factory=list)
+    seed: int = 3
+    checked: float = 0.0
+
+    def send(self, count: int) -> None:
+        from bench.environment import SCAN_MIX
+        from bench.pipeline import enqueue
+        from trainer.synth import make_phantoms
+
+        images, _ = make_phantoms(count, SCAN_MIX, seed=self.seed)
+        self.seed += 1
+        self.ids += enqueue(images, self.settings)
+
+    def top_up(self) -> None:
+        """At most twice a second: one more `low` scans when the queue runs low."""
+        if time.monotonic() - self.checked < 0.5:
+            return
+        self.checked = time.monotonic()
+        with self.engine.connect() as connection:
+            queued = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "queued"))
+        if queued < self.low:
+            self.send(self.low)
+
+
 def _measure(network: Network, console, scans: int, batch: int, model_root: Path) -> dict:  # noqa: ANN001
     """The flow: services, workers, enqueue, cut w1 mid-job, recover, heal, check."""
-    from bench.environment import SCAN_MIX
-    from bench.pipeline import enqueue, read_engine
-    from trainer.synth import make_phantoms
+    from bench.pipeline import read_engine
 
     services, settings = _backlog(network, model_root, batch)
     with _process_settings(settings):
@@ -329,18 +374,19 @@ def _measure(network: Network, console, scans: int, batch: int, model_root: Path
             network, services, _worker_env(settings), network.directory / "logs"
         )
         engine = read_engine(settings)
-        images, _ = make_phantoms(scans, SCAN_MIX, seed=3)
+        sender = Sender(settings, engine, low=4 * batch)
         console.print(f"network: {scans:,} scans from the gateway host, w1 cut mid-job ...")
-        ids = enqueue(images, settings)
+        sender.send(scans)
         wait_until(lambda: done_count(engine) >= scans // 5, "a fifth done", 120, interval=0.25)
-        cut = cut_mid_job(network.hosts, services.w1, w1, engine)
-        recovery = recover(engine, cut, lambda: settled(engine, scans))
+        cut = cut_mid_job(network.hosts, services.w1, w1, engine, sender.top_up)
+        recovery = recover(engine, cut, lambda: settled(engine, len(sender.ids)))
         network.hosts.heal(services.w1)
         rejoined_s = wait_rejoined(w1, time.monotonic())
-        figures = exactly_once(engine, ids)
+        figures = exactly_once(engine, sender.ids)
         for worker in (urgent, w1, w2):
             worker.check_alive()
-    return _figures(services, scans, cut, recovery, rejoined_s, figures)
+    figures["topped_up"] = len(sender.ids) - scans  # sent while waiting to cut w1
+    return _figures(services, len(sender.ids), cut, recovery, rejoined_s, figures)
 
 
 def _figures(
