@@ -232,7 +232,7 @@ def study_delays(database_url: str, sent: dict[str, float]) -> dict:
         urgent_cases.c.study_id.in_([row.id for row in found])
     )
     with engine.connect() as connection:
-        escalated = dict(connection.execute(listed).tuples().all())
+        escalated = dict(connection.execute(listed).all())
     engine.dispose()
     since = {row.id: sent[row.study_uid] for row in found}
     decision = [(as_utc(row.classified_at).timestamp() - since[row.id]) * 1000 for row in found]

@@ -47,9 +47,9 @@ def ledger_backlog(engine: Engine, now: datetime) -> LedgerBacklog:
             count, oldest = connection.execute(query).one()
             waiting[queue] = (count, _seconds_since(as_utc(oldest), now))
         statuses = dict(
-            connection.execute(sa.select(scans.c.status, sa.func.count()).group_by(scans.c.status))
-            .tuples()
-            .all()
+            connection.execute(
+                sa.select(scans.c.status, sa.func.count()).group_by(scans.c.status)
+            ).all()
         )
         open_count = connection.execute(open_cases).scalar_one()
     return LedgerBacklog(

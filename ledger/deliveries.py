@@ -183,7 +183,7 @@ def waiting_by_channel(engine: Engine) -> dict[str, int]:
         .group_by(deliveries.c.channel)
     )
     with engine.begin() as connection:
-        return dict(connection.execute(query).tuples().all())
+        return dict(connection.execute(query).all())
 
 
 def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:

@@ -121,7 +121,7 @@ def _received_before(connection: Connection, new_scans: Sequence[NewScan]) -> di
     known: dict[str, str] = {}
     for chunk in chunks(sorted(set(sop_of.values()))):
         query = sa.select(scans.c.sop_uid, scans.c.id).where(scans.c.sop_uid.in_(chunk))
-        known.update(connection.execute(query).tuples().all())
+        known.update(connection.execute(query).all())
     repeated: dict[int, str] = {}
     for index, sop in sop_of.items():
         if sop in known:

@@ -219,13 +219,13 @@ def _ready_studies(connection: Connection, scan_ids: Sequence[str]) -> dict[str,
         found: dict[str, int] = {}
         for chunk in chunks(scan_ids):
             query = _queued_studies_of(scans.c.id.in_(chunk)).where(~_has_unfinished_slice())
-            found.update(connection.execute(query).tuples().all())
+            found.update(connection.execute(query).all())
         return found
     from sqlalchemy.dialects.postgresql import ARRAY
 
     these = scans.c.id == sa.any_(sa.bindparam("scan_ids", list(scan_ids), ARRAY(sa.String)))
     query = _queued_studies_of(these).order_by(studies.c.id).with_for_update(of=studies)
-    found = dict(connection.execute(query).tuples().all())
+    found = dict(connection.execute(query).all())
     for study_id in _with_unfinished(connection, list(found)):
         found.pop(study_id)
     return found
