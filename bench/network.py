@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -179,14 +178,11 @@ def processing(engine: sa.Engine) -> set[str]:
 def _try_cut(hosts: HostNetwork, host: Host, worker: WorkerProcess) -> bool:
     """Freeze the worker (SIGSTOP) for the milliseconds it takes to look at its log again and
     cut its link if a job is still in flight (received, so not acknowledged either)."""
-    os.kill(worker.pid, signal.SIGSTOP)
-    try:
+    with worker.frozen():
         cut = holds_a_job(worker)
         if cut:
             hosts.partition(host)
         return cut
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
 
 
 def cut_mid_job(

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 GRACE_SECONDS = 20.0
@@ -125,6 +125,23 @@ class WorkerProcess:
     def stop(self, grace: float = GRACE_SECONDS) -> None:
         stop_workers([self], grace)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The worker and its pool children stopped (SIGSTOP to the group) inside the block,
+        then continued: a fault injected meanwhile lands while the worker holds its work."""
+        os.killpg(self.process.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 5  # a signal is delivered when the process next runs
+            while not all(
+                process_state(pid) in ("T", "t", "") for pid in process_tree(self.process.pid)
+            ):
+                if time.monotonic() > deadline:
+                    raise WorkerExited(f"worker {self.name} did not stop within 5 s")
+                time.sleep(0.001)
+            yield
+        finally:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
 
 def wait_ready(workers: Sequence[WorkerProcess], broker_url: str, timeout: float) -> None:
     """Block until every worker answers a ping on `broker_url` (its pool, and model, are up)."""
@@ -174,6 +191,16 @@ def process_tree(root: int) -> list[int]:
         pids += found
         frontier += found
     return pids
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state in /proc/PID/stat (R running, S sleeping, T stopped ...); "" if
+    the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2]
 
 
 def _vm_hwm_kib(pid: int) -> int:

@@ -288,13 +288,17 @@ def test_redis_restarted_with_its_data_lost_mid_run(
         ids, urgent = enqueue(1500, seed=13)
         engine = engine_for(get_settings().resolved_database_url)
         urgent_worker_with_beat(pipeline, "urgent")
-        pipeline.start_worker("stat,scans", "routine")
+        routine = pipeline.start_worker("stat,scans", "routine")
         wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the wipe")
 
-        redis.stop(wipe=True)
-        redis.start()  # same port, empty: every queued job and escalation is gone
-        assert redis.client().dbsize() == 0
-        assert counts(engine)["done"] < 1500, "the run ended before the wipe: nothing was tested"
+        # the routine worker is held still while Redis restarts, so that a fast machine cannot
+        # finish the backlog first; it wakes to a broker that has lost its messages
+        with routine.frozen():
+            redis.stop(wipe=True)
+            redis.start()  # same port, empty: every queued job and escalation is gone
+            assert redis.client().dbsize() == 0
+            at_wipe = counts(engine)["done"]
+        assert at_wipe < 1500, "the run ended before the wipe: nothing was tested"
 
         wait_for(lambda: settled(engine, 1500, len(urgent)), "the reconciler to recover", 120)
         figures = check_exactly_once(engine, ids, urgent)
@@ -328,10 +332,13 @@ def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: Post
     ids, urgent = enqueue(1500, seed=14)
     engine = engine_for(get_settings().resolved_database_url)
     urgent_worker_with_beat(pipeline, "urgent")
-    pipeline.start_worker("stat,scans", "routine")
+    routine = pipeline.start_worker("stat,scans", "routine")
     wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the restart")
 
-    own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
+    with routine.frozen():  # so that a fast machine cannot finish the backlog first
+        at_crash = counts(engine)["done"]
+        own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
+    assert at_crash < 1500, "the run ended before the crash: nothing was tested"
     time.sleep(3)
     own_postgres.start()
     # back, and every result committed before the crash is still there

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.processes import WorkerExited, WorkerProcess, stop_workers
+from worker.processes import WorkerExited, WorkerProcess, process_state, stop_workers
 
 
 def spawn(tmp_path: Path, name: str, script: str) -> WorkerProcess:
@@ -53,3 +53,19 @@ def test_the_process_tree_holds_the_children(tmp_path: Path) -> None:
     finally:
         worker.kill()
     assert worker.process.returncode == -9
+
+
+def test_frozen_stops_the_worker_and_its_children_then_continues_them(tmp_path: Path) -> None:
+    worker = spawn(tmp_path, "pool", "sleep 30 & wait")
+    try:
+        deadline = time.monotonic() + 5
+        while not worker.pool_children() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = worker.pool_children()
+        with worker.frozen():
+            assert process_state(worker.pid) == "T" and process_state(child) == "T"
+        time.sleep(0.1)
+        assert process_state(worker.pid) != "T" and process_state(child) != "T"
+        worker.check_alive()
+    finally:
+        worker.kill()
