@@ -64,21 +64,18 @@ def postmaster_pid(admin_url: str) -> int:
     return int(Path(data_dir, "postmaster.pid").read_text().split()[0])
 
 
-def _stat(pid: int) -> list[str]:
-    """/proc/<pid>/stat's fields after the command name (field 3 onwards)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def postgres_cpu_s(postmaster: int) -> float:
     """CPU seconds of the cluster: the postmaster, its live children, and (in the postmaster's
     cutime/cstime) every backend that has exited and been reaped."""
+    from worker.processes import proc_stat
+
     total = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
+            fields = proc_stat(int(entry.name))
+        except OSError:
             continue
         if int(entry.name) == postmaster or int(fields[1]) == postmaster:
             total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime

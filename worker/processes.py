@@ -132,9 +132,8 @@ class WorkerProcess:
         os.killpg(self.process.pid, signal.SIGSTOP)
         try:
             deadline = time.monotonic() + 5  # a signal is delivered when the process next runs
-            while not all(
-                process_state(pid) in ("T", "t", "") for pid in process_tree(self.process.pid)
-            ):
+            group = process_tree(self.process.pid)
+            while not all(process_state(pid) in ("T", "t", "") for pid in group):
                 if time.monotonic() > deadline:
                     raise WorkerExited(f"worker {self.name} did not stop within 5 s")
                 time.sleep(0.001)
@@ -182,8 +181,7 @@ def process_tree(root: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+                parents[int(entry.name)] = int(proc_stat(int(entry.name))[1])
     pids, frontier = [root], [root]
     while frontier:
         current = frontier.pop()
@@ -193,14 +191,18 @@ def process_tree(root: int) -> list[int]:
     return pids
 
 
+def proc_stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name: state, ppid, ... (field 3 onwards; the
+    name, in parentheses, may hold spaces). Raises OSError when the process is gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def process_state(pid: int) -> str:
-    """The one-letter state in /proc/PID/stat (R running, S sleeping, T stopped ...); "" if
-    the process is gone."""
+    """The one-letter state (R running, S sleeping, T stopped ...); "" if the process is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid)[0]
     except OSError:
         return ""
-    return stat[stat.rindex(")") + 2]
 
 
 def _vm_hwm_kib(pid: int) -> int:
