@@ -145,8 +145,7 @@ class ModelCard(BaseModel):
         if probabilities.ndim != 2 or probabilities.shape[1] != len(CLASS_NAMES):
             raise ValueError(f"softmax rows (N, 3) expected, got {probabilities.shape}")
         p2 = probabilities[:, URGENT_CLASS]
-        threshold = self.study_rule.threshold if self.study_rule else self.urgent_threshold
-        urgent = p2 >= threshold
+        urgent = p2 >= study_threshold(self.study_rule, self)
         predicted = np.where(urgent, URGENT_CLASS, self.predicted_classes(probabilities))
         return [
             StudyDecision.model_construct(
@@ -173,17 +172,25 @@ def decide_study(
         raise ValueError(f"a study needs softmax rows (N >= 1, 3), got {probabilities.shape}")
     p2 = probabilities[:, URGENT_CLASS]
     top_slice = int(np.argmax(p2))
+    threshold = study_threshold(rule, card)
     if rule is None:
-        if card is None:
-            raise ValueError("without a study rule the card's slice threshold decides")
-        study_p2, threshold = float(p2[top_slice]), card.urgent_threshold
+        study_p2 = float(p2[top_slice])
     else:
         study_p2 = float(np.sort(p2)[::-1][: rule.top_k].mean())
-        threshold = rule.threshold
     urgent = study_p2 >= threshold
     votes = np.bincount(predicted_classes(probabilities, class_weights), minlength=3)
     predicted = URGENT_CLASS if urgent else int(len(votes) - 1 - np.argmax(votes[::-1]))
     return StudyDecision(p2=study_p2, urgent=bool(urgent), predicted=predicted, top_slice=top_slice)
+
+
+def study_threshold(rule: StudyRule | None, card: ModelCard | None) -> float:
+    """What a study's P(2) is held against: the study rule's threshold, else the card's slice
+    threshold."""
+    if rule is not None:
+        return rule.threshold
+    if card is None:
+        raise ValueError("without a study rule the card's slice threshold decides")
+    return card.urgent_threshold
 
 
 def predicted_classes(
