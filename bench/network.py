@@ -329,16 +329,33 @@ def _backlog(network: Network, model_root: Path, batch: int) -> tuple[Services, 
 
 
 @dataclass
-class Sender:
-    """The gateway host's scans: sent in one go, then topped up while the cut waits for w1 to
-    hold a job, whenever fewer than `low` scans are still queued."""
+class TopUp:
+    """Called while the cut waits for w1 to hold a job: `send(low)` more scans whenever fewer
+    than `low` are queued, looked at most twice a second (a fast machine can drain a small
+    backlog between two tries)."""
 
-    settings: Settings
     engine: sa.Engine
     low: int
+    send: Callable[[int], None]
+    checked: float = 0.0
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.checked < 0.5:
+            return
+        self.checked = time.monotonic()
+        with self.engine.connect() as connection:
+            queued = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "queued"))
+        if queued < self.low:
+            self.send(self.low)
+
+
+@dataclass
+class PhantomSender:
+    """The gateway host's scans: synthetic phantoms of the bench's mix, a new seed each call."""
+
+    settings: Settings
     ids: list[str] = field(default_factory=list)
     seed: int = 3
-    checked: float = 0.0
 
     def send(self, count: int) -> None:
         from bench.environment import SCAN_MIX
@@ -348,16 +365,6 @@ class Sender:
         images, _ = make_phantoms(count, SCAN_MIX, seed=self.seed)
         self.seed += 1
         self.ids += enqueue(images, self.settings)
-
-    def top_up(self) -> None:
-        """At most twice a second: one more `low` scans when the queue runs low."""
-        if time.monotonic() - self.checked < 0.5:
-            return
-        self.checked = time.monotonic()
-        with self.engine.connect() as connection:
-            queued = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "queued"))
-        if queued < self.low:
-            self.send(self.low)
 
 
 def _measure(network: Network, console, scans: int, batch: int, model_root: Path) -> dict:  # noqa: ANN001
@@ -370,11 +377,12 @@ def _measure(network: Network, console, scans: int, batch: int, model_root: Path
             network, services, _worker_env(settings), network.directory / "logs"
         )
         engine = read_engine(settings)
-        sender = Sender(settings, engine, low=4 * batch)
+        sender = PhantomSender(settings)
         console.print(f"network: {scans:,} scans from the gateway host, w1 cut mid-job ...")
         sender.send(scans)
         wait_until(lambda: done_count(engine) >= scans // 5, "a fifth done", 120, interval=0.25)
-        cut = cut_mid_job(network.hosts, services.w1, w1, engine, sender.top_up)
+        top_up = TopUp(engine, 4 * batch, sender.send)
+        cut = cut_mid_job(network.hosts, services.w1, w1, engine, top_up)
         recovery = recover(engine, cut, lambda: settled(engine, len(sender.ids)))
         network.hosts.heal(services.w1)
         rejoined_s = wait_rejoined(w1, time.monotonic())

@@ -15,7 +15,7 @@ its row locks) is dropped in seconds; see RELIABILITY.md, "Worker hosts over a n
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from bench.network import (
     RECONCILE,
     Network,
+    TopUp,
     cut_mid_job,
     holds_a_job,
     host_network,
@@ -57,23 +58,17 @@ def network() -> Iterator[Network]:
         yield made
 
 
-def top_up(engine: sa.Engine, ids: list[str], urgent_ids: set[str]) -> Callable[[], None]:
-    """While the cut waits for w1 to hold a job: 100 more scans whenever fewer than 100 are
-    queued (a fast machine can drain the backlog between two tries), added to `ids`."""
-    seeds, checked = iter(range(100, 200)), [0.0]
+def top_up(engine: sa.Engine, ids: list[str], urgent_ids: set[str]) -> TopUp:
+    """While the cut waits for w1 to hold a job: 100 more scans (added to `ids`, and the urgent
+    ones to `urgent_ids`) whenever fewer than 100 are queued."""
+    seeds = iter(range(100, 200))
 
-    def send_more() -> None:
-        if time.monotonic() - checked[0] < 0.5:  # twice a second is plenty
-            return
-        checked[0] = time.monotonic()
-        with engine.connect() as connection:
-            queued = connection.scalar(sa.select(sa.func.count()).where(Scan.status == "queued"))
-        if queued < 100:
-            more, more_urgent = enqueue(100, seed=next(seeds))
-            ids.extend(more)
-            urgent_ids.update(more_urgent)
+    def send_more(count: int) -> None:
+        more, more_urgent = enqueue(count, seed=next(seeds))
+        ids.extend(more)
+        urgent_ids.update(more_urgent)
 
-    return send_more
+    return TopUp(engine, 100, send_more)
 
 
 def seconds(value: float | None) -> str:
