@@ -25,10 +25,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.services import postgres_bin_dir
+from bench.services import PostgresServer, postgres_bin_dir
 
 SUBNET = "10.231.7"
 PREFIX = 24
+# a vanished host's connection (and its row locks) dropped in seconds: see start_postgres
+VANISHED_HOST_SETTINGS = (
+    "tcp_keepalives_idle=2", "tcp_keepalives_interval=1", "tcp_keepalives_count=3",
+    "tcp_user_timeout=5000",
+)  # fmt: skip
 
 
 def ip(*args: str, namespace: str | None = None, check: bool = True) -> None:
@@ -65,7 +70,7 @@ class HostNetwork:
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     hosts: dict[str, Host] = field(default_factory=dict)
     processes: list[subprocess.Popen] = field(default_factory=list)
-    postgres_dirs: list[Path] = field(default_factory=list)
+    postgres_servers: list[PostgresServer] = field(default_factory=list)
     bridge: str = ""
     gateway_address: str = f"{SUBNET}.1"
 
@@ -132,39 +137,21 @@ class HostNetwork:
         return f"redis://:{password}@{host.address}:{port}/0"
 
     def start_postgres(self, host: Host, directory: Path, port: int = 5432) -> str:
-        """A throwaway cluster (initdb/pg_ctl as `postgres`, as bench.services.PostgresServer)
-        listening on the host's address only; returns the admin URL.
+        """A throwaway cluster (bench.services.PostgresServer) started inside `host`,
+        listening on its address only, open to this subnet; returns the admin URL.
 
         A worker host that vanishes in the middle of a transaction keeps its row locks (and
         blocks the reconciler and other workers) until the server drops its connection: short
         TCP keepalives (an idle connection) and `tcp_user_timeout` (data left unacknowledged)
         make that seconds, not the kernel's defaults of 2 hours and ~15 minutes."""
-        bin_dir = postgres_bin_dir()
-        if bin_dir is None:
+        if postgres_bin_dir() is None:
             raise RuntimeError("PostgreSQL binaries not found under /usr/lib/postgresql")
-        directory.mkdir(parents=True)
-        shutil.chown(directory, "postgres")
-        os.chmod(directory.parent, 0o755)
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-        subprocess.run(
-            [*as_postgres, str(bin_dir / "initdb"), "-D", str(directory), "-A", "trust",
-             "-U", "postgres"],
-            check=True, capture_output=True, timeout=120,
+        server = PostgresServer(
+            directory, port, host.address, host.command, VANISHED_HOST_SETTINGS,
+            trusted_subnet=f"{SUBNET}.0/{PREFIX}",
         )  # fmt: skip
-        self.postgres_dirs.append(directory)
-        with (directory / "pg_hba.conf").open("a") as hba:  # the other hosts of this subnet
-            hba.write(f"host all all {SUBNET}.0/{PREFIX} trust\n")
-        options = (
-            f"-p {port} -k {directory} -c listen_addresses={host.address} -c fsync=off"
-            " -c tcp_keepalives_idle=2 -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3"
-            " -c tcp_user_timeout=5000"
-        )
-        subprocess.run(
-            host.command(*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(directory),
-                         "-l", str(directory / "log"), "-w", "-o", options, "start"),
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-        return f"postgresql+psycopg://postgres@{host.address}:{port}/postgres"
+        self.postgres_servers.append(server)
+        return server.start(fsync="off").url
 
     def close(self) -> None:
         """Kill what was started here, then remove the namespaces and the bridge."""
@@ -173,14 +160,9 @@ class HostNetwork:
                 os.killpg(process.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
-        bin_dir = postgres_bin_dir()
-        for directory in self.postgres_dirs:
-            if bin_dir and (directory / "postmaster.pid").exists():
-                subprocess.run(
-                    ["runuser", "-u", "postgres", "--", str(bin_dir / "pg_ctl"), "-D",
-                     str(directory), "-m", "immediate", "-w", "stop"],
-                    capture_output=True, timeout=60,
-                )  # fmt: skip
+        for server in self.postgres_servers:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                server.stop(mode="immediate")
         for host in self.hosts.values():
             ip("netns", "del", host.namespace, check=False)
             ip("link", "del", host.port, check=False)  # gone with the namespace already

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,18 +106,28 @@ def postgres_bin_dir() -> Path | None:
 
 @dataclass
 class PostgresServer:
-    """A throwaway PostgreSQL cluster in a temp dir owned by the `postgres` user."""
+    """A throwaway PostgreSQL cluster in a temp dir owned by the `postgres` user, listening on
+    `address` (loopback unless a test host's), started through `launcher` when given (a
+    network namespace's `ip netns exec`), with more `-c` `settings` and, when
+    `trusted_subnet` is set, that subnet let in without a password."""
 
     directory: Path
     port: int = field(default_factory=free_port)
+    address: str = "127.0.0.1"
+    launcher: Callable[..., list[str]] | None = None
+    settings: tuple[str, ...] = ()
+    trusted_subnet: str | None = None
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://postgres@{self.address}:{self.port}/postgres"
 
-    def _run_as_postgres(self, *args: str) -> None:
-        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        subprocess.run(prefix + list(args), check=True, stdout=subprocess.DEVNULL)
+    def _run_as_postgres(self, *args: str, launch: bool = False) -> None:
+        command = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        command += args
+        if launch and self.launcher is not None:
+            command = self.launcher(*command)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
 
     def start(self, fsync: str | None = "off") -> PostgresServer:
         """Start the cluster (initdb first if new); `fsync` is fixed on the command line, or
@@ -132,9 +143,13 @@ class PostgresServer:
             self._run_as_postgres(
                 str(bin_dir / "initdb"), "-D", str(self.directory), "-A", "trust", "-U", "postgres"
             )
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1"
+            if self.trusted_subnet:
+                with (self.directory / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.trusted_subnet} trust\n")
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses={self.address}"
         if fsync is not None:
             options += f" -c fsync={fsync}"
+        options += "".join(f" -c {setting}" for setting in self.settings)
         self._run_as_postgres(
             str(bin_dir / "pg_ctl"),
             "-D",
@@ -145,6 +160,7 @@ class PostgresServer:
             "-o",
             options,
             "start",
+            launch=True,
         )
         return self
 
