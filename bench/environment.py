@@ -8,11 +8,13 @@ train` publishes by default, trained on the real dev scans when they are here, e
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +137,10 @@ def publish_baseline(model_root: Path, console) -> Path:  # noqa: ANN001 - rich 
     )
 
 
-def _point_settings_at(directory: Path, redis_url: str) -> None:
-    """This process's own settings name the benchmark's Redis and data dir too.
+@contextlib.contextmanager
+def settings_pointed_at(names: dict[str, str]) -> Iterator[None]:
+    """This process's own settings take `names` (TRIAGE_* variables) inside the block, and
+    get their earlier values back afterwards.
 
     The Celery app computes its default broker from `get_settings()` the first time its
     configuration is read, even when a call passes explicit settings; without this, that would
@@ -144,9 +148,18 @@ def _point_settings_at(directory: Path, redis_url: str) -> None:
     """
     from schemas.settings import get_settings
 
-    os.environ["TRIAGE_DATA_DIR"] = str(directory / "data")
-    os.environ["TRIAGE_REDIS_URL"] = redis_url
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
     get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
 
 
 def open_environment(
@@ -163,7 +176,11 @@ def open_environment(
     stack.callback(shutil.rmtree, directory, ignore_errors=True)
     redis_server = RedisServer(directory / "redis").start()
     stack.callback(redis_server.stop)
-    _point_settings_at(directory, redis_server.url)
+    stack.enter_context(
+        settings_pointed_at(
+            {"TRIAGE_DATA_DIR": str(directory / "data"), "TRIAGE_REDIS_URL": redis_server.url}
+        )
+    )
     # a cluster of its own when PostgreSQL is installed: the columns switch its settings
     # (bench/profiles.py), which a shared server (TRIAGE_TEST_POSTGRES_URL) may not allow
     postgres_url = os.environ.get("TRIAGE_TEST_POSTGRES_URL")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -285,29 +284,16 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return worker_environment(settings) | RECONCILE
 
 
-@contextlib.contextmanager
-def _process_settings(settings: Settings) -> Iterator[None]:
+def _process_settings(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """This process's own settings name the stage's services while it runs (the Celery app
     reads its default broker from them), restored afterwards."""
-    from schemas.settings import get_settings
+    from bench.environment import settings_pointed_at
 
-    names = {
+    return settings_pointed_at({
         "TRIAGE_DATA_DIR": str(settings.data_dir),
         "TRIAGE_REDIS_URL": str(settings.redis_url),
         "TRIAGE_DATABASE_URL": settings.resolved_database_url,
-    }
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
+    })  # fmt: skip
 
 
 def _backlog(network: Network, model_root: Path, batch: int) -> tuple[Services, Settings]:
