@@ -252,11 +252,7 @@ def _with_unfinished(connection: Connection, study_ids: Sequence[str]) -> set[st
     """Those of these studies with a slice still held, queued or processing."""
     busy: set[str] = set()
     for chunk in chunks(study_ids):
-        query = (
-            sa.select(scans.c.study_id)
-            .where(scans.c.study_id.in_(chunk), scans.c.status.in_(UNFINISHED))
-            .distinct()
-        )
+        query = sa.select(studies.c.id).where(studies.c.id.in_(chunk), _has_unfinished_slice())
         busy.update(connection.execute(query).scalars())
     return busy
 
