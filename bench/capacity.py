@@ -9,7 +9,7 @@ Measured on this machine (medians of `--repeats` runs):
 - the ledger on PostgreSQL (fsync=on, synchronous_commit=on): `bench.ledger_steps.run_backend`
   (enqueue + one job's claim, record, decide), timing the client and reading the CPU time of
   the cluster's processes (postmaster + children, /proc/<pid>/stat) before and after;
-- the broker: jobs of `--batch` ids published by `gateway.publish.publish_jobs`, consumed and
+- the broker: jobs of `--batch` ids published by `gateway.broker.publish.publish_jobs`, consumed and
   acked with kombu as a worker does, reading redis-server's `INFO cpu` before and after.
 
 Projection (`project`): a worker host with C cores classifies C / (1/model + worker overhead)
@@ -121,7 +121,7 @@ def consume(url: str, count: int) -> None:
     """Take `count` jobs off the routine queue and ack each, as a worker does (prefetch 1)."""
     from kombu import Consumer, Queue
 
-    from gateway.publish import producer_app
+    from gateway.broker.publish import producer_app
     from schemas.queues import ROUTINE_QUEUE
 
     taken: list[int] = []
@@ -151,7 +151,7 @@ def broker_costs(
 
     import redis
 
-    from gateway.publish import publish_jobs
+    from gateway.broker.publish import publish_jobs
 
     client = redis.Redis.from_url(env.redis_url)
     idle = redis_cpu_s(client)

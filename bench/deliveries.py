@@ -27,7 +27,7 @@ from bench.latency import percentiles
 from bench.pipeline import prepare, read_engine
 from bench.services import free_port
 from bench.workers import start_worker, wait_for
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from schemas.tables import Delivery, as_utc
 from worker.processes import stop_workers
 

@@ -2,7 +2,7 @@
 
 The clock runs from the first enqueue call (validation, the ledger insert, publishing the jobs)
 to the moment the last result row is visible in the database: the whole pipeline. Scans are
-submitted through `gateway.client.submit_images` in chunks, as a hospital system would send
+submitted through `gateway.intake.client.submit_images` in chunks, as a hospital system would send
 studies, so the worker starts on the first chunk while later ones are still arriving.
 """
 
@@ -50,7 +50,7 @@ def count(engine: sa.Engine, table: sa.Table) -> int:
 
 def enqueue(images: np.ndarray, settings: Settings, priority: str = "routine") -> list[str]:
     """Submit `images` in chunks through the client API; returns the scan ids."""
-    from gateway.client import submit_images
+    from gateway.intake.client import submit_images
 
     ids: list[str] = []
     for start in range(0, len(images), ENQUEUE_CHUNK):

@@ -261,7 +261,12 @@ def serve_bare(port: int) -> None:
     """A pynetdicom SCP that decodes each CT instance and keeps nothing (a reference)."""
     from pynetdicom import AE, evt
 
-    from gateway.receiver import MAX_PDU_BYTES, VERIFICATION, offered_syntaxes, quiet_pynetdicom
+    from gateway.intake.receiver import (
+        MAX_PDU_BYTES,
+        VERIFICATION,
+        offered_syntaxes,
+        quiet_pynetdicom,
+    )
 
     quiet_pynetdicom()
     ae = AE(ae_title="TRIAGE")

@@ -2,7 +2,7 @@
 
 A synthetic phantom (never a patient) with an urgent finding, its occlusion map under a toy
 "model" whose P(urgent) reads only the finding's area, rendered as the key image we send to
-the PACS (gateway.deliveries.key_image).
+the PACS (gateway.outbox.key_image).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gateway.deliveries.key_image import render_key_image
-from gateway.deliveries.report import StudyReport
+from gateway.outbox.key_image import render_key_image
+from gateway.outbox.report import StudyReport
 from trainer.synth import make_phantoms
 from worker.saliency import occlusion_map
 

@@ -1,6 +1,6 @@
 """What the ledger says is waiting: per queue, how many scans and the oldest one's age.
 
-`triage stats` shows it beside the broker's queue depths (`gateway/monitor.py`):
+`triage stats` shows it beside the broker's queue depths (`gateway/operations/monitor.py`):
 - `stat`   scans enqueued with priority `stat`, status `queued`
 - `scans`  routine scans, status `queued`
 - `urgent` class-2 results not yet on the worklist (escalation still on its way)

@@ -42,25 +42,6 @@ def studies_named(connection: sa.Connection, key: str) -> list[str]:
     return list(connection.execute(query).scalars())
 
 
-def acknowledge(engine: Engine, key: str) -> datetime | None:
-    """Mark the urgent study that `key` names (study uid, accession or scan id) reviewed;
-    returns when it was (first) acknowledged, None if no such study is on the worklist."""
-    with engine.begin() as connection:
-        named = studies_named(connection, key)
-        if not named:
-            return None
-        listed = urgent_cases.c.study_id.in_(named)
-        connection.execute(
-            urgent_cases.update()
-            .where(listed, urgent_cases.c.acknowledged_at.is_(None))
-            .values(acknowledged_at=utcnow())
-        )
-        moment = connection.execute(
-            sa.select(sa.func.min(urgent_cases.c.acknowledged_at)).where(listed)
-        ).scalar()
-    return as_utc(moment)
-
-
 def _slice_counts() -> sa.Subquery:
     return (
         sa.select(scans.c.study_id, sa.func.count().label("slices"))

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ledger.reads import studies_named
 from ledger.statements import chunks, scans, studies, upsert_into, urgent_cases
 from schemas.messages import Escalation
 from schemas.tables import as_utc, utcnow
@@ -151,3 +152,22 @@ def unpaged_cases(engine: Engine, escalated_before: datetime, limit: int) -> lis
     )
     with engine.begin() as connection:
         return list(connection.execute(query).scalars())
+
+
+def acknowledge(engine: Engine, key: str) -> datetime | None:
+    """Mark the urgent study that `key` names (study uid, accession or scan id) reviewed;
+    returns when it was (first) acknowledged, None if no such study is on the worklist."""
+    with engine.begin() as connection:
+        named = studies_named(connection, key)
+        if not named:
+            return None
+        listed = urgent_cases.c.study_id.in_(named)
+        connection.execute(
+            urgent_cases.update()
+            .where(listed, urgent_cases.c.acknowledged_at.is_(None))
+            .values(acknowledged_at=utcnow())
+        )
+        moment = connection.execute(
+            sa.select(sa.func.min(urgent_cases.c.acknowledged_at)).where(listed)
+        ).scalar()
+    return as_utc(moment)

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from gateway.broker import (
+from gateway.broker.server import (
     SOCKET_NAME,
     broker_url,
     ensure_embedded_redis,
     redis_client,
     stop_embedded_redis,
 )
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from ledger.database import engine_for, upgrade_schema
 from schemas.model_card import (
     ModelNotFoundError,

@@ -58,7 +58,7 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Queue depths and the age of the oldest waiting scan per queue, and open urgent cases."""
-    from gateway.monitor import take_snapshot
+    from gateway.operations.monitor import take_snapshot
     from schemas.settings import get_settings
 
     try:
@@ -100,7 +100,7 @@ def metrics(
     """Serve Prometheus metrics at /metrics; each scrape reads the broker and the ledger."""
     import signal
 
-    from gateway.metrics import start_metrics_server
+    from gateway.operations.metrics import start_metrics_server
     from schemas.settings import get_settings
 
     def stop_on_sigterm(signum: int, _frame: object) -> None:
@@ -129,8 +129,9 @@ def reconcile(
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
-    from gateway.publish import PublishError, describe
+    from gateway.broker.publish import PublishError
     from ledger.database import SchemaOutdatedError, engine_for, require_schema
+    from schemas.errors import describe
     from schemas.settings import get_settings
     from worker.reconcile import run_reconcile
 

@@ -68,7 +68,7 @@ def enqueue(
     """Validate and queue scans (PNG, JPEG, NPY, NPZ, DICOM); one line per scan. DICOM files
     join the study their StudyInstanceUID names; each other scan is a study of its own unless
     --study names one. Studies close when the call ends."""
-    from gateway.client import PublishError, submit_scans
+    from gateway.intake.client import PublishError, submit_scans
 
     _ledger()
     try:
@@ -235,9 +235,9 @@ def ack(
     ],
 ) -> None:
     """Mark an urgent study reviewed by a clinician."""
-    from ledger import reads
+    from ledger import worklist
 
-    moment = reads.acknowledge(_ledger(), key)
+    moment = worklist.acknowledge(_ledger(), key)
     if moment is None:
         typer.echo(f"error: {key!r} names no study on the urgent worklist", err=True)
         raise typer.Exit(1)

@@ -35,7 +35,7 @@ def receive(
     """Receive studies over DICOM (C-STORE, C-ECHO) until SIGTERM or Ctrl-C. Each instance is
     acknowledged once it is in the ledger; a study is queued TRIAGE_STUDY_IDLE_SECONDS after
     its last instance."""
-    from gateway.receiver import StoreContext, start_receiver
+    from gateway.intake.receiver import StoreContext, start_receiver
     from schemas.settings import get_settings
     from triage.pipeline_commands import _ledger
 
@@ -67,7 +67,7 @@ def echo(
     """C-ECHO a DICOM receiver (a health check); exit 1 unless it answers success."""
     from pynetdicom import AE
 
-    from gateway.receiver import VERIFICATION, quiet_pynetdicom
+    from gateway.intake.receiver import VERIFICATION, quiet_pynetdicom
     from schemas.settings import get_settings
 
     settings = get_settings()

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-from gateway.broker import broker_url
+from gateway.broker.server import broker_url
 from schemas.queues import CELERY_CONFIG, CLASSIFY_QUEUES, RECONCILE_TASK
 from schemas.settings import get_settings
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 app = Celery("triage", include=["worker.tasks", "worker.delivering"])
 app.conf.update(CELERY_CONFIG)
 # The broker URL is computed on first use, and reading it never starts the embedded Redis:
-# a worker starts it at boot (below), producers when they publish (gateway/publish.py).
+# a worker starts it at boot (below), producers when they publish (gateway/broker/publish.py).
 app.add_defaults(lambda: {"broker_url": broker_url(get_settings(), start=False)})
 
 _serves_classification = True

@@ -3,7 +3,7 @@
 After a job decides studies, the routine worker (which holds the model) computes the saliency
 map of each urgent study's most suspicious slice for its key image, then publishes the
 study's pending outbox rows to the `deliveries` queue. A `deliver` job claims its row, sends
-it (gateway/outbox.py), and marks it delivered, due again after a capped exponential backoff,
+it (gateway/outbox/sending.py), and marks it delivered, due again after a capped exponential backoff,
 or failed when the receiver refuses the content. The reconciler re-sends whatever is due.
 """
 
@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from gateway import outbox
-from gateway.deliveries.report import DeliveryError
-from gateway.publish import describe, publish_deliveries
+from gateway.broker.publish import publish_deliveries
+from gateway.outbox import sending as outbox
+from gateway.outbox.report import DeliveryError
 from imaging.canonical import SCAN_SIZE
 from ledger import deliveries, studies
 from ledger.statements import scan_pixels
+from schemas.errors import describe
 from schemas.messages import Escalation
 from schemas.queues import DELIVER_TASK
 from schemas.settings import Settings, get_settings

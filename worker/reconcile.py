@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from gateway import outbox
-from gateway.broker import broker_url, queue_depths, redis_client
-from gateway.publish import publish_deliveries, publish_escalations, publish_jobs
-from gateway.webhook import page_clinicians
+from gateway.broker.publish import publish_deliveries, publish_escalations, publish_jobs
+from gateway.broker.server import broker_url, queue_depths, redis_client
+from gateway.outbox.routing import routing
 from ledger import deliveries, studies
 from ledger.database import engine_for
 from ledger.reconcile import SCANS_PER_RUN, Decide, ReconcileReport, reconcile
@@ -19,6 +18,7 @@ from schemas.model_card import ModelNotFoundError, read_card, resolve_model_dir
 from schemas.queues import URGENT_QUEUE
 from schemas.settings import Settings
 from schemas.tables import utcnow
+from worker.paging import page_clinicians
 
 
 def run_reconcile(settings: Settings) -> ReconcileReport:
@@ -47,5 +47,5 @@ def _decider(engine: Engine, settings: Settings) -> Decide | None:
         card = read_card(resolve_model_dir(settings.resolved_model_dir))
     except ModelNotFoundError:
         return None
-    route = outbox.routing(settings)
+    route = routing(settings)
     return lambda scan_ids: studies.decide_ready(engine, scan_ids, card, card.version, route)

@@ -20,14 +20,14 @@ import redis.exceptions
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
-from gateway import outbox
-from gateway.publish import describe, publish_escalations, publish_jobs
-from gateway.webhook import page_clinicians
+from gateway.broker.publish import publish_escalations, publish_jobs
+from gateway.outbox.routing import routing
 from imaging.canonical import SCAN_SIZE
 from ledger import scans as ledger
 from ledger import studies, worklist
 from ledger.database import engine_for
 from ledger.deliveries import Routing
+from schemas.errors import describe
 from schemas.messages import ClassifyJob, Escalation
 from schemas.model_card import ModelNotFoundError
 from schemas.queues import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK
@@ -35,6 +35,7 @@ from schemas.settings import Settings, get_settings
 from worker.app import app
 from worker.delivering import after_decisions
 from worker.model import ServingModel, current_model
+from worker.paging import page_clinicians
 from worker.reconcile import run_reconcile
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
             settings.max_attempts,
             escalations.append,
             refuse_redelivered=len(job.scan_ids) > 1 and self.request.retries == 0,
-            routing=outbox.routing(settings),
+            routing=routing(settings),
         )
         publish_escalations(escalations, settings)
         after_decisions(engine, current_model(settings), escalations, job.scan_ids, settings)

@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from bench.services import redis_url_with_database
-from gateway.client import submit_images, submit_scans
+from gateway.intake.client import submit_images, submit_scans
 from ledger.database import engine_for, upgrade_schema
 from ledger.reads import status_counts
 from schemas.settings import get_settings

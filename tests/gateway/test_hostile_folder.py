@@ -1,7 +1,7 @@
 """One folder holding every hostile input beside two good scans: each bad file is named with its
 reason, both good scans are queued, and nothing escapes as a traceback or exhausts memory.
 
-The same folder goes through `gateway.intake.read_paths` in this process and through
+The same folder goes through `gateway.intake.files.read_paths` in this process and through
 `python -m triage enqueue FOLDER` in a child process (real Redis, SQLite ledger), whose peak
 resident memory is measured and must stay under 1.5 GiB.
 """
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from bench.services import redis_url_with_database
-from gateway.intake import OUTSIDE, read_paths
+from gateway.intake.files import OUTSIDE, read_paths
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
 from tests.imaging.hostile import HOSTILE, nested_folders, remove_tree

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gateway.intake import read_arrays, read_paths
+from gateway.intake.files import read_arrays, read_paths
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
 from tests.imaging.hostile import nested_folders, remove_tree

@@ -1,4 +1,4 @@
-"""gateway.metrics and `triage metrics`: /metrics scraped over HTTP from a real Redis and a real
+"""gateway.operations.metrics and `triage metrics`: /metrics scraped over HTTP from a real Redis and a real
 ledger (SQLite and PostgreSQL), parsed with Prometheus's own text parser."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from kombu.transport.redis import Channel
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.services import redis_url_with_database
-from gateway.broker import redis_client
-from gateway.metrics import start_metrics_server
+from gateway.broker.server import redis_client
+from gateway.operations.metrics import start_metrics_server
 from ledger.database import upgrade_schema
 from schemas.settings import Settings, get_settings
 from schemas.tables import Delivery, Result, Study, UrgentCase
@@ -253,7 +253,7 @@ def test_a_scrape_that_cannot_read_reports_down(
 
 
 def test_registering_the_collector_reads_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gateway.metrics as metrics
+    import gateway.operations.metrics as metrics
 
     def fail(_settings: Settings) -> None:
         raise AssertionError("take_snapshot ran outside a scrape")

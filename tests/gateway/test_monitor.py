@@ -1,4 +1,4 @@
-"""gateway.monitor and `triage stats`: queue depths from a real Redis, ages from a real ledger."""
+"""gateway.operations.monitor and `triage stats`: queue depths from a real Redis, ages from a real ledger."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from kombu.transport.redis import Channel
 from typer.testing import CliRunner
 
 from bench.services import redis_url_with_database
-from gateway.broker import queue_depths, redis_client
-from gateway.monitor import take_snapshot
+from gateway.broker.server import queue_depths, redis_client
+from gateway.operations.monitor import take_snapshot
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, Study, UrgentCase
 from tests.gateway.scan_rows import insert_scans
@@ -174,7 +174,7 @@ def test_stats_without_tables_says_to_migrate(
 def test_depths_match_what_celery_really_publishes(
     broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gateway.publish import publish_jobs
+    from gateway.broker.publish import publish_jobs
 
     kwargs = broker.connection_pool.connection_kwargs
     monkeypatch.setenv(

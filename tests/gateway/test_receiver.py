@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.services import wait_until
-from gateway.receiver import (
+from gateway.intake.receiver import (
     CANNOT_UNDERSTAND,
     CT,
     OUT_OF_RESOURCES,
@@ -26,7 +26,7 @@ from gateway.receiver import (
     StoreContext,
     start_receiver,
 )
-from gateway.study_closer import StudyCloser
+from gateway.intake.study_closer import StudyCloser
 from ledger.database import engine_for, upgrade_schema
 from ledger.statements import scan_pixels, scans, studies
 from schemas.messages import Priority

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from bench import peers
 from bench.peers import Fhir, Ris, start_receivers
 from bench.services import free_port
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Delivery, Study

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.services import free_port
-from gateway.receiver import CT
+from gateway.intake.receiver import CT
 from ledger import reads
 from ledger.database import engine_for
 from ledger.statements import scans

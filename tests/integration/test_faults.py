@@ -31,7 +31,7 @@ from bench.services import (
     postgres_bin_dir,
     wait_until,
 )
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase

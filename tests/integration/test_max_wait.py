@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, utcnow

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from gateway.publish import publish_jobs
+from gateway.broker.publish import publish_jobs
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase

@@ -23,7 +23,7 @@ from kombu import Connection, Exchange, Queue
 from PIL import Image
 
 from bench.services import RedisServer
-from gateway.client import submit_images
+from gateway.intake.client import submit_images
 from ledger import scans as ledger
 from ledger.database import engine_for, upgrade_schema
 from schemas.queues import CLASSIFY_TASK, ROUTINE_QUEUE

@@ -194,7 +194,7 @@ def test_worklist_cases_never_paged_are_paged_again_until_recorded(
     engine,  # noqa: ANN001
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gateway.webhook import page_clinicians
+    from worker.paging import page_clinicians
 
     paged, unpaged = add(engine, 2)
     for scan_id in (paged, unpaged):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.webhook import notify, page_clinicians
+from gateway.outbox.webhook import notify
 from ledger import reads, worklist
 from ledger import scans as ledger
 from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.messages import Escalation
 from schemas.settings import get_settings
+from worker.paging import page_clinicians
 
 DEADLINE_S = 0.6
 MARGIN_S = 1.0
@@ -149,14 +150,15 @@ def test_a_blackholed_webhook_never_delays_the_escalation_path(
 def test_the_outbox_posts_our_ids_and_a_stuck_endpoint_is_a_retry_within_the_deadline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_url: str, blackhole_url: str
 ) -> None:
-    from gateway import outbox
-    from gateway.deliveries.report import DeliveryError
+    from gateway.outbox import sending as outbox
+    from gateway.outbox.report import DeliveryError
+    from gateway.outbox.routing import routing
 
     facts = {"id": "study-1", "top_scan_id": "scan-1"}
     monkeypatch.setenv("TRIAGE_NOTIFY_URL", f"{http_url}/ok")
     get_settings.cache_clear()
-    assert outbox.routing(get_settings()).channels(urgent=True) == ("webhook",)
-    assert outbox.routing(get_settings()).channels(urgent=False) == ()
+    assert routing(get_settings()).channels(urgent=True) == ("webhook",)
+    assert routing(get_settings()).channels(urgent=False) == ()
     outbox._send_webhook(facts, get_settings())  # delivered: no error
     assert Handler.hits == ["/ok"]
     for url in (blackhole_url, f"{http_url}/redirect", f"{http_url}/error"):

@@ -8,13 +8,13 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from gateway.deliveries.report import (
+from gateway.outbox.report import (
     DeliveryError,
     derived_uid,
     dicom_study_uid,
     hl7_message_id,
 )
-from tests.gateway.deliveries.conftest import make_report
+from tests.gateway.outbox.conftest import make_report
 
 
 def test_derived_identifiers_are_stable_and_per_decision() -> None:

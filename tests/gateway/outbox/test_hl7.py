@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 from hl7apy.parser import parse_message
 
-from gateway.deliveries.hl7 import build_oru, escape
-from gateway.deliveries.mllp import END, START, control_id, send_mllp, send_mllp_many
-from gateway.deliveries.report import DeliveryError, StudyReport, hl7_message_id
-from tests.gateway.deliveries.conftest import free_port, make_report
+from gateway.outbox.hl7 import build_oru, escape
+from gateway.outbox.mllp import END, START, control_id, send_mllp, send_mllp_many
+from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
+from tests.gateway.outbox.conftest import free_port, make_report
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,7 +190,7 @@ def test_one_connection_broken_midway(ris_factory) -> None:  # noqa: ANN001
 
 
 def test_ack_checks() -> None:
-    from gateway.deliveries.mllp import check_ack
+    from gateway.outbox.mllp import check_ack
 
     head = "MSH|^~\\&|RIS||TRIAGE||20261201||ACK|A1|P|"
     check_ack(head + "2.5\rMSA|AA|ID-1", "ID-1")

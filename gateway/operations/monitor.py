@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.broker import broker_url, queue_depths, redis_client
+from gateway.broker.server import broker_url, queue_depths, redis_client
 from ledger.backlog import ledger_backlog
 from ledger.database import engine_for
 from ledger.deliveries import waiting_by_channel

@@ -1,6 +1,6 @@
 """The producer side, for the CLI and for a hospital system: scans in, jobs out.
 
-    from gateway.client import submit_scans
+    from gateway.intake.client import submit_scans
     submission = submit_scans(["/incoming/ct"], priority="stat")
     submission.queued      # [(scan_id, source), ...]
     submission.repeated    # [(existing scan_id, source), ...]: same SOPInstanceUID as before
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gateway.intake import IncomingScan, Intake, read_arrays, read_paths
-from gateway.publish import PublishError, publish_jobs
+from gateway.broker.publish import PublishError, publish_jobs
+from gateway.intake.files import IncomingScan, Intake, read_arrays, read_paths
 from imaging.canonical import ScanError
 from ledger import scans as scan_ledger
 from ledger.database import engine_for, require_schema

@@ -1,8 +1,8 @@
-"""Sending one outbox row: which channels a decision goes to, and how each is sent.
+"""Sending one outbox row: the decision's facts from the ledger, then its channel's sender.
 
 The `deliver` task (worker/tasks.py) claims a row in the ledger and calls `send`; the payload
-builders and senders live in `gateway/deliveries/` (DICOM SR and key image by C-STORE, HL7 ORU
-over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
+builders and senders are this package's channel modules (DICOM SR and key image by C-STORE,
+HL7 ORU over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
 SOPInstanceUIDs, the HL7 MSH-10 and the FHIR identifier are derived from our study id and
 decision number, so a resend is the same message and a re-decided study a new one.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from gateway.deliveries.report import DeliveryError, StudyReport, hl7_message_id
+from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
 from imaging.canonical import SCAN_SIZE
-from ledger.deliveries import Routing, report_facts
+from ledger.deliveries import report_facts
 from schemas.settings import Settings
 
 SEND_TIMEOUT_S = 20.0
@@ -26,22 +26,6 @@ SOP_CLASS_OF_MODALITY = {  # the storage class of a received slice, for referenc
     "CR": "1.2.840.10008.5.1.4.1.1.1",
     "DX": "1.2.840.10008.5.1.4.1.1.1.1",
 }
-
-
-def routing(settings: Settings) -> Routing:
-    """The channels configured: DICOM and FHIR for every decided study, HL7 for urgent ones
-    (or every study with TRIAGE_HL7_ALL_STUDIES), the webhook for urgent ones."""
-    every: list[str] = []
-    urgent_only: list[str] = []
-    if settings.dicom_destination:
-        every.append("dicom")
-    if settings.fhir_url:
-        every.append("fhir")
-    if settings.hl7_destination:
-        (every if settings.hl7_all_studies else urgent_only).append("hl7")
-    if settings.notify_url:
-        urgent_only.append("webhook")
-    return Routing(tuple(every), tuple(urgent_only))
 
 
 def send(engine: Engine, delivery: dict[str, Any], settings: Settings) -> None:
@@ -99,9 +83,9 @@ def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport
 def _send_dicom(report: StudyReport, settings: Settings) -> None:
     """The SR for every decided study; for an urgent one also the key image with its overlay
     (not before the routine worker has stored the saliency map)."""
-    from gateway.deliveries.cstore import send_cstore
-    from gateway.deliveries.dicom_sr import build_sr
-    from gateway.deliveries.key_image import build_key_image
+    from gateway.outbox.cstore import send_cstore
+    from gateway.outbox.dicom_sr import build_sr
+    from gateway.outbox.key_image import build_key_image
 
     key_image = None
     if report.urgent:
@@ -114,22 +98,22 @@ def _send_dicom(report: StudyReport, settings: Settings) -> None:
 
 
 def _send_hl7(report: StudyReport, settings: Settings) -> None:
-    from gateway.deliveries.hl7 import build_oru
-    from gateway.deliveries.mllp import send_mllp
+    from gateway.outbox.hl7 import build_oru
+    from gateway.outbox.mllp import send_mllp
 
     host, port = settings.hl7_destination.rsplit(":", 1)
     send_mllp(build_oru(report, hl7_message_id(report)), host, int(port), SEND_TIMEOUT_S)
 
 
 def _send_fhir(report: StudyReport, settings: Settings) -> None:
-    from gateway.deliveries.fhir import build_fhir, post_fhir
+    from gateway.outbox.fhir import build_fhir, post_fhir
 
     post_fhir(settings.fhir_url, build_fhir(report), SEND_TIMEOUT_S)
 
 
 def _send_webhook(facts: dict[str, Any], settings: Settings) -> None:
     """POST our ids of the urgent study (its id and most suspicious slice), nothing else."""
-    from gateway.webhook import notify
+    from gateway.outbox.webhook import notify
 
     if not notify(settings.notify_url, facts["top_scan_id"], study_id=facts["id"]):
         raise DeliveryError("the webhook did not answer 2xx in time", retryable=True)

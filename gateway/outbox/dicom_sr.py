@@ -35,7 +35,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import ComprehensiveSRStorage
 
-from gateway.deliveries.report import (
+from gateway.outbox.report import (
     StudyReport,
     derived_uid,
     dicom_study_uid,

@@ -21,7 +21,7 @@ import socket
 import time
 from collections.abc import Sequence
 
-from gateway.deliveries.report import DeliveryError
+from gateway.outbox.report import DeliveryError
 
 START, END = b"\x0b", b"\x1c\r"
 MAX_ACK_BYTES = 1 << 20

@@ -30,7 +30,7 @@ import urllib.request
 import uuid
 from typing import Any
 
-from gateway.deliveries.report import (
+from gateway.outbox.report import (
     DISCLAIMER,
     DeliveryError,
     StudyReport,

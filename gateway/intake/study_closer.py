@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gateway.publish import describe, publish_jobs
+from gateway.broker.publish import publish_jobs
 from ledger import scans as scan_ledger
 from ledger.database import engine_for
 from ledger.studies import close_idle
+from schemas.errors import describe
 from schemas.messages import Priority
 from schemas.settings import Settings
 from schemas.tables import utcnow

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
-from gateway.monitor import Snapshot, take_snapshot
+from gateway.operations.monitor import Snapshot, take_snapshot
 from ledger.database import engine_for
 from ledger.statements import results
 from schemas.settings import Settings

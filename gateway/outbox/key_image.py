@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from gateway.deliveries.report import (
+from gateway.outbox.report import (
     StudyReport,
     derived_uid,
     dicom_study_uid,

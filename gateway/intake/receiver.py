@@ -6,7 +6,7 @@ only if an installed pydicom plugin decodes it), taking for each proposed contex
 first syntax we decode. Handlers are plain functions bound with
 their dependencies. A C-STORE is answered success (0x0000) only after its instance is
 committed to the ledger, held in its study (`receiving`) until the study goes idle
-(`gateway.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
+(`gateway.intake.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
 
 - 0xC210 (cannot understand): the instance is unusable (no pixel data, corrupt, too large);
 - 0xA700 (out of resources): the ledger is unavailable, after a few tries;
@@ -25,13 +25,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.client import PublishError, admit
-from gateway.intake import IncomingScan, Intake
-from gateway.publish import describe
-from gateway.study_closer import StudyCloser
+from gateway.intake.client import PublishError, admit
+from gateway.intake.files import IncomingScan, Intake
+from gateway.intake.study_closer import StudyCloser
 from imaging.canonical import ScanError
 from imaging.dicom import DEFLATED, can_decode, check_inflated_size, decode_dataset
 from imaging.files import DECODED_BYTES_PER_FILE_BYTE
+from schemas.errors import describe
 from schemas.messages import Priority
 from schemas.settings import Settings
 

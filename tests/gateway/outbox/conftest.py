@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from gateway.deliveries.report import StudyReport
+from gateway.outbox.report import StudyReport
 from trainer.synth import make_phantoms
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from gateway.deliveries.report import DeliveryError
+from gateway.outbox.report import DeliveryError
 
 log = logging.getLogger(__name__)
 

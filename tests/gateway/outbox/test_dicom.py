@@ -18,11 +18,11 @@ import pydicom
 import pytest
 from pydicom.uid import UID
 
-from gateway.deliveries.cstore import parse_destination, send_cstore, status_retryable
-from gateway.deliveries.dicom_sr import build_sr
-from gateway.deliveries.key_image import build_key_image, render_key_image
-from gateway.deliveries.report import DeliveryError, StudyReport
-from tests.gateway.deliveries.conftest import free_port, listening, make_report, wait_until
+from gateway.outbox.cstore import parse_destination, send_cstore, status_retryable
+from gateway.outbox.dicom_sr import build_sr
+from gateway.outbox.key_image import build_key_image, render_key_image
+from gateway.outbox.report import DeliveryError, StudyReport
+from tests.gateway.outbox.conftest import free_port, listening, make_report, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 needs_dcmtk = pytest.mark.skipif(

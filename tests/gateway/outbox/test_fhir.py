@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fhir.resources.bundle import Bundle
 
-from gateway.deliveries.fhir import IDENTIFIER_SYSTEM, build_fhir, post_fhir
-from gateway.deliveries.report import DeliveryError, StudyReport
-from tests.gateway.deliveries.conftest import free_port, make_report
+from gateway.outbox.fhir import IDENTIFIER_SYSTEM, build_fhir, post_fhir
+from gateway.outbox.report import DeliveryError, StudyReport
+from tests.gateway.outbox.conftest import free_port, make_report
 
 pytestmark = pytest.mark.timeout(60)
 

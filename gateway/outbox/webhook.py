@@ -1,6 +1,5 @@
-"""Paging clinicians: a log line (our ids only) for each new worklist case, recorded in the
-ledger; and the webhook (`TRIAGE_NOTIFY_URL`), sent from the outbox by the deliveries worker
-(gateway/outbox.py), so a slow or blackholed endpoint never delays an escalation.
+"""The webhook channel (`TRIAGE_NOTIFY_URL`): sent from the outbox by the deliveries worker
+(gateway/outbox/sending.py), so a slow or blackholed endpoint never delays an escalation.
 
 A webhook POST carries {"scan_id", "study_id"} (our ids) under a wall-clock deadline.
 Redirects are not followed (a 3xx is a failure) and only http(s) URLs are used. Any failure is
@@ -13,12 +12,7 @@ import json
 import logging
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-
-from ledger import worklist
-from ledger.database import engine_for
-from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
 NOTIFY_DEADLINE_S = 5.0  # per POST, wall clock, whatever the endpoint does
@@ -82,21 +76,3 @@ def notify(
         log.error("webhook for scan %s not answered within %g s", scan_id, deadline_s)
         return False
     return future.result()
-
-
-def page_clinicians(settings: Settings, scan_ids: Sequence[str]) -> list[str]:
-    """Page each new worklist case (a log line naming our ids); record the pages.
-
-    A case whose page never went out (the worker died between the worklist and the log) keeps
-    no `notified_at`, and the reconciler pages it again. Never raises: the worklist row is
-    already committed. The webhook is the outbox's (`deliveries` queue), not sent from here.
-    """
-    for scan_id in scan_ids:
-        log.warning("URGENT scan %s is on the worklist", scan_id)
-    paged = list(scan_ids)
-    if paged:
-        try:
-            worklist.mark_notified(engine_for(settings.resolved_database_url), paged)
-        except Exception as error:  # paged again later: twice beats never
-            log.error("could not record %d pages: %s", len(paged), type(error).__name__)
-    return paged

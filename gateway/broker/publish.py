@@ -11,7 +11,8 @@ from functools import lru_cache
 
 from celery import Celery
 
-from gateway.broker import broker_url
+from gateway.broker.server import broker_url
+from schemas.errors import describe
 from schemas.messages import ClassifyJob, Escalation, Priority
 from schemas.queues import CELERY_CONFIG, CLASSIFY_TASK, DELIVER_TASK, ESCALATE_TASK
 from schemas.settings import Settings
@@ -27,13 +28,6 @@ def producer_app(url: str) -> Celery:
     app = Celery("triage-producer", broker=url, set_as_current=False)
     app.conf.update(CELERY_CONFIG)
     return app
-
-
-def describe(error: BaseException) -> str:
-    """One short line for the ledger and the logs: the error type and its first line."""
-    detail = getattr(error, "orig", None) or error
-    first_line = (str(detail).strip().splitlines() or [""])[0]
-    return f"{type(error).__name__}: {first_line}"[:300]
 
 
 def publish_jobs(scan_ids: Sequence[str], priority: Priority | str, settings: Settings) -> int:

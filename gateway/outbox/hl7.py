@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from hl7apy.core import Group, Message
 
-from gateway.deliveries.report import DISCLAIMER, StudyReport
+from gateway.outbox.report import DISCLAIMER, StudyReport
 
 SCHEME = "99TRIAGE"
 VERSION = "2.5"

@@ -1,0 +1,1 @@
+"""What operators read: one snapshot of queues and ledger (monitor.py), Prometheus (metrics.py)."""

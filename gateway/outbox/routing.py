@@ -1,0 +1,23 @@
+"""Which channels a study decision goes to, from the settings (the ledger writes one outbox
+row per channel in the decision's transaction)."""
+
+from __future__ import annotations
+
+from ledger.deliveries import Routing
+from schemas.settings import Settings
+
+
+def routing(settings: Settings) -> Routing:
+    """The channels configured: DICOM and FHIR for every decided study, HL7 for urgent ones
+    (or every study with TRIAGE_HL7_ALL_STUDIES), the webhook for urgent ones."""
+    every: list[str] = []
+    urgent_only: list[str] = []
+    if settings.dicom_destination:
+        every.append("dicom")
+    if settings.fhir_url:
+        every.append("fhir")
+    if settings.hl7_destination:
+        (every if settings.hl7_all_studies else urgent_only).append("hl7")
+    if settings.notify_url:
+        urgent_only.append("webhook")
+    return Routing(tuple(every), tuple(urgent_only))
