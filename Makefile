@@ -4,7 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format bench clean
+# The real lung-CT scans, where the project's shared/ folder lies beside the checkout
+TRIAGE_REAL_DATA ?= $(wildcard $(CURDIR)/../shared/data/iqothnccd_ct_dev.npz)
+export TRIAGE_REAL_DATA
+
+.PHONY: install system-packages demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/triage demo
 
-test: $(STAMP)
+system-packages:
+	scripts/system-packages
+
+test: $(STAMP) system-packages
 	$(PY) -m pytest
 
 test-fast: $(STAMP)

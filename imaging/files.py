@@ -84,6 +84,10 @@ def _check_file(path: Path, source: str, max_file_bytes: int) -> None:
         raise ScanError(source, "file is empty (0 bytes)")
     if size > max_file_bytes:
         raise ScanError(source, f"file is {size} bytes, over the cap of {max_file_bytes}")
+    with path.open(
+        "rb"
+    ):  # unreadable (permission): refused as such by the caller, whatever the format
+        pass
 
 
 def _decode(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ from gateway.intake.files import read_arrays, read_paths
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
 from tests.imaging.hostile import nested_folders, remove_tree
+
+NOBODY = 65534  # the unprivileged user and group every Debian system has
 
 
 def save_png(path: Path, mean: int = 120) -> Path:
@@ -52,12 +57,43 @@ def test_symlink_loops_missing_and_repeated_paths_are_reported_not_fatal(tmp_pat
     assert "more than once" in reasons["good.png"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every file")
-def test_an_unreadable_file_is_reported(tmp_path: Path) -> None:
-    locked = save_png(tmp_path / "locked.png")
-    locked.chmod(0)
-    intake = read_paths([locked], get_settings())
-    assert not intake.scans and "permission" in intake.rejected[0].reason
+def test_an_unreadable_file_is_reported() -> None:
+    """Read as an unprivileged user (root reads every file: the test drops to `nobody`)."""
+    folder = Path(tempfile.mkdtemp(prefix="triage-locked-"))
+    try:
+        folder.chmod(0o755)
+        locked = save_png(folder / "locked.png")
+        locked.chmod(0)
+        scans, reasons = _read_as_nobody(locked) if os.geteuid() == 0 else _read(locked)
+        assert scans == 0 and len(reasons) == 1 and "permission" in reasons[0]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read(path: Path) -> tuple[int, list[str]]:
+    intake = read_paths([path], get_settings())
+    return len(intake.scans), [error.reason for error in intake.rejected]
+
+
+def _read_as_nobody(path: Path) -> tuple[int, list[str]]:
+    """`_read` in a forked child that has given up root for good; its answer comes by a pipe."""
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: never returns into pytest
+        try:
+            os.close(reading)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(writing, json.dumps(_read(path)).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading) as answer:
+        text = answer.read()
+    os.waitpid(child, 0)
+    scans, reasons = json.loads(text)
+    return scans, reasons
 
 
 def test_arrays_from_a_hospital_system_are_canonicalized_with_their_accessions() -> None:
