@@ -57,12 +57,13 @@ def test_every_destination_down_at_first_gets_each_message_exactly_once(
     def tried_everywhere() -> bool:
         with engine.connect() as connection:
             rows = connection.execute(sa.select(Delivery.channel, Delivery.attempts)).all()
-        return len(rows) == 4 + 4 + 2 and all(attempts >= 1 for _, attempts in rows)
+        # an SR per study, a key image per urgent one, a FHIR report per study, an ORU per urgent
+        return len(rows) == 4 + 2 + 4 + 2 and all(attempts >= 1 for _, attempts in rows)
 
     wait_for(tried_everywhere, "every delivery tried while the receivers are down", 120)
     pacs_dir = tmp_path / "pacs"
     with start_receivers(ports, pacs_dir):
-        wait_for(lambda: _delivered(engine) == 10, "every delivery delivered", timeout=150)
+        wait_for(lambda: _delivered(engine) == 12, "every delivery delivered", timeout=150)
         time.sleep(3)  # let a stray duplicate arrive, if the design allowed one
         check_pacs(pacs_dir, engine)
         assert len(Ris.received) == 2 and len(Ris.refused_once) == 1  # urgent only; AE retried
@@ -128,9 +129,9 @@ def test_a_study_sent_by_storescu_reaches_the_pacs_and_the_ris_that_came_up_late
         decided = wait_decided(uid, slices=5)
         assert decided["urgent"] is True
         engine = engine_for(get_settings().resolved_database_url)
-        wait_for(lambda: _count_tried(engine) == 2, "both deliveries tried while down", 60)
+        wait_for(lambda: _count_tried(engine) == 3, "every delivery tried while down", 60)
         with start_receivers(ports, tmp_path / "pacs"):
-            wait_for(lambda: _delivered(engine) == 2, "the SR, key image and ORU delivered", 120)
+            wait_for(lambda: _delivered(engine) == 3, "the SR, key image and ORU delivered", 120)
             stored = [pydicom.dcmread(path) for path in (tmp_path / "pacs").iterdir()]
             from pydicom.uid import SecondaryCaptureImageStorage
 
