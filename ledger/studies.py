@@ -341,7 +341,8 @@ def _record_decisions(
 
 def undecided_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
     """Closed studies, idle since `cutoff`, whose slices are all finished but which have no
-    decision (the worker died between its results and the decision): one scan id of each."""
+    decision (their last slices were failed outside a job, e.g. by the reconciler, or their
+    results predate the decision): one scan id of each."""
     unfinished = _has_unfinished_slice()
     one_scan = (
         sa.select(sa.func.min(scans.c.id)).where(scans.c.study_id == studies.c.id).scalar_subquery()

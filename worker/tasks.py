@@ -3,12 +3,12 @@
 `classify` ends at the committed decision: claim, one forward pass, then the results and the
 study decisions (with their outbox rows) in one transaction; after the commit it publishes
 the escalations, the deliveries that are due and a `render_key_image` job per urgent study
-(worker/rendering.py). Classification and escalation are idempotent: a job delivered twice leaves one result per scan and one worklist row.
-Database and broker outages and a missing model are retried with exponential backoff
-(capped); a classification job that still cannot run after `max_attempts` retries leaves its
-scans waiting in `queued` with the reason (the reconciler re-sends them). Only a scan's own
-faults (unusable pixels, a worker lost to it `max_attempts` times, a model or data exception)
-end in `failed`.
+(worker/rendering.py). Classification and escalation are idempotent: a job delivered twice
+leaves one result per scan and one worklist row. Database and broker outages and a missing
+model are retried with exponential backoff (capped); a classification job that still cannot
+run after `max_attempts` retries leaves its scans waiting in `queued` with the reason (the
+reconciler re-sends them). Only a scan's own faults (unusable pixels, a worker lost to it
+`max_attempts` times, a model or data exception) end in `failed`.
 """
 
 from __future__ import annotations
@@ -107,9 +107,8 @@ def _classify_claimed(
 ) -> dict[str, int]:
     good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
     corrupt = sorted(set(claim.pixels) - set(good))
-    # the studies whose last slice is finished are decided in the results' transaction, once
-    # each: also those of a repeated job whose first delivery committed and died before
-    # publishing
+    # every study of these scans whose slices are all finished is decided in the results'
+    # transaction, once: also one whose last slices another job finished or failed
     recorded, escalations = ledger.record_and_decide(
         engine, scan_ids, _score(good, model) if good else [], corrupt, _record_of(model), routing
     )

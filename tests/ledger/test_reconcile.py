@@ -161,7 +161,7 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
         0.5,
         {},
     )
-    # the worker died between its results and the study decision: the reconciler decides
+    # results without a decision (a worker of the previous release died between the two)
     card = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
     broker = Broker()
 
