@@ -91,7 +91,7 @@ def _count(engine: sa.Engine, *where: object) -> int:
 
 
 def _pending(engine: sa.Engine) -> int:
-    return _count(engine, Delivery.status == "pending")
+    return _count(engine, Delivery.status.in_(("pending", "waiting")))  # waiting: a key image
 
 
 def _delivered(engine: sa.Engine) -> int:

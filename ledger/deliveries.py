@@ -4,6 +4,11 @@ Rows are written in the same transaction as the decision they report (`add_for_d
 called by `ledger.studies`), one per configured channel, and carry the key the receiver is
 idempotent on. A sender claims a due row, and marks it delivered, or due again later with the
 reason (exponential backoff, capped), or failed when the receiver refuses the content.
+
+A key image (channel `key_image`, urgent studies) needs the study's saliency map, which a model
+worker renders after the decision: its row is written `waiting`, turns `pending` in the
+transaction that stores the map (`ledger.studies.store_saliency`), and is never retried with
+backoff while it waits; the reconciler has the map rendered again for a row left waiting.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from schemas.tables import as_utc, utcnow
 
 BACKOFF_CAP_S = 60
 CLAIM_LEASE_S = 120  # a claimed row is due again after this if its sender died
+KEY_IMAGE = "key_image"  # the channel whose row waits for the study's saliency map
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,10 @@ def add_for_decisions(
     connection: Connection, decided: Sequence[tuple[str, int, bool]], routing: Routing
 ) -> None:
     """The outbox rows of these decisions, (study id, decision number, urgent) each, in the
-    caller's transaction (one statement)."""
+    caller's transaction; a key image `waiting`, and one left waiting by an earlier decision
+    of the study fails as superseded (the new decision renders its own)."""
     now = utcnow()
+    _supersede_waiting(connection, decided)
     rows = [
         {
             "id": str(uuid.uuid4()),
@@ -53,7 +61,7 @@ def add_for_decisions(
             "decision": decision,
             "channel": channel,
             "idempotency_key": idempotency_key(study_id, decision, channel),
-            "status": "pending",
+            "status": "waiting" if channel == KEY_IMAGE else "pending",
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
@@ -63,6 +71,80 @@ def add_for_decisions(
     ]
     if rows:
         connection.execute(deliveries.insert(), rows)
+
+
+def _supersede_waiting(connection: Connection, decided: Sequence[tuple[str, int, bool]]) -> None:
+    """Key images still waiting for an earlier decision of these re-decided studies: failed."""
+    again = [study_id for study_id, decision, _urgent in decided if decision > 1]
+    for chunk in chunks(again):
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.study_id.in_(chunk), deliveries.c.status == "waiting")
+            .values(status="failed", last_error="superseded by a later decision of the study")
+        )
+
+
+def release_key_images(connection: Connection, study_id: str) -> None:
+    """The study's waiting key images become due now (its saliency map was just stored, in
+    the caller's transaction)."""
+    connection.execute(
+        deliveries.update()
+        .where(deliveries.c.study_id == study_id, deliveries.c.status == "waiting")
+        .values(status="pending", next_attempt_at=utcnow(), last_error=None)
+    )
+
+
+def key_images_due(engine: Engine, study_id: str) -> list[str]:
+    """Ids of the study's pending key-image deliveries (to send now)."""
+    query = sa.select(deliveries.c.id).where(
+        deliveries.c.study_id == study_id,
+        deliveries.c.channel == KEY_IMAGE,
+        deliveries.c.status == "pending",
+    )
+    with engine.begin() as connection:
+        return sorted(connection.execute(query).scalars())
+
+
+def fail_waiting(engine: Engine, study_id: str, reason: str) -> None:
+    """The study's waiting key images can never be rendered: failed, with the reason."""
+    with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.study_id == study_id, deliveries.c.status == "waiting")
+            .values(status="failed", last_error=reason[:2000])
+        )
+
+
+def waiting_key_images(engine: Engine, before: datetime, now: datetime, limit: int) -> list[str]:
+    """Studies whose key image has waited for its saliency map since `before` (the render job
+    was lost, or the study was decided where no model runs): their ids, each row's wait
+    restarted at `now`, so one reconcile period passes before the next re-render."""
+    query = (
+        sa.select(deliveries.c.id, deliveries.c.study_id)
+        .where(deliveries.c.status == "waiting", deliveries.c.next_attempt_at <= before)
+        .order_by(deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    with engine.begin() as connection:
+        rows = connection.execute(query).all()
+        for chunk in chunks([row.id for row in rows]):
+            connection.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(chunk), deliveries.c.status == "waiting")
+                .values(next_attempt_at=now)
+            )
+    return sorted({row.study_id for row in rows})
+
+
+def mark_waiting(engine: Engine, delivery_id: str, reason: str) -> None:
+    """A claimed key image whose saliency map is missing after all: back to waiting (no
+    backoff, the reconciler has the map rendered again)."""
+    with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id, deliveries.c.status == "pending")
+            .values(status="waiting", next_attempt_at=utcnow(), last_error=reason[:2000])
+        )
 
 
 def pending_for_scans(engine: Engine, scan_ids: Sequence[str]) -> list[str]:
@@ -176,10 +258,10 @@ def list_deliveries(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
 
 
 def waiting_by_channel(engine: Engine) -> dict[str, int]:
-    """Pending deliveries per channel (for `triage stats`)."""
+    """Deliveries not sent yet (pending or waiting) per channel (for `triage stats`)."""
     query = (
         sa.select(deliveries.c.channel, sa.func.count())
-        .where(deliveries.c.status == "pending")
+        .where(deliveries.c.status.in_(("pending", "waiting")))
         .group_by(deliveries.c.channel)
     )
     with engine.begin() as connection:

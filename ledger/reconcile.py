@@ -16,7 +16,10 @@ the urgent worker (`celery -A worker worker -Q urgent -B`). Each run reads ids a
   empty (the message was lost); the worklist insert is idempotent;
 - pages again worklist cases whose page never went out (`notified_at` unset for longer than
   one reconcile period: the urgent worker died between worklist and page, or the webhook
-  failed).
+  failed);
+- has the key image of an urgent study rendered (`render`) when it decides the study itself
+  (it runs where no model does), and again, at most once per reconcile period, for a key image
+  still waiting for its saliency map (the render job was lost, or its worker died).
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ledger import deliveries, studies, worklist
 from ledger import scans as scan_ledger
-from ledger import studies, worklist
 from schemas.messages import Escalation, Priority
 from schemas.settings import Settings
 from schemas.tables import as_utc, utcnow
@@ -44,6 +47,7 @@ PublishJobs = Callable[[Sequence[str], Priority], None]
 PublishEscalation = Callable[[Escalation], None]
 Page = Callable[[Sequence[str]], object]  # (scan ids) -> pages the clinicians
 Decide = Callable[[Sequence[str]], list[Escalation]]  # (scan ids) -> their studies decided
+Render = Callable[[Sequence[str]], object]  # (study ids) -> their key images rendered
 
 
 @dataclass
@@ -58,6 +62,7 @@ class ReconcileReport:
     studies_closed: int = 0
     studies_decided: int = 0
     deliveries: int = 0  # outbox rows re-sent (worker/reconcile.py)
+    key_images: int = 0  # studies whose key image render was published
     failed_ids: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
@@ -83,11 +88,16 @@ def reconcile(
     now: datetime | None = None,
     page: Page | None = None,
     decide: Decide | None = None,
+    render: Render | None = None,
 ) -> ReconcileReport:
     """One reconciliation pass over the ledger; publishing is done by the given callables."""
     now = now or utcnow()
     report = ReconcileReport()
-    _close_and_decide(engine, settings, now, publish_jobs, publish_escalation, decide, report)
+    decided = _close_and_decide(
+        engine, settings, now, publish_jobs, publish_escalation, decide, report
+    )
+    if render is not None:
+        _render_key_images(engine, settings, now, decided, render, report)
     plan = _plan(engine, settings, now)
     report.failed, report.failed_ids = len(plan.fail), plan.fail
     if plan.fail:
@@ -127,10 +137,10 @@ def _close_and_decide(
     publish_escalation: PublishEscalation,
     decide: Decide | None,
     report: ReconcileReport,
-) -> None:
+) -> list[Escalation]:
     """Close studies a receiver left open (idle for twice the idle time: it died), and decide
-    closed studies whose slices are all finished but have no decision (a worker died between
-    its results and the decision)."""
+    closed studies whose slices are all finished but have no decision (their job's worker
+    was lost before it committed); returns the escalations of those decided."""
     idle_before = now - timedelta(seconds=2 * settings.study_idle_seconds)
     closed = studies.close_idle(engine, idle_before, SCANS_PER_RUN)
     for priority, ids in closed.to_publish.items():
@@ -139,13 +149,34 @@ def _close_and_decide(
             scan_ledger.mark_published(engine, ids, now)
     report.studies_closed = closed.studies
     if decide is None:
-        return
+        return []
     grace = now - timedelta(seconds=settings.reconcile_every_seconds)
     undecided = studies.undecided_before(engine, grace, SCANS_PER_RUN)
-    if undecided:
-        for escalation in decide(undecided):
-            publish_escalation(escalation)
-        report.studies_decided = len(undecided)
+    if not undecided:
+        return []
+    escalations = decide(undecided)
+    for escalation in escalations:
+        publish_escalation(escalation)
+    report.studies_decided = len(undecided)
+    return escalations
+
+
+def _render_key_images(
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    decided: Sequence[Escalation],
+    render: Render,
+    report: ReconcileReport,
+) -> None:
+    """Key images to render: those of the urgent studies just decided here, and those that
+    have waited a reconcile period since their decision or their last render."""
+    grace = now - timedelta(seconds=settings.reconcile_every_seconds)
+    waiting = deliveries.waiting_key_images(engine, grace, now, SCANS_PER_RUN)
+    study_ids = sorted({*waiting, *(e.study_id for e in decided if e.study_id is not None)})
+    if study_ids:
+        render(study_ids)
+    report.key_images = len(study_ids)
 
 
 def _plan(engine: Engine, settings: Settings, now: datetime) -> _Plan:

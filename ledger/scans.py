@@ -15,12 +15,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from imaging.canonical import SCAN_SIZE
 from imaging.identity import DicomIdentity
 from ledger.bulk import insert_rows
+from ledger.deliveries import Routing
 from ledger.statements import chunks, models, results, scan_pixels, scans, upsert_into
-from ledger.studies import StudyRef, open_studies, own_study_uid
-from schemas.messages import check_priority
+from ledger.studies import StudyRef, decide_ready_in, open_studies, own_study_uid
+from schemas.messages import Escalation, check_priority
+from schemas.model_card import ModelCard
 from schemas.tables import utcnow
+
+SCAN_BYTES = SCAN_SIZE * SCAN_SIZE
 
 _registered: set[tuple[str, str]] = set()  # (database URL, model version) this process wrote
 
@@ -220,32 +225,78 @@ def record_results(
     (a late duplicate or a redelivery under a newer model is dropped), a `failed` or `queued`
     scan gets none. One transaction; the model row is written once per process and database.
     """
+    with engine.begin() as connection:
+        recorded = _record_in(connection, scored, model_version, model_path, urgent_threshold, card)
+    _registered.add((str(engine.url), model_version))
+    return recorded
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The model a job was classified by, as the ledger registers it."""
+
+    version: str
+    path: str
+    urgent_threshold: float
+    card: ModelCard
+
+
+def record_and_decide(
+    engine: Engine,
+    scan_ids: Sequence[str],
+    scored: Sequence[ScoredScan],
+    corrupt: Sequence[str],
+    model: ModelRecord,
+    routing: Routing | None = None,
+) -> tuple[Recorded, list[Escalation]]:
+    """A job's end in one transaction: `corrupt` scans failed, the `scored` results recorded
+    (as `record_results`), then every study of `scan_ids` whose slices are now all finished
+    decided with its outbox rows (`ledger.studies.decide_ready_in`); returns the results and
+    the escalations of the urgent studies. No reader sees results without their decision."""
+    card = model.card.model_dump(mode="json")
+    with engine.begin() as connection:
+        if corrupt:
+            _fail(connection, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
+        recorded = _record_in(
+            connection, scored, model.version, model.path, model.urgent_threshold, card
+        )
+        escalations = decide_ready_in(connection, scan_ids, model.card, model.version, routing)
+    _registered.add((str(engine.url), model.version))
+    return recorded, escalations
+
+
+def _record_in(
+    connection: Connection,
+    scored: Sequence[ScoredScan],
+    model_version: str,
+    model_path: str,
+    urgent_threshold: float,
+    card: dict[str, Any],
+) -> Recorded:
+    """`record_results` in the caller's transaction (the caller notes the registration)."""
     classified_at = utcnow()
     by_id = {item.scan_id: item for item in scored}
-    registration = (str(engine.url), model_version)
+    if (str(connection.engine.url), model_version) not in _registered:
+        register = upsert_into(connection, models).values(
+            version=model_version,
+            path=model_path,
+            urgent_threshold=urgent_threshold,
+            registered_at=classified_at,
+            card=card,
+        )
+        connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
     recorded: list[str] = []
-    with engine.begin() as connection:
-        if registration not in _registered:
-            register = upsert_into(connection, models).values(
-                version=model_version,
-                path=model_path,
-                urgent_threshold=urgent_threshold,
-                registered_at=classified_at,
-                card=card,
-            )
-            connection.execute(register.on_conflict_do_nothing(index_elements=["version"]))
-        for chunk in chunks(list(by_id)):
-            finish = (
-                scans.update()
-                .where(scans.c.id.in_(chunk), scans.c.status == "processing")
-                .values(status="done", error=None)
-                .returning(scans.c.id)
-            )
-            recorded += connection.execute(finish).scalars().all()
-        # a scan gets its result in the transaction that makes it `done`, never again
-        rows = [_result_row(by_id[sid], model_version, classified_at) for sid in recorded]
-        insert_rows(connection, results, rows)
-    _registered.add(registration)
+    for chunk in chunks(list(by_id)):
+        finish = (
+            scans.update()
+            .where(scans.c.id.in_(chunk), scans.c.status == "processing")
+            .values(status="done", error=None)
+            .returning(scans.c.id)
+        )
+        recorded += connection.execute(finish).scalars().all()
+    # a scan gets its result in the transaction that makes it `done`, never again
+    rows = [_result_row(by_id[sid], model_version, classified_at) for sid in recorded]
+    insert_rows(connection, results, rows)
     return Recorded(classified_at, recorded)
 
 

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger.bulk import insert_new_rows, update_rows
-from ledger.deliveries import Routing, add_for_decisions
+from ledger.deliveries import Routing, add_for_decisions, release_key_images
 from ledger.statements import chunks, results, scans, studies
 from schemas.messages import Escalation, Priority
 from schemas.model_card import ModelCard, StudyDecision
@@ -170,29 +170,40 @@ def decide_ready(
     model_version: str,
     routing: Routing | None = None,
 ) -> list[Escalation]:
+    """`decide_ready_in` in a transaction of its own (the reconciler's, and tests')."""
+    with engine.begin() as connection:
+        return decide_ready_in(connection, scan_ids, card, model_version, routing)
+
+
+def decide_ready_in(
+    connection: Connection,
+    scan_ids: Sequence[str],
+    card: ModelCard,
+    model_version: str,
+    routing: Routing | None = None,
+) -> list[Escalation]:
     """Decide every closed study of these scans whose slices are all finished; returns the
     escalations of the urgent ones (one per study, its most suspicious slice). The outbox rows
-    of each decision (`routing`) are written in the same transaction.
+    of each decision (`routing`) are written in the caller's transaction.
 
     Set-based: a few statements per job, not per study. The study rows are locked first
     (PostgreSQL `FOR UPDATE`, in id order; SQLite writes one at a time) and only then are
     their unfinished slices counted, so two jobs finishing the last slices of one study
     decide it once.
     """
-    with engine.begin() as connection:
-        decisions = _ready_studies(connection, scan_ids)
-        if not decisions:
-            return []
-        now = utcnow()
-        decided = _decide_all(card, _slice_scores(connection, list(decisions)), decisions)
-        _record_decisions(connection, decided, model_version, now)
-        if routing is not None:
-            outbox = [
-                (sid, decisions[sid] + 1, result[0].urgent)
-                for sid, result in decided.items()
-                if result is not None
-            ]
-            add_for_decisions(connection, outbox, routing)
+    decisions = _ready_studies(connection, scan_ids)
+    if not decisions:
+        return []
+    now = utcnow()
+    decided = _decide_all(card, _slice_scores(connection, list(decisions)), decisions)
+    _record_decisions(connection, decided, model_version, now)
+    if routing is not None:
+        outbox = [
+            (sid, decisions[sid] + 1, result[0].urgent)
+            for sid, result in decided.items()
+            if result is not None
+        ]
+        add_for_decisions(connection, outbox, routing)
     return [
         Escalation(
             scan_id=top_scan,
@@ -330,7 +341,8 @@ def _record_decisions(
 
 def undecided_before(engine: Engine, cutoff: datetime, limit: int) -> list[str]:
     """Closed studies, idle since `cutoff`, whose slices are all finished but which have no
-    decision (the worker died between its results and the decision): one scan id of each."""
+    decision (their last slices were failed outside a job, e.g. by the reconciler, or their
+    results predate the decision): one scan id of each."""
     unfinished = _has_unfinished_slice()
     one_scan = (
         sa.select(sa.func.min(scans.c.id)).where(scans.c.study_id == studies.c.id).scalar_subquery()
@@ -359,11 +371,14 @@ def study_row(engine: Engine, study_id: str) -> dict[str, object] | None:
 
 def store_saliency(engine: Engine, study_id: str, top_scan_id: str, saliency: bytes) -> bool:
     """Keep the saliency map of a study's most suspicious slice (for the key image), if that
-    slice is still the study's top one. True if stored."""
+    slice is still the study's top one; its waiting key images become due in the same
+    transaction. True if stored."""
     with engine.begin() as connection:
         stored = connection.execute(
             studies.update()
             .where(studies.c.id == study_id, studies.c.top_scan_id == top_scan_id)
             .values(saliency=saliency)
         )
+        if stored.rowcount:
+            release_key_images(connection, study_id)
     return bool(stored.rowcount)

@@ -5,7 +5,9 @@ worker; the Celery app in `worker/app.py` is configured from the same `CELERY_CO
 
 Queues (one per kind of work; Redis priorities are approximate, separate queues are not):
 - `urgent`  escalations of class-2 results -> the worklist; its own worker, no model needed
-- `stat`    classification of scans the hospital flagged urgent up front
+- `stat`    classification of scans the hospital flagged urgent up front, and the key image
+            of each urgent study (`render_key_image`: it needs the model, and an urgent study's
+            image must not wait behind the routine backlog)
 - `scans`   routine classification; `-Q stat,scans` serves `stat` first
             (queue_order_strategy=priority)
 - `deliveries` results sent back to the hospital (PACS, RIS, FHIR): its own worker, so a slow
@@ -20,10 +22,12 @@ from kombu import Queue
 
 from schemas.messages import Priority
 
+# a task's name is the module it lives in and its function name
 CLASSIFY_TASK = "worker.tasks.classify"
 ESCALATE_TASK = "worker.tasks.escalate"
 RECONCILE_TASK = "worker.tasks.reconcile"
-DELIVER_TASK = "worker.tasks.deliver"
+DELIVER_TASK = "worker.delivering.deliver"
+RENDER_KEY_IMAGE_TASK = "worker.rendering.render_key_image"
 URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
 DELIVERIES_QUEUE = "deliveries"
 CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
@@ -32,12 +36,14 @@ ALL_QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict:
-    """Classification goes to `stat` or `scans` by the job's priority; escalations and the
-    reconciler to `urgent`."""
+    """Classification goes to `stat` or `scans` by the job's priority, key images to `stat`;
+    escalations and the reconciler to `urgent`; deliveries to `deliveries`."""
     if name in (ESCALATE_TASK, RECONCILE_TASK):
         return {"queue": URGENT_QUEUE}
     if name == DELIVER_TASK:
         return {"queue": DELIVERIES_QUEUE}
+    if name == RENDER_KEY_IMAGE_TASK:
+        return {"queue": STAT_QUEUE}
     if name == CLASSIFY_TASK:
         job = (args or [None])[0] or (kwargs or {}).get("job") or {}
         return {"queue": QUEUE_OF_PRIORITY[Priority(job.get("priority", Priority.routine))]}

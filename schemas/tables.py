@@ -9,8 +9,9 @@ results       one row per classified scan (upserted: re-delivery never duplicate
 urgent_cases  the clinicians' worklist: one row per urgent study (keyed by its most suspicious
               slice), acknowledged or not
 models        every model version a worker has served
-deliveries    the outbox: one row per outward message about a study decision (DICOM SR and key
-              image to the PACS, HL7 ORU to the RIS, FHIR, the webhook), written with the decision
+deliveries    the outbox: one row per outward message about a study decision (DICOM SR and,
+              on a row of its own, the key image to the PACS, HL7 ORU to the RIS, FHIR, the
+              webhook), written with the decision
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
-CHANNELS = ("dicom", "hl7", "fhir", "webhook")
-DELIVERY_STATUSES = ("pending", "delivered", "failed")
+CHANNELS = ("dicom", "key_image", "hl7", "fhir", "webhook")
+# waiting: a key image whose saliency map is not stored yet (the reconciler has it rendered)
+DELIVERY_STATUSES = ("pending", "waiting", "delivered", "failed")
 STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
 
 

@@ -4,8 +4,10 @@ beat, and the model loaded after fork.
 Results live in the database, so there is no result backend. Late acks, prefetch 1 and
 requeue-on-worker-lost give at-least-once delivery; tasks are idempotent and count attempts
 in the ledger, so a scan that keeps killing its worker ends `failed` instead of looping.
-Workers name what they serve: `-Q urgent` (escalations, no model), `-Q stat,scans`
-(classification, `stat` first). With no -Q a worker serves all three.
+Workers name what they serve: `-Q urgent` (escalations and the reconciler, no model),
+`-Q stat,scans` (classification and key images, `stat` first: both need the model),
+`-Q deliveries` (results back to the hospital). With no -Q a worker serves all four.
+Each task lives in the module its registered name says (`schemas/queues.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from schemas.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-app = Celery("triage", include=["worker.tasks", "worker.delivering"])
+app = Celery("triage", include=["worker.tasks", "worker.delivering", "worker.rendering"])
 app.conf.update(CELERY_CONFIG)
 # The broker URL is computed on first use, and reading it never starts the embedded Redis:
 # a worker starts it at boot (below), producers when they publish (gateway/broker/publish.py).

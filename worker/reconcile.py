@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
-from gateway.broker.publish import publish_deliveries, publish_escalations, publish_jobs
+from gateway.broker.publish import (
+    publish_deliveries,
+    publish_escalations,
+    publish_jobs,
+    publish_key_image_renders,
+)
 from gateway.broker.server import broker_url, queue_depths, redis_client
 from gateway.outbox.routing import routing
 from ledger import deliveries, studies
@@ -23,7 +28,8 @@ from worker.paging import page_clinicians
 
 def run_reconcile(settings: Settings) -> ReconcileReport:
     """One pass: re-send what is stuck, move overdue scans ahead, page unpaged cases, decide
-    and close studies left behind, send deliveries that are due."""
+    and close studies left behind, have waiting key images rendered (when a PACS is
+    configured), send deliveries that are due."""
     engine = engine_for(settings.resolved_database_url)
     urgent_waiting = queue_depths(redis_client(broker_url(settings)), (URGENT_QUEUE,))
     report = reconcile(
@@ -34,6 +40,11 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
         urgent_queue_empty=urgent_waiting[URGENT_QUEUE] == 0,
         page=lambda scan_ids: page_clinicians(settings, scan_ids),
         decide=_decider(engine, settings),
+        render=(
+            (lambda study_ids: publish_key_image_renders(study_ids, settings))
+            if settings.dicom_destination
+            else None
+        ),
     )
     due = deliveries.due(engine, utcnow(), SCANS_PER_RUN)  # a claim makes a resend harmless
     publish_deliveries(due, settings)

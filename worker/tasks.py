@@ -1,11 +1,14 @@
-"""Celery tasks: classify a batch of scans, and put class-2 results on the urgent worklist.
+"""Celery tasks: classify a batch of scans, put urgent studies on the worklist, reconcile.
 
-Both are idempotent: a job delivered twice leaves one result per scan and one worklist row.
-Database and broker outages and a missing model are retried with exponential backoff
-(capped); a classification job that still cannot run after `max_attempts` retries leaves its
-scans waiting in `queued` with the reason (the reconciler re-sends them). Only a scan's own
-faults (unusable pixels, a worker lost to it `max_attempts` times, a model or data exception)
-end in `failed`.
+`classify` ends at the committed decision: claim, one forward pass, then the results and the
+study decisions (with their outbox rows) in one transaction; after the commit it publishes
+the escalations, the deliveries that are due and a `render_key_image` job per urgent study
+(worker/rendering.py). Classification and escalation are idempotent: a job delivered twice
+leaves one result per scan and one worklist row. Database and broker outages and a missing
+model are retried with exponential backoff (capped); a classification job that still cannot
+run after `max_attempts` retries leaves its scans waiting in `queued` with the reason (the
+reconciler re-sends them). Only a scan's own faults (unusable pixels, a worker lost to it
+`max_attempts` times, a model or data exception) end in `failed`.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ import redis.exceptions
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
 
-from gateway.broker.publish import publish_escalations, publish_jobs
+from gateway.broker.publish import (
+    publish_deliveries,
+    publish_escalations,
+    publish_jobs,
+    publish_key_image_renders,
+)
 from gateway.outbox.routing import routing
 from imaging.canonical import SCAN_SIZE
+from ledger import deliveries, worklist
 from ledger import scans as ledger
-from ledger import studies, worklist
 from ledger.database import engine_for
 from ledger.deliveries import Routing
 from schemas.errors import describe
@@ -33,7 +41,6 @@ from schemas.model_card import ModelNotFoundError
 from schemas.queues import CLASSIFY_TASK, ESCALATE_TASK, RECONCILE_TASK
 from schemas.settings import Settings, get_settings
 from worker.app import app
-from worker.delivering import after_decisions
 from worker.model import ServingModel, current_model
 from worker.paging import page_clinicians
 from worker.reconcile import run_reconcile
@@ -51,7 +58,7 @@ RETRYABLE = (
     ModelNotFoundError,  # a model may be published in a moment
 )
 BACKOFF_CAP_S = 60
-SCAN_BYTES = SCAN_SIZE * SCAN_SIZE
+SCAN_BYTES = ledger.SCAN_BYTES
 
 
 class TransientError(RuntimeError):
@@ -74,8 +81,9 @@ def classify_scans(
     refuse_redelivered: bool = False,
     routing: Routing | None = None,
 ) -> dict[str, int]:
-    """Claim, classify in one forward pass, record in one transaction, decide the studies
-    whose last slice this was (with their outbox rows, by `routing`), then escalate.
+    """Claim, classify in one forward pass, then in one transaction record the results and
+    decide the studies whose last slice this was (with their outbox rows, by `routing`);
+    then escalate.
 
     With `refuse_redelivered`, raises `ledger.Redelivered` (nothing claimed) for a batch
     holding a scan that was started before. A database or broker error after the claim
@@ -99,13 +107,12 @@ def _classify_claimed(
 ) -> dict[str, int]:
     good = {sid: raw for sid, raw in claim.pixels.items() if len(raw) == SCAN_BYTES}
     corrupt = sorted(set(claim.pixels) - set(good))
-    if corrupt:
-        ledger.mark_failed(engine, corrupt, f"stored pixels are not {SCAN_BYTES} bytes")
-    recorded = _score_and_record(engine, good, model) if good else []
-    # the studies whose last slice is finished are decided now, once each: also those of a
-    # repeated job whose first delivery recorded its results and died before deciding
-    finished = [*recorded, *corrupt, *claim.exhausted]
-    escalations = studies.decide_ready(engine, scan_ids, model.card, model.version, routing)
+    # every study of these scans whose slices are all finished is decided in the results'
+    # transaction, once: also one whose last slices another job finished or failed
+    recorded, escalations = ledger.record_and_decide(
+        engine, scan_ids, _score(good, model) if good else [], corrupt, _record_of(model), routing
+    )
+    finished = [*recorded.scan_ids, *corrupt, *claim.exhausted]
     # a repeated job, or scans another delivery finished first: re-send escalations a lost
     # publish may have dropped (the worklist insert is idempotent)
     finished_before = sorted(set(scan_ids) - set(finished))
@@ -119,33 +126,30 @@ def _classify_claimed(
     for escalation in escalations:
         publish(escalation)
     return {
-        "classified": len(recorded),
+        "classified": len(recorded.scan_ids),
         "urgent": len(escalations),
         "failed": len(corrupt) + len(claim.exhausted),
     }
 
 
-def _score_and_record(engine: Engine, good: dict[str, bytes], model: ServingModel) -> list[str]:
-    """One forward pass; returns the scans whose results the ledger took (still `processing`)."""
+def _score(good: dict[str, bytes], model: ServingModel) -> list[ledger.ScoredScan]:
+    """One forward pass over the scans' pixels: softmax, predicted class, urgent flag each."""
     ids = list(good)
     pixels = np.stack(
         [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
     )
     probabilities = model.probabilities(pixels)
     predicted, urgent = model.predicted_classes(probabilities), model.is_urgent(probabilities)
-    scored = [
+    return [
         ledger.ScoredScan(sid, tuple(float(p) for p in row), int(label), bool(flag))
         for sid, row, label, flag in zip(ids, probabilities, predicted, urgent, strict=True)
     ]
-    recorded = ledger.record_results(
-        engine,
-        scored,
-        model.version,
-        str(model.directory),
-        model.urgent_threshold,
-        model.card.model_dump(mode="json"),
+
+
+def _record_of(model: ServingModel) -> ledger.ModelRecord:
+    return ledger.ModelRecord(
+        model.version, str(model.directory), model.urgent_threshold, model.card
     )
-    return recorded.scan_ids
 
 
 @app.task(name=CLASSIFY_TASK, bind=True, max_retries=None)  # capped by max_attempts below
@@ -169,8 +173,7 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
             refuse_redelivered=len(job.scan_ids) > 1 and self.request.retries == 0,
             routing=routing(settings),
         )
-        publish_escalations(escalations, settings)
-        after_decisions(engine, current_model(settings), escalations, job.scan_ids, settings)
+        _publish_after_decisions(engine, escalations, job.scan_ids, settings)
         return outcome
     except ledger.Redelivered:
         return _split(job, settings)
@@ -188,6 +191,19 @@ def classify(self, job: dict[str, Any]) -> dict[str, int]:  # noqa: ANN001 - bou
     except Exception as error:  # a model or data fault: retrying would fail the same way
         _give_up(engine, job.scan_ids, f"classification failed: {describe(error)}")
         raise
+
+
+def _publish_after_decisions(
+    engine: Engine, escalations: Sequence[Escalation], scan_ids: Sequence[str], settings: Settings
+) -> None:
+    """After the decision's commit: the urgent studies to the worklist first, then the
+    deliveries due now (every SR at once), then a key image render per urgent study. A
+    publish lost here is re-sent by the reconciler (escalations, due rows, waiting images)."""
+    publish_escalations(escalations, settings)
+    publish_deliveries(deliveries.pending_for_scans(engine, scan_ids), settings)
+    if settings.dicom_destination:
+        urgent = sorted({e.study_id for e in escalations if e.study_id is not None})
+        publish_key_image_renders(urgent, settings)
 
 
 def _split(job: ClassifyJob, settings: Settings) -> dict[str, int]:

@@ -14,7 +14,13 @@ from celery import Celery
 from gateway.broker.server import broker_url
 from schemas.errors import describe
 from schemas.messages import ClassifyJob, Escalation, Priority
-from schemas.queues import CELERY_CONFIG, CLASSIFY_TASK, DELIVER_TASK, ESCALATE_TASK
+from schemas.queues import (
+    CELERY_CONFIG,
+    CLASSIFY_TASK,
+    DELIVER_TASK,
+    ESCALATE_TASK,
+    RENDER_KEY_IMAGE_TASK,
+)
 from schemas.settings import Settings
 
 
@@ -72,3 +78,12 @@ def publish_deliveries(
                 app.send_task(
                     DELIVER_TASK, args=[delivery_id], countdown=countdown, producer=producer
                 )
+
+
+def publish_key_image_renders(study_ids: Sequence[str], settings: Settings) -> None:
+    """One `render_key_image` job per urgent study (on the `stat` queue: it needs the model)."""
+    if study_ids:
+        app = producer_app(broker_url(settings))
+        with app.producer_or_acquire() as producer:
+            for study_id in study_ids:
+                app.send_task(RENDER_KEY_IMAGE_TASK, args=[study_id], producer=producer)

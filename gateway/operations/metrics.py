@@ -96,7 +96,7 @@ class TriageCollector(Collector):
         )
         deliveries = GaugeMetricFamily(
             "triage_deliveries_pending",
-            "Outbox messages (PACS, RIS, FHIR, webhook) waiting to be delivered per channel.",
+            "Outbox messages (PACS SR and key image, RIS, FHIR, webhook) not delivered yet per channel.",
             labels=["channel"],
         )
         classified = CounterMetricFamily(

@@ -16,7 +16,8 @@ classification through one image-level measurement group (TID 1501):
 - source image for the group: the most suspicious slice when it came in as DICOM.
 
 Evidence (CurrentRequestedProcedureEvidenceSequence) is that slice, and our key image when the
-caller passes the one it sends with the SR; with neither (a calm study from non-DICOM input)
+caller names it (an urgent study's key image is its own delivery, sent once its saliency map
+is stored: the SR names it by its derived SOPInstanceUID and does not wait for it); with neither (a calm study from non-DICOM input)
 the SR refers to no instance and has no evidence sequence (type 1C).
 
 UIDs: the series is one per study (ours), the instance one per decision, both derived from
@@ -36,6 +37,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ComprehensiveSRStorage
 
 from gateway.outbox.report import (
+    KeyImageReference,
     StudyReport,
     derived_uid,
     dicom_study_uid,
@@ -73,7 +75,9 @@ def sr_sop_uid(report: StudyReport) -> str:
     return derived_uid(report, "sr")
 
 
-def _evidence(report: StudyReport, key_image: Dataset | None) -> tuple[list[Dataset], bool]:
+def _evidence(
+    report: StudyReport, key_image: KeyImageReference | None
+) -> tuple[list[Dataset], bool]:
     """Stub datasets naming the instances the SR refers to, with the patient and study
     attributes highdicom copies from the first one; and whether any of them is real (when
     none is, the one stub names the SR itself and the evidence sequence is dropped)."""
@@ -81,9 +85,7 @@ def _evidence(report: StudyReport, key_image: Dataset | None) -> tuple[list[Data
     if report.has_dicom_top_slice:
         identities.append((report.top_series_uid, report.top_sop_uid, report.top_sop_class_uid))
     if key_image is not None:
-        identities.append(
-            (key_image.SeriesInstanceUID, key_image.SOPInstanceUID, key_image.SOPClassUID)
-        )
+        identities.append((key_image.series_uid, key_image.sop_uid, key_image.sop_class_uid))
     real = bool(identities)
     if not real:
         identities.append((sr_series_uid(report), sr_sop_uid(report), ComprehensiveSRStorage))
@@ -191,11 +193,13 @@ def _stamp(document: Dataset, report: StudyReport, our_ae_title: str) -> None:
     document.file_meta.SourceApplicationEntityTitle = our_ae_title[:16]
 
 
-def build_sr(report: StudyReport, our_ae_title: str, key_image: Dataset | None = None) -> Dataset:
+def build_sr(
+    report: StudyReport, our_ae_title: str, key_image: KeyImageReference | None = None
+) -> Dataset:
     """The decision as a Comprehensive SR (TID 1500) in the report's study, new series.
 
-    `key_image`: the key image dataset sent with this SR (`build_key_image`), to list it as
-    evidence; leave it out when it is not sent, so the SR never names a missing instance."""
+    `key_image`: the study's key image (`key_image.key_image_reference`), to list it as
+    evidence; leave it out for a study that gets none."""
     import highdicom as hd
 
     content = hd.sr.MeasurementReport(

@@ -16,6 +16,7 @@ from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
 from gateway.outbox.report import (
+    KeyImageReference,
     StudyReport,
     derived_uid,
     dicom_study_uid,
@@ -44,6 +45,13 @@ def key_image_series_uid(report: StudyReport) -> str:
 
 def key_image_sop_uid(report: StudyReport) -> str:
     return derived_uid(report, "key-image")
+
+
+def key_image_reference(report: StudyReport) -> KeyImageReference:
+    """The key image's identity, derived as `build_key_image` derives it (no pixels needed)."""
+    return KeyImageReference(
+        key_image_series_uid(report), key_image_sop_uid(report), SecondaryCaptureImageStorage
+    )
 
 
 def banner_text(report: StudyReport) -> str:

@@ -45,6 +45,23 @@ class DeliveryError(Exception):
         return f"DeliveryError({self.reason!r}, retryable={self.retryable})"
 
 
+class NotReady(DeliveryError):
+    """The message cannot be built yet: something it needs (a key image's saliency map) is
+    not stored. Not retried with backoff: the row waits until what it needs is there."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, retryable=False)
+
+
+@dataclass(frozen=True)
+class KeyImageReference:
+    """The instance a study's key image is (or will be) in the PACS: what the SR names."""
+
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+
+
 @dataclass(frozen=True)
 class StudyReport:
     """One decision on one study, as every channel reports it.

@@ -3,17 +3,19 @@ row per channel in the decision's transaction)."""
 
 from __future__ import annotations
 
-from ledger.deliveries import Routing
+from ledger.deliveries import KEY_IMAGE, Routing
 from schemas.settings import Settings
 
 
 def routing(settings: Settings) -> Routing:
-    """The channels configured: DICOM and FHIR for every decided study, HL7 for urgent ones
-    (or every study with TRIAGE_HL7_ALL_STUDIES), the webhook for urgent ones."""
+    """The channels configured: the DICOM SR and FHIR for every decided study, the DICOM key
+    image for urgent ones, HL7 for urgent ones (or every study with TRIAGE_HL7_ALL_STUDIES),
+    the webhook for urgent ones."""
     every: list[str] = []
     urgent_only: list[str] = []
     if settings.dicom_destination:
         every.append("dicom")
+        urgent_only.append(KEY_IMAGE)
     if settings.fhir_url:
         every.append("fhir")
     if settings.hl7_destination:

@@ -1,8 +1,8 @@
 """Sending one outbox row: the decision's facts from the ledger, then its channel's sender.
 
-The `deliver` task (worker/tasks.py) claims a row in the ledger and calls `send`; the payload
-builders and senders are this package's channel modules (DICOM SR and key image by C-STORE,
-HL7 ORU over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
+The `deliver` task (worker/delivering.py) claims a row in the ledger and calls `send`; the
+payload builders and senders are this package's channel modules (the DICOM SR, and the key
+image as a row of its own, by C-STORE; HL7 ORU over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
 SOPInstanceUIDs, the HL7 MSH-10 and the FHIR identifier are derived from our study id and
 decision number, so a resend is the same message and a re-decided study a new one.
 """
@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
+from gateway.outbox.report import (
+    DeliveryError,
+    KeyImageReference,
+    NotReady,
+    StudyReport,
+    hl7_message_id,
+)
 from imaging.canonical import SCAN_SIZE
 from ledger.deliveries import report_facts
 from schemas.settings import Settings
@@ -36,7 +42,9 @@ def send(engine: Engine, delivery: dict[str, Any], settings: Settings) -> None:
     report = study_report(facts, delivery)
     channel = delivery["channel"]
     if channel == "dicom":
-        _send_dicom(report, settings)
+        _send_sr(report, settings)
+    elif channel == "key_image":
+        _send_key_image(report, settings)
     elif channel == "hl7":
         _send_hl7(report, settings)
     elif channel == "fhir":
@@ -80,21 +88,36 @@ def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport
     )
 
 
-def _send_dicom(report: StudyReport, settings: Settings) -> None:
-    """The SR for every decided study; for an urgent one also the key image with its overlay
-    (not before the routine worker has stored the saliency map)."""
+def _send_sr(report: StudyReport, settings: Settings) -> None:
+    """The SR of every decided study, sent at once: it never waits for the key image. An
+    urgent study's SR names its key image (sent as its own delivery) by that image's derived
+    SOPInstanceUID."""
     from gateway.outbox.cstore import send_cstore
     from gateway.outbox.dicom_sr import build_sr
+
+    sr = build_sr(report, settings.dicom_ae_title, key_image=_key_image_reference(report))
+    send_cstore([sr], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+
+
+def _key_image_reference(report: StudyReport) -> KeyImageReference | None:
+    """The key image an urgent study gets (series, instance, class), None for a calm one."""
+    from gateway.outbox.key_image import key_image_reference
+
+    return key_image_reference(report) if report.urgent and report.key_image is not None else None
+
+
+def _send_key_image(report: StudyReport, settings: Settings) -> None:
+    """An urgent study's key image with its saliency overlay; NotReady until a model worker
+    has stored the saliency map (the row then waits, see ledger/deliveries.py)."""
+    from gateway.outbox.cstore import send_cstore
     from gateway.outbox.key_image import build_key_image
 
-    key_image = None
-    if report.urgent:
-        if report.saliency is None or report.key_image is None:
-            raise DeliveryError("the key image's saliency map is not stored yet", retryable=True)
-        key_image = build_key_image(report, settings.dicom_ae_title)
-    sr = build_sr(report, settings.dicom_ae_title, key_image=key_image)
-    datasets = [sr] if key_image is None else [key_image, sr]
-    send_cstore(datasets, settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+    if report.key_image is None:
+        raise DeliveryError("the most suspicious slice has no usable pixels", retryable=False)
+    if report.saliency is None:
+        raise NotReady("the key image's saliency map is not stored yet")
+    image = build_key_image(report, settings.dicom_ae_title)
+    send_cstore([image], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
 
 
 def _send_hl7(report: StudyReport, settings: Settings) -> None:

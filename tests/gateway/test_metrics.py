@@ -205,7 +205,7 @@ def test_scrape_reports_queues_ledger_and_results_per_model_version(
     assert samples[("triage_scans_failed", ())] == 1
     assert samples[("triage_urgent_cases_open", ())] == 1
     pending = by_label(samples, "triage_deliveries_pending", "channel")
-    assert pending == {"dicom": 0, "hl7": 1, "fhir": 1, "webhook": 0}
+    assert pending == {"dicom": 0, "key_image": 0, "hl7": 1, "fhir": 1, "webhook": 0}
     assert by_label(samples, "triage_results_total", "model_version") == {"v1": 2, "v2": 1}
 
 

@@ -66,3 +66,50 @@ def test_alembic_from_the_repo_root_and_triage_db_from_anywhere(tmp_path: Path) 
     assert up.returncode == 0, up.stderr
     assert current_revisions(engine) == head_revisions()
     engine.dispose()
+
+
+def test_0004_lets_a_key_image_wait_and_its_downgrade_drops_what_0003_cannot_hold(
+    database_url: str,
+) -> None:
+    import uuid
+
+    from ledger import scans as ledger
+    from ledger.statements import deliveries
+    from schemas.tables import utcnow
+
+    engine = create_ledger_engine(database_url)
+    try:
+        migrate(engine)
+        (scan_id,) = ledger.add_scans(
+            engine, [ledger.NewScan(str(uuid.uuid4()), bytes(4096), None, "x")], "routine"
+        ).new
+        with engine.connect() as connection:
+            study_id = connection.scalar(
+                sa.text("SELECT study_id FROM scans WHERE id = :id"), {"id": scan_id}
+            )
+
+        def row(channel: str, status: str, decision: int) -> dict[str, object]:
+            return {
+                "id": str(uuid.uuid4()), "study_id": study_id, "decision": decision,
+                "channel": channel, "idempotency_key": f"{study_id}.{decision}.{channel}",
+                "status": status, "attempts": 0, "created_at": utcnow(),
+                "next_attempt_at": utcnow(),
+            }  # fmt: skip
+
+        with engine.begin() as connection:
+            connection.execute(deliveries.insert(), [row("key_image", "waiting", 1)])
+            connection.execute(deliveries.insert(), [row("dicom", "pending", 1)])
+        for bad in (row("carrier-pigeon", "pending", 2), row("dicom", "lost", 3)):
+            with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+                connection.execute(deliveries.insert(), [bad])
+
+        migrate(engine, "0003", downgrade=True)
+        with engine.connect() as connection:
+            left = connection.execute(sa.text("SELECT channel, status FROM deliveries")).all()
+        assert [tuple(r) for r in left] == [("dicom", "pending")]
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+            connection.execute(deliveries.insert(), [row("key_image", "pending", 4)])
+        migrate(engine)
+        assert current_revisions(engine) == head_revisions()
+    finally:
+        engine.dispose()

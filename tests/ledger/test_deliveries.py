@@ -113,3 +113,41 @@ def reads_study(engine, scan_id: str) -> str:  # noqa: ANN001
     from ledger.reads import history
 
     return history(engine, scan_id)["study_id"]
+
+
+KEY_IMAGE_ROUTING = Routing(every=("dicom",), urgent_only=("key_image",))
+
+
+def test_a_key_image_waits_for_its_saliency_map_and_is_due_once_it_is_stored(engine) -> None:  # noqa: ANN001
+    (scan_id,) = decided(engine, [0.9], KEY_IMAGE_ROUTING)
+    study_id = reads_study(engine, scan_id)
+    rows = {row["channel"]: row for row in deliveries.list_deliveries(engine)}
+    assert (rows["dicom"]["status"], rows["key_image"]["status"]) == ("pending", "waiting")
+    later = utcnow() + timedelta(hours=1)
+    assert deliveries.due(engine, later, 10) == [rows["dicom"]["id"]]  # never retried
+    assert deliveries.claim(engine, rows["key_image"]["id"]) is None
+    assert deliveries.waiting_by_channel(engine) == {"dicom": 1, "key_image": 1}
+    assert not studies.store_saliency(engine, study_id, "not-its-top-slice", bytes(4096))
+    assert deliveries.key_images_due(engine, study_id) == []
+    assert studies.store_saliency(engine, study_id, scan_id, bytes(4096))
+    assert deliveries.key_images_due(engine, study_id) == [rows["key_image"]["id"]]
+    assert rows["key_image"]["id"] in deliveries.due(engine, utcnow(), 10)
+
+
+def test_a_key_image_still_waiting_when_its_study_is_decided_again_is_superseded(engine) -> None:  # noqa: ANN001
+    (first,) = decided(engine, [0.9], KEY_IMAGE_ROUTING)
+    uid = studies.study_row(engine, reads_study(engine, first))["study_uid"]
+    late = ledger.NewScan(str(uuid.uuid4()), bytes(4096), None, "late", studies.StudyRef(uid))
+    more = ledger.add_scans(engine, [late], "routine").new
+    ledger.claim(engine, more, max_attempts=3)
+    ledger.record_results(
+        engine, [ledger.ScoredScan(more[0], (0.05, 0.0, 0.95), 2, True)], "v1", "/m", 0.5, {}
+    )
+    studies.decide_ready(engine, more, CARD, "v1", KEY_IMAGE_ROUTING)
+    key_images = {
+        row["decision"]: row
+        for row in deliveries.list_deliveries(engine)
+        if row["channel"] == "key_image"
+    }
+    assert key_images[1]["status"] == "failed" and "superseded" in key_images[1]["last_error"]
+    assert key_images[2]["status"] == "waiting"  # the new decision renders its own

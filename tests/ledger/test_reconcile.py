@@ -40,6 +40,7 @@ class Broker:
     def __init__(self) -> None:
         self.jobs: dict[str, list[str]] = {"routine": [], "stat": []}
         self.escalations: list[str] = []
+        self.renders: list[str] = []  # study ids whose key image render was published
 
     def publish_jobs(self, ids, priority: str) -> None:  # noqa: ANN001
         self.jobs[priority] += list(ids)
@@ -56,6 +57,7 @@ class Broker:
             urgent_queue_empty,
             now=utcnow() + timedelta(seconds=now_offset_s),
             decide=decide,
+            render=self.renders.extend,
         )
 
 
@@ -85,6 +87,7 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
             "studies_closed",
             "studies_decided",
             "deliveries",
+            "key_images",
         ),
         0,
     )  # not stuck yet
@@ -158,7 +161,7 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
         0.5,
         {},
     )
-    # the worker died between its results and the study decision: the reconciler decides
+    # results without a decision (a worker of the previous release died between the two)
     card = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
     broker = Broker()
 
@@ -188,6 +191,48 @@ def test_escalations_missing_from_the_worklist_are_resent_when_the_urgent_queue_
     assert broker.run(engine, 120).escalations == 0
     with engine.connect() as connection:
         assert connection.scalar(sa.select(sa.func.count()).select_from(worklist.urgent_cases)) == 1
+
+
+def test_a_key_image_left_waiting_is_rendered_again_once_per_period_until_stored(
+    engine,  # noqa: ANN001
+) -> None:
+    """The reconciler decides an urgent study (no model where it runs): its SR is due at once,
+    its key image waits; the render is published now, then at most once per reconcile period
+    while the saliency map is missing, and no more once it is stored."""
+    from ledger import deliveries
+    from ledger.deliveries import Routing
+
+    urgent, calm = add(engine, 2)
+    ledger.claim(engine, [urgent, calm], max_attempts=3)
+    scored = [
+        ledger.ScoredScan(urgent, (0.1, 0.1, 0.8), 2, True),
+        ledger.ScoredScan(calm, (0.8, 0.1, 0.1), 0, False),
+    ]
+    ledger.record_results(engine, scored, "v1", "/models/v1", 0.5, {})
+    card = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
+    routing = Routing(every=("dicom",), urgent_only=("key_image",))
+    broker = Broker()
+
+    def decide(scan_ids):  # noqa: ANN001, ANN202
+        return studies.decide_ready(engine, scan_ids, card, card.version, routing)
+
+    period = get_settings().reconcile_every_seconds
+    report = broker.run(engine, period + 1, decide=decide)
+    (study_id,) = {e.study_id for e in worklist.unescalated(engine, [urgent])}
+    assert report.studies_decided == 2 and broker.renders == [study_id]
+    rows = {(r["study_id"], r["channel"]): r["status"] for r in deliveries.list_deliveries(engine)}
+    assert sorted(rows.values()) == ["pending", "pending", "waiting"]  # two SRs due now
+    assert rows[(study_id, "key_image")] == "waiting"
+    assert len(deliveries.due(engine, utcnow(), 10)) == 2  # the SRs never wait for it
+
+    assert broker.run(engine, period + 2).key_images == 0  # just rendered: not again yet
+    assert broker.run(engine, 2 * period + 2).key_images == 1  # its render was lost: again
+    assert broker.run(engine, 2 * period + 3).key_images == 0  # once per period
+    assert broker.renders == [study_id, study_id]
+
+    assert studies.store_saliency(engine, study_id, urgent, bytes(4096))
+    assert deliveries.key_images_due(engine, study_id) != []  # due in the same transaction
+    assert broker.run(engine, 5 * period).key_images == 0 and len(broker.renders) == 2
 
 
 def test_worklist_cases_never_paged_are_paged_again_until_recorded(

@@ -143,23 +143,55 @@ def test_a_database_error_after_the_claim_leaves_the_scans_queued_uncounted(
 ) -> None:
     ids = add(engine, [30, 230])
     model = current_model(get_settings())
-    record_results = ledger.record_results
+    record_and_decide = ledger.record_and_decide
 
     def outage(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         raise sqlalchemy.exc.OperationalError("INSERT ...", {}, Exception("connection reset"))
 
-    monkeypatch.setattr(ledger, "record_results", outage)
+    monkeypatch.setattr(ledger, "record_and_decide", outage)
     with pytest.raises(sqlalchemy.exc.OperationalError):
         classify_scans(engine, ids, model, 2, lambda e: None)
     for scan_id in ids:
         found = reads.history(engine, scan_id)
         assert (found["status"], found["attempts"]) == ("queued", 0)
         assert "OperationalError" in found["error"] and "INSERT" not in found["error"]
-    monkeypatch.setattr(ledger, "record_results", record_results)  # the database is back
+    monkeypatch.setattr(ledger, "record_and_decide", record_and_decide)  # the database is back
     sent: list[Escalation] = []
     assert classify_scans(engine, ids, model, 2, sent.append)["classified"] == 2
     assert [e.scan_id for e in sent] == [ids[1]]
     assert reads.history(engine, ids[0])["error"] is None
+
+
+def test_results_and_their_study_decisions_commit_together_or_not_at_all(
+    engine, model_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision fails after the results were written in the same transaction: nothing
+    of the job is visible (no result without its decision), and the retry does both."""
+    ids = add(engine, [30, 230])
+    model = current_model(get_settings())
+    decide = ledger.decide_ready_in
+    seen_inside: list[int] = []
+    # a plain reader (no BEGIN IMMEDIATE: under SQLite's WAL it reads the committed snapshot)
+    reader = sqlalchemy.create_engine(engine.url)
+
+    def decide_then_fail(connection, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        decide(connection, *args, **kwargs)  # results and decisions written, not committed
+        with reader.connect() as other:
+            seen_inside.append(other.scalar(sqlalchemy.text("SELECT count(*) FROM results")))
+        raise sqlalchemy.exc.OperationalError("UPDATE ...", {}, Exception("connection reset"))
+
+    monkeypatch.setattr(ledger, "decide_ready_in", decide_then_fail)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        classify_scans(engine, ids, model, 2, lambda e: None)
+    reader.dispose()
+    assert seen_inside == [0]  # while the decision ran, no reader saw the job's results
+    assert reads.list_results(engine) == [] and reads.status_counts(engine) == {"queued": 2}
+    assert {row["status"] for row in reads.list_studies(engine)} == {"queued"}
+    monkeypatch.setattr(ledger, "decide_ready_in", decide)
+    sent: list[Escalation] = []
+    assert classify_scans(engine, ids, model, 2, sent.append)["classified"] == 2
+    assert len(reads.list_results(engine)) == 2 and [e.scan_id for e in sent] == [ids[1]]
+    assert {row["status"] for row in reads.list_studies(engine)} == {"classified"}
 
 
 def test_a_worker_with_no_model_leaves_the_batch_waiting_not_failed(

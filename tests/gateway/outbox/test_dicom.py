@@ -20,7 +20,7 @@ from pydicom.uid import UID
 
 from gateway.outbox.cstore import parse_destination, send_cstore, status_retryable
 from gateway.outbox.dicom_sr import build_sr
-from gateway.outbox.key_image import build_key_image, render_key_image
+from gateway.outbox.key_image import build_key_image, key_image_reference, render_key_image
 from gateway.outbox.report import DeliveryError, StudyReport
 from tests.gateway.outbox.conftest import free_port, listening, make_report, wait_until
 
@@ -62,7 +62,7 @@ def stored(folder: Path) -> dict[str, Path]:
 def test_sr_and_key_image_reach_the_pacs(pacs: tuple[str, Path], report: StudyReport) -> None:
     destination, folder = pacs
     image = build_key_image(report, "TRIAGE")
-    sr = build_sr(report, "TRIAGE", key_image=image)
+    sr = build_sr(report, "TRIAGE", key_image=key_image_reference(report))
     send_cstore([sr, image], destination, "TRIAGE", timeout=10)
 
     files = stored(folder)
@@ -201,7 +201,7 @@ def test_a_study_of_our_own_gets_a_valid_study_uid() -> None:
         top_sop_class_uid=None,
     )
     image = build_key_image(report, "TRIAGE")
-    sr = build_sr(report, "TRIAGE", key_image=image)
+    sr = build_sr(report, "TRIAGE", key_image=key_image_reference(report))
     assert UID(sr.StudyInstanceUID).is_valid and sr.StudyInstanceUID == image.StudyInstanceUID
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
@@ -221,8 +221,14 @@ def test_evidence_names_what_is_sent(report: StudyReport) -> None:
         }
 
     image = build_key_image(report, "TRIAGE")
+    named = key_image_reference(report)  # the SR names the key image before it is built
+    assert (named.series_uid, named.sop_uid, named.sop_class_uid) == (
+        image.SeriesInstanceUID,
+        image.SOPInstanceUID,
+        image.SOPClassUID,
+    )
     assert referenced(build_sr(report, "TRIAGE")) == {report.top_sop_uid}
-    assert referenced(build_sr(report, "TRIAGE", key_image=image)) == {
+    assert referenced(build_sr(report, "TRIAGE", key_image=key_image_reference(report))) == {
         report.top_sop_uid,
         image.SOPInstanceUID,
     }
