@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.services import free_port, wait_until
+from testkit.services import free_port, wait_until
 
 INSTANCES = 200
 SLICES_PER_STUDY = 20
@@ -166,9 +166,9 @@ def run_receive(directory: Path, database_urls: dict[str, str], count: int = INS
 
 def run_study_latency(env, backend: str, log_dir: Path) -> dict:  # noqa: ANN001 - BenchEnvironment
     """Last instance -> decision and -> worklist entry (ms, p50/p95/p99) over storescu."""
-    from bench.environment import worker_environment
     from bench.pipeline import prepare
-    from bench.workers import start_worker
+    from testkit.environment import worker_environment
+    from testkit.workers import start_worker
     from worker.processes import stop_workers
 
     settings = env.settings(env.fresh_database(backend), study_idle_seconds=IDLE_SECONDS)
@@ -213,7 +213,7 @@ def study_delays(database_url: str, sent: dict[str, float]) -> dict:
     import sqlalchemy as sa
 
     from bench.latency import percentiles
-    from bench.workers import wait_for
+    from bench.pipeline import POLL_S
     from ledger.statements import studies, urgent_cases
     from schemas.tables import as_utc
 
@@ -226,7 +226,7 @@ def study_delays(database_url: str, sent: dict[str, float]) -> dict:
         with engine.connect() as connection:
             return connection.execute(decided).all()
 
-    wait_for(lambda: len(rows()) == len(sent), "study decisions", 300)
+    wait_until(lambda: len(rows()) == len(sent), "study decisions", 300, interval=POLL_S)
     found = rows()
     listed = sa.select(urgent_cases.c.study_id, urgent_cases.c.escalated_at).where(
         urgent_cases.c.study_id.in_([row.id for row in found])

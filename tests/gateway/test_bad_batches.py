@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.services import redis_url_with_database
 from gateway.intake.client import submit_images, submit_scans
 from ledger.database import engine_for, upgrade_schema
 from ledger.reads import status_counts
 from schemas.settings import get_settings
+from testkit.services import redis_url_with_database
 from tests.fixtures_model import brightness_scans
 from tests.imaging.test_bad_inputs import REFUSED
 from tests.reliability_figures import record

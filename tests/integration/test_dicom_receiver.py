@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.services import free_port
 from gateway.intake.receiver import CT
 from ledger import reads
 from ledger.database import engine_for
 from ledger.statements import scans
 from schemas.settings import get_settings
+from testkit.services import free_port
 from tests.gateway.test_receiver import EXPLICIT_LE, ct_instance
 from tests.integration.conftest import REPO_ROOT, Pipeline, wait_for
 

@@ -24,17 +24,18 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from bench.services import (
+from gateway.intake.client import submit_images
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Result, Scan, UrgentCase
+from testkit.services import (
     PostgresServer,
     RedisServer,
     create_database,
     postgres_bin_dir,
     wait_until,
 )
-from gateway.intake.client import submit_images
-from ledger.database import engine_for
-from schemas.settings import get_settings
-from schemas.tables import Result, Scan, UrgentCase
+from testkit.workers import frozen, pool_children
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import Pipeline, wait_for
 from tests.reliability_figures import record
@@ -143,7 +144,7 @@ def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
     engine = engine_for(get_settings().resolved_database_url)
     pipeline.start_worker("urgent", "urgent")
     routine = pipeline.start_worker("stat,scans", "routine", pool="prefork")
-    (child,) = routine.pool_children()
+    (child,) = pool_children(routine)
 
     def mid_job() -> bool:
         now = counts(engine)
@@ -156,7 +157,7 @@ def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
     # the worker itself lives on with a new child; the lost job comes back as single scans
     wait_for(lambda: settled(engine, 600, len(urgent)), "the backlog to finish", timeout=150)
     routine.check_alive()
-    assert routine.pool_children() and routine.pool_children() != [child]
+    assert pool_children(routine) and pool_children(routine) != [child]
     check_exactly_once(engine, ids, urgent)
     assert "signal 9 (SIGKILL)" in pipeline.worker_logs()  # Celery saw its child die
 
@@ -293,7 +294,7 @@ def test_redis_restarted_with_its_data_lost_mid_run(
 
         # the routine worker is held still while Redis restarts, so that a fast machine cannot
         # finish the backlog first; it wakes to a broker that has lost its messages
-        with routine.frozen():
+        with frozen(routine):
             redis.stop(wipe=True)
             redis.start()  # same port, empty: every queued job and escalation is gone
             assert redis.client().dbsize() == 0
@@ -335,7 +336,7 @@ def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: Post
     routine = pipeline.start_worker("stat,scans", "routine")
     wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the restart")
 
-    with routine.frozen():  # so that a fast machine cannot finish the backlog first
+    with frozen(routine):  # so that a fast machine cannot finish the backlog first
         at_crash = counts(engine)["done"]
         own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
     assert at_crash < 1500, "the run ended before the crash: nothing was tested"

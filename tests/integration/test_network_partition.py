@@ -1,7 +1,7 @@
 """Worker hosts over a network: one loses its link mid-backlog while it holds a job.
 
-Hosts are Linux network namespaces on this machine joined by a bridge (bench/netns.py; the
-flow is bench/network.py's, which the benchmark's network stage runs too): `svc` runs Redis and
+Hosts are Linux network namespaces on this machine joined by a bridge (testkit/netns.py; the
+scenario is testkit/partition.py's, which the benchmark's network stage runs too): `svc` runs Redis and
 PostgreSQL (bound to its own address, 10.231.7.10) and the urgent worker with the beat; `w1` and `w2` each run a `-Q stat,scans` solo worker; this test
 process, in the root namespace, is the gateway host that enqueues. When w1 holds a job, its
 bridge port goes down (a silent partition: packets dropped, no reset). The reconciler
@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.network import (
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Scan
+from testkit.partition import (
     RECONCILE,
     Network,
     TopUp,
@@ -34,10 +37,7 @@ from bench.network import (
     unavailable,
     wait_rejoined,
 )
-from bench.services import create_database
-from ledger.database import engine_for
-from schemas.settings import get_settings
-from schemas.tables import Scan
+from testkit.services import create_database
 from tests.integration.conftest import wait_for
 from tests.integration.test_faults import check_exactly_once, counts, enqueue, settled
 from tests.reliability_figures import record

@@ -1,6 +1,6 @@
 """Stand-ins for hospital receivers on loopback: dcmtk's storescp as the PACS, an MLLP
 listener as the RIS, a local HTTP server as the FHIR server. Used by the deliveries benchmark
-and the integration tests; each records what it received."""
+(bench/deliveries.py) and the integration tests; each records what it received."""
 
 from __future__ import annotations
 
