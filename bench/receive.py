@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from testkit.dcmtk import dcmtk_env, echo, storescu
 from testkit.services import free_port, wait_until
 
 INSTANCES = 200
@@ -69,23 +70,12 @@ def write_instances(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def dcmtk_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """dcmtk leaves Nagle's algorithm on unless TCP_NODELAY=1: with it on, each instance
-    waits out a 40 ms delayed ACK (measured: 22 instances/s instead of 500)."""
-    return {**(os.environ if base is None else base), "TCP_NODELAY": "1"}
-
-
-def echo(port: int) -> bool:
-    command = ["echoscu", "-aet", "BENCH", "-aec", "TRIAGE", "127.0.0.1", str(port)]
-    return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
-
-
 def send_all(port: int, folder: Path) -> float:
     """Seconds for storescu to send every file in `folder` on one association."""
-    command = ["storescu", "+sd", "-aet", "BENCH", "-aec", "TRIAGE", "127.0.0.1", str(port),
-               str(folder)]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, timeout=600, env=dcmtk_env())
+    status = storescu(port, [folder], "+sd", calling="BENCH", timeout=600)
+    if status != 0:
+        raise RuntimeError(f"storescu exited with status {status} sending {folder}")
     return time.perf_counter() - started
 
 
@@ -96,7 +86,11 @@ def timed_peer(
     with log.open("ab") as output:
         peer = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: peer.poll() is None and echo(port), what=command[0], timeout=60)
+            wait_until(
+                lambda: peer.poll() is None and echo(port, calling="BENCH"),
+                what=command[0],
+                timeout=60,
+            )
             return send_all(port, folder)
         finally:
             peer.terminate()
@@ -185,7 +179,11 @@ def run_study_latency(env, backend: str, log_dir: Path) -> dict:  # noqa: ANN001
         for queues, name in (("stat,scans", "routine"), ("urgent", "urgent")):
             workers.append(start_worker("worker", queues, f"rx-{name}-{backend}", worker_env,
                                         log_dir, str(settings.redis_url)))  # fmt: skip
-        wait_until(lambda: receiver.poll() is None and echo(port), what="receiver", timeout=60)
+        wait_until(
+            lambda: receiver.poll() is None and echo(port, calling="BENCH"),
+            what="receiver",
+            timeout=60,
+        )
         sent = send_studies(env.directory / f"latency-{backend}", port, LATENCY_STUDIES + 1)
         sent.pop(next(iter(sent)))  # the first study warms the worker up: not counted
         return study_delays(settings.resolved_database_url, sent)
