@@ -89,7 +89,7 @@ class Recovery:
 
 
 def unavailable() -> str | None:
-    """Why the stage cannot run here (None when it can)."""
+    """Why the scenario cannot run here (None when it can)."""
     reason = namespaces_unavailable()
     if reason:
         return f"cannot create network namespaces: {reason}"
