@@ -26,10 +26,9 @@ from bench import report
 from bench.ceiling import in_fresh_process
 from bench.latency import percentiles, run_latency
 from bench.naive import run_naive
-from bench.pipeline import run_pipeline
+from bench.pipeline import ROUTINE_CONCURRENCY, run_pipeline
 from bench.profiles import FAST, PRODUCTION, ServerProfile, apply_profile
 from bench.receive import INSTANCES, run_receive, run_study_latency
-from bench.workers import ROUTINE_CONCURRENCY
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")

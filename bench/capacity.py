@@ -67,7 +67,7 @@ def postmaster_pid(admin_url: str) -> int:
 def postgres_cpu_s(postmaster: int) -> float:
     """CPU seconds of the cluster: the postmaster, its live children, and (in the postmaster's
     cutime/cstime) every backend that has exited and been reaped."""
-    from worker.processes import proc_stat
+    from testkit.workers import proc_stat
 
     total = 0
     for entry in os.scandir("/proc"):

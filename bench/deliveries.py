@@ -21,14 +21,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from rich.console import Console
 
-from bench import peers
-from bench.environment import BenchEnvironment, open_environment, worker_environment
+from bench.environment import BenchEnvironment, open_environment
 from bench.latency import percentiles
-from bench.pipeline import prepare, read_engine
-from bench.services import free_port
-from bench.workers import start_worker, wait_for
+from bench.pipeline import POLL_S, prepare, read_engine
 from gateway.intake.client import submit_images
 from schemas.tables import Delivery, as_utc
+from testkit import peers
+from testkit.environment import worker_environment
+from testkit.services import free_port, wait_until
+from testkit.workers import start_worker
 from worker.processes import stop_workers
 
 
@@ -61,15 +62,27 @@ def run_deliveries(env: BenchEnvironment, scans: int, outage_s: float, log_dir: 
     try:
         with peers.start_receivers(ports, log_dir / "pacs"):
             submit_images(list(env.scans[:scans]), settings=settings)
-            wait_for(lambda: _pending(engine) == 0 and _count(engine) > 0, "deliveries", 300)
+            wait_until(
+                lambda: _pending(engine) == 0 and _count(engine) > 0,
+                "deliveries",
+                300,
+                interval=POLL_S,
+            )
         latency = _latency_ms(engine)
         before = _count(engine)
         submit_images(list(env.scans[scans : 2 * scans]), settings=settings)
-        wait_for(lambda: _count(engine) > before and _tried(engine), "the outage's failures", 300)
+        wait_until(
+            lambda: _count(engine) > before and _tried(engine),
+            "the outage's failures",
+            300,
+            interval=POLL_S,
+        )
         time.sleep(outage_s)
         back = time.perf_counter()
         with peers.start_receivers(ports, log_dir / "pacs"):
-            wait_for(lambda: _pending(engine) == 0, "deliveries after the outage", 600)
+            wait_until(
+                lambda: _pending(engine) == 0, "deliveries after the outage", 600, interval=POLL_S
+            )
             recovery = time.perf_counter() - back
         return {
             "latency_ms": latency,

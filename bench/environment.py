@@ -8,32 +8,29 @@ train` publishes by default, trained on the real dev scans when they are here, e
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from bench.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from schemas.model_card import ModelNotFoundError, resolve_model_dir
 from schemas.settings import Settings
+from testkit.environment import settings_pointed_at
+from testkit.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 
 TRAIN_SCANS = 1500
 TRAIN_EPOCHS = 10
 TRAIN_MIX = (0.6, 0.25, 0.15)  # more urgent phantoms than a hospital sees, to learn them fast
 SCAN_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
-STAT_RESERVE = 20
+STAT_RESERVE = 20  # extra scans for the stat scans enqueued behind the backlog
 REAL_NAME = "iqothnccd_ct_dev.npz"
-REPO_ROOT = (
-    Path(__file__).resolve().parents[1]
-)  # extra scans for the stat scans enqueued behind the backlog
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -73,21 +70,6 @@ class BenchEnvironment:
             model_dir=model_root or self.model_root,
             **overrides,
         )
-
-
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment of a worker subprocess: these settings as TRIAGE_ variables."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIAGE_")}
-    env.update(
-        TRIAGE_DATA_DIR=str(settings.data_dir),
-        TRIAGE_DATABASE_URL=settings.resolved_database_url,
-        TRIAGE_REDIS_URL=str(settings.redis_url),
-        TRIAGE_MODEL_DIR=str(settings.resolved_model_dir),
-        TRIAGE_BATCH_SIZE=str(settings.batch_size),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 def real_scans() -> tuple[Path, Path] | None:
@@ -135,31 +117,6 @@ def publish_baseline(model_root: Path, console) -> Path:  # noqa: ANN001 - rich 
         folds=0,  # one model: the benchmark measures serving, not training quality
         console=quiet,
     )
-
-
-@contextlib.contextmanager
-def settings_pointed_at(names: dict[str, str]) -> Iterator[None]:
-    """This process's own settings take `names` (TRIAGE_* variables) inside the block, and
-    get their earlier values back afterwards.
-
-    The Celery app computes its default broker from `get_settings()` the first time its
-    configuration is read, even when a call passes explicit settings; without this, that would
-    start an embedded Redis under ~/.triage.
-    """
-    from schemas.settings import get_settings
-
-    before = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        get_settings.cache_clear()
 
 
 def open_environment(

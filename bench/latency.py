@@ -18,12 +18,22 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from bench.environment import BenchEnvironment, worker_environment
-from bench.pipeline import count, enqueue, prepare, read_engine, warm_up
-from bench.workers import ROUTINE_CONCURRENCY, start_worker, wait_for
+from bench.environment import BenchEnvironment
+from bench.pipeline import (
+    POLL_S,
+    ROUTINE_CONCURRENCY,
+    count,
+    enqueue,
+    prepare,
+    read_engine,
+    warm_up,
+)
 from ledger.studies import undecided_studies
 from ledger.worklist import unlisted_urgent
 from schemas.tables import Result, UrgentCase, as_utc
+from testkit.environment import worker_environment
+from testkit.services import wait_until
+from testkit.workers import peak_rss_mib, start_worker
 from worker.processes import stop_workers
 
 STAT_SCANS = 20
@@ -64,7 +74,7 @@ def run_latency(
     try:
         urgent = start_worker("worker", "urgent", f"lat-urgent-{backend}", worker_env, log_dir, url)
     except BaseException:
-        routine.stop()
+        stop_workers([routine])
         raise
     try:
         warm_up(env.scans, settings, engine, timeout=300, jobs=ROUTINE_CONCURRENCY)
@@ -80,13 +90,18 @@ def run_latency(
             stat_submitted[scan_id] = moment
             time.sleep(STAT_INTERVAL_S)
         total = before + backlog + len(stat_submitted)
-        wait_for(lambda: count(engine, Result.__table__) >= total, "backlog results", 900)
+        wait_until(
+            lambda: count(engine, Result.__table__) >= total,
+            "backlog results",
+            900,
+            interval=POLL_S,
+        )
         drained = time.perf_counter() - started
-        wait_for(lambda: _unescalated(engine) == 0, "escalations", 120)
+        wait_until(lambda: _unescalated(engine) == 0, "escalations", 120, interval=POLL_S)
         escalation_ms = _escalation_ms(engine, backlog_ids | set(stat_submitted))
         stat_ms = _stat_ms(engine, stat_submitted)
         return LatencyRun(
-            escalation_ms, stat_ms, backlog, drained, routine.peak_rss_mib(), urgent.peak_rss_mib()
+            escalation_ms, stat_ms, backlog, drained, peak_rss_mib(routine), peak_rss_mib(urgent)
         )
     finally:
         stop_workers([routine, urgent])

@@ -80,7 +80,7 @@ def main() -> None:
         "--fsync", choices=("on", "off"), default="on", help="PostgreSQL fsync (production: on)"
     )
     options = parser.parse_args()
-    from bench.services import PostgresServer, create_database
+    from testkit.services import PostgresServer, create_database
 
     with tempfile.TemporaryDirectory(prefix="ledger-steps-") as tmp:
         admin_url, server = os.environ.get("TRIAGE_TEST_POSTGRES_URL"), None

@@ -91,9 +91,11 @@ def enqueue_naive(images: np.ndarray, database_url: str, broker: str) -> list[st
 
 def run_naive(env, scans: int, log_dir: Path) -> float:  # noqa: ANN001 - BenchEnvironment
     """Scans per second of the naive design, from the first enqueue to the last result."""
-    from bench.environment import worker_environment
-    from bench.pipeline import count, prepare, read_engine
-    from bench.workers import start_worker, wait_for
+    from bench.pipeline import POLL_S, count, prepare, read_engine
+    from testkit.environment import worker_environment
+    from testkit.services import wait_until
+    from testkit.workers import start_worker
+    from worker.processes import stop_workers
 
     settings = env.settings(env.fresh_database("sqlite"))
     prepare(settings)
@@ -106,12 +108,19 @@ def run_naive(env, scans: int, log_dir: Path) -> float:  # noqa: ANN001 - BenchE
     try:
         url = settings.resolved_database_url
         enqueue_naive(env.scans[:WARMUP_SCANS], url, settings.redis_url)
-        wait_for(lambda: count(engine, results) >= WARMUP_SCANS, "naive warm-up", 300)
+        wait_until(
+            lambda: count(engine, results) >= WARMUP_SCANS, "naive warm-up", 300, interval=POLL_S
+        )
         started = time.perf_counter()
         enqueue_naive(env.scans[:scans], url, settings.redis_url)
         timeout = max(300.0, scans)
-        wait_for(lambda: count(engine, results) >= WARMUP_SCANS + scans, "naive results", timeout)
+        wait_until(
+            lambda: count(engine, results) >= WARMUP_SCANS + scans,
+            "naive results",
+            timeout,
+            interval=POLL_S,
+        )
         return scans / (time.perf_counter() - started)
     finally:
-        worker.stop()
+        stop_workers([worker])
         engine.dispose()

@@ -8,6 +8,7 @@ studies, so the worker starts on the first chunk while later ones are still arri
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,19 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 
-from bench.environment import BenchEnvironment, worker_environment
-from bench.workers import ROUTINE_CONCURRENCY, start_worker, wait_for
+from bench.environment import BenchEnvironment
 from schemas.settings import Settings
 from schemas.tables import Result, Scan, UrgentCase
+from testkit.environment import worker_environment
+from testkit.services import wait_until
+from testkit.workers import peak_rss_mib, start_worker, tree_peak_rss_mib
+from worker.processes import stop_workers
 
 ENQUEUE_CHUNK = 1000
 WARMUP_SCANS = 64
 POLL_S = 0.02
+# the routine worker as production runs it: Celery's default of one pool process per core
+ROUTINE_CONCURRENCY = len(os.sched_getaffinity(0))
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,9 @@ def warm_up(
     for _ in range(jobs):
         enqueue(images[:WARMUP_SCANS], settings)
     wanted = WARMUP_SCANS * jobs
-    wait_for(lambda: count(engine, Result.__table__) >= wanted, "warm-up", timeout)
+    wait_until(
+        lambda: count(engine, Result.__table__) >= wanted, "warm-up", timeout, interval=POLL_S
+    )
 
 
 def run_pipeline(
@@ -119,10 +127,10 @@ def run_pipeline(
         seconds = time.perf_counter() - started
         _check_done(engine, target)
         return PipelineRun(
-            len(images), seconds, enqueued, worker.peak_rss_mib(), worker.tree_peak_rss_mib()
+            len(images), seconds, enqueued, peak_rss_mib(worker), tree_peak_rss_mib(worker)
         )
     finally:
-        worker.stop()
+        stop_workers([worker])
         engine.dispose()
 
 

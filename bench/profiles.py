@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 import sqlalchemy as sa
 
-from bench.services import wait_until
+from testkit.services import wait_until
 
 
 @dataclass(frozen=True)

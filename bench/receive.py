@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.services import free_port, wait_until
+from testkit.dcmtk import dcmtk_env, echo, storescu
+from testkit.services import free_port, wait_until
 
 INSTANCES = 200
 SLICES_PER_STUDY = 20
@@ -69,23 +70,12 @@ def write_instances(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def dcmtk_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """dcmtk leaves Nagle's algorithm on unless TCP_NODELAY=1: with it on, each instance
-    waits out a 40 ms delayed ACK (measured: 22 instances/s instead of 500)."""
-    return {**(os.environ if base is None else base), "TCP_NODELAY": "1"}
-
-
-def echo(port: int) -> bool:
-    command = ["echoscu", "-aet", "BENCH", "-aec", "TRIAGE", "127.0.0.1", str(port)]
-    return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
-
-
 def send_all(port: int, folder: Path) -> float:
     """Seconds for storescu to send every file in `folder` on one association."""
-    command = ["storescu", "+sd", "-aet", "BENCH", "-aec", "TRIAGE", "127.0.0.1", str(port),
-               str(folder)]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, timeout=600, env=dcmtk_env())
+    status = storescu(port, [folder], "+sd", calling="BENCH", timeout=600)
+    if status != 0:
+        raise RuntimeError(f"storescu exited with status {status} sending {folder}")
     return time.perf_counter() - started
 
 
@@ -96,7 +86,11 @@ def timed_peer(
     with log.open("ab") as output:
         peer = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
-            wait_until(lambda: peer.poll() is None and echo(port), what=command[0], timeout=60)
+            wait_until(
+                lambda: peer.poll() is None and echo(port, calling="BENCH"),
+                what=command[0],
+                timeout=60,
+            )
             return send_all(port, folder)
         finally:
             peer.terminate()
@@ -166,9 +160,9 @@ def run_receive(directory: Path, database_urls: dict[str, str], count: int = INS
 
 def run_study_latency(env, backend: str, log_dir: Path) -> dict:  # noqa: ANN001 - BenchEnvironment
     """Last instance -> decision and -> worklist entry (ms, p50/p95/p99) over storescu."""
-    from bench.environment import worker_environment
     from bench.pipeline import prepare
-    from bench.workers import start_worker
+    from testkit.environment import worker_environment
+    from testkit.workers import start_worker
     from worker.processes import stop_workers
 
     settings = env.settings(env.fresh_database(backend), study_idle_seconds=IDLE_SECONDS)
@@ -185,7 +179,11 @@ def run_study_latency(env, backend: str, log_dir: Path) -> dict:  # noqa: ANN001
         for queues, name in (("stat,scans", "routine"), ("urgent", "urgent")):
             workers.append(start_worker("worker", queues, f"rx-{name}-{backend}", worker_env,
                                         log_dir, str(settings.redis_url)))  # fmt: skip
-        wait_until(lambda: receiver.poll() is None and echo(port), what="receiver", timeout=60)
+        wait_until(
+            lambda: receiver.poll() is None and echo(port, calling="BENCH"),
+            what="receiver",
+            timeout=60,
+        )
         sent = send_studies(env.directory / f"latency-{backend}", port, LATENCY_STUDIES + 1)
         sent.pop(next(iter(sent)))  # the first study warms the worker up: not counted
         return study_delays(settings.resolved_database_url, sent)
@@ -213,7 +211,7 @@ def study_delays(database_url: str, sent: dict[str, float]) -> dict:
     import sqlalchemy as sa
 
     from bench.latency import percentiles
-    from bench.workers import wait_for
+    from bench.pipeline import POLL_S
     from ledger.statements import studies, urgent_cases
     from schemas.tables import as_utc
 
@@ -226,7 +224,7 @@ def study_delays(database_url: str, sent: dict[str, float]) -> dict:
         with engine.connect() as connection:
             return connection.execute(decided).all()
 
-    wait_for(lambda: len(rows()) == len(sent), "study decisions", 300)
+    wait_until(lambda: len(rows()) == len(sent), "study decisions", 300, interval=POLL_S)
     found = rows()
     listed = sa.select(urgent_cases.c.study_id, urgent_cases.c.escalated_at).where(
         urgent_cases.c.study_id.in_([row.id for row in found])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from schemas.settings import get_settings
+from testkit.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from tests.fixtures_model import model_root, published_model_root  # noqa: F401 - fixtures
 
 REQUIRE_SERVICES = os.environ.get("TRIAGE_TEST_REQUIRE_SERVICES") == "1"

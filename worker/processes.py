@@ -1,10 +1,10 @@
-"""Celery worker processes as children: started, waited for, measured and always stopped.
+"""Celery worker processes as children: started, waited for and always stopped.
 
-The one supervisor of `celery -A APP worker` subprocesses, used by `triage demo`, the
-benchmarks and the integration tests. Each worker runs in its own process group, so Ctrl-C in
-a terminal reaches only the parent, and stopping it is: SIGTERM to the worker (Celery's warm
-shutdown finishes the running job), then SIGKILL to the whole group (pool children included)
-after a grace period.
+The one supervisor of `celery -A APP worker` subprocesses: `triage demo` starts its workers
+through it, and so does the test kit (testkit/workers.py adds what only tests and benchmarks
+need). Each worker runs in its own process group, so Ctrl-C in a terminal reaches only the
+parent, and stopping it is: SIGTERM to the worker (Celery's warm shutdown finishes the running
+job), then SIGKILL to the whole group (pool children included) after a grace period.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 GRACE_SECONDS = 20.0
@@ -79,10 +79,6 @@ class WorkerProcess:
         """The worker's Celery node name (what `celery inspect ping -d` takes)."""
         return f"{self.name}@{socket.gethostname()}"
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
     def check_alive(self) -> None:
         """Raise WorkerExited if the worker has exited, with its log's last lines."""
         if self.process.poll() is not None:
@@ -98,18 +94,6 @@ class WorkerProcess:
             return "(no log)"
         return "\n".join(text[-lines:])
 
-    def pool_children(self) -> list[int]:
-        """Pids of every process below the worker (its pool children)."""
-        return process_tree(self.process.pid)[1:]
-
-    def peak_rss_mib(self) -> float:
-        """The largest VmHWM (peak resident set) among the worker and its children, MiB."""
-        return max(_vm_hwm_kib(pid) for pid in process_tree(self.process.pid)) / 1024
-
-    def tree_peak_rss_mib(self) -> float:
-        """VmHWM summed over the worker and its children, in MiB (an upper bound)."""
-        return sum(_vm_hwm_kib(pid) for pid in process_tree(self.process.pid)) / 1024
-
     def terminate(self) -> None:
         """SIGTERM the worker itself: a warm shutdown that finishes the running job."""
         if self.process.poll() is None:
@@ -121,25 +105,6 @@ class WorkerProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
-
-    def stop(self, grace: float = GRACE_SECONDS) -> None:
-        stop_workers([self], grace)
-
-    @contextlib.contextmanager
-    def frozen(self) -> Iterator[None]:
-        """The worker and its pool children stopped (SIGSTOP to the group) inside the block,
-        then continued: a fault injected meanwhile lands while the worker holds its work."""
-        os.killpg(self.process.pid, signal.SIGSTOP)
-        try:
-            deadline = time.monotonic() + 5  # a signal is delivered when the process next runs
-            group = process_tree(self.process.pid)
-            while not all(process_state(pid) in ("T", "t", "") for pid in group):
-                if time.monotonic() > deadline:
-                    raise WorkerExited(f"worker {self.name} did not stop within 5 s")
-                time.sleep(0.001)
-            yield
-        finally:
-            os.killpg(self.process.pid, signal.SIGCONT)
 
 
 def wait_ready(workers: Sequence[WorkerProcess], broker_url: str, timeout: float) -> None:
@@ -173,41 +138,3 @@ def stop_workers(workers: Sequence[WorkerProcess], grace: float = GRACE_SECONDS)
             worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
     for worker in workers:
         worker.kill()
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every process below it, root first."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                parents[int(entry.name)] = int(proc_stat(int(entry.name))[1])
-    pids, frontier = [root], [root]
-    while frontier:
-        current = frontier.pop()
-        found = [pid for pid, parent in parents.items() if parent == current]
-        pids += found
-        frontier += found
-    return pids
-
-
-def proc_stat(pid: int) -> list[str]:
-    """/proc/PID/stat's fields after the command name: state, ppid, ... (field 3 onwards; the
-    name, in parentheses, may hold spaces). Raises OSError when the process is gone."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def process_state(pid: int) -> str:
-    """The one-letter state (R running, S sleeping, T stopped ...); "" if the process is gone."""
-    try:
-        return proc_stat(pid)[0]
-    except OSError:
-        return ""
-
-
-def _vm_hwm_kib(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0

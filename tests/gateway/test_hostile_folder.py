@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench.services import redis_url_with_database
 from gateway.intake.files import OUTSIDE, read_paths
 from schemas.settings import get_settings
+from testkit.services import redis_url_with_database
 from tests.fixtures_model import brightness_scans
 from tests.imaging.hostile import HOSTILE, nested_folders, remove_tree
 

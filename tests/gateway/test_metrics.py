@@ -13,12 +13,12 @@ import sqlalchemy as sa
 from kombu.transport.redis import Channel
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.services import redis_url_with_database
 from gateway.broker.server import redis_client
 from gateway.operations.metrics import start_metrics_server
 from ledger.database import upgrade_schema
 from schemas.settings import Settings, get_settings
 from schemas.tables import Delivery, Result, Study, UrgentCase
+from testkit.services import redis_url_with_database
 from tests.gateway.scan_rows import insert_scans
 
 METRICS_DB = 12  # a Redis database of its own, so other tests' queues do not count

@@ -11,11 +11,11 @@ import sqlalchemy as sa
 from kombu.transport.redis import Channel
 from typer.testing import CliRunner
 
-from bench.services import redis_url_with_database
 from gateway.broker.server import queue_depths, redis_client
 from gateway.operations.monitor import take_snapshot
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, Study, UrgentCase
+from testkit.services import redis_url_with_database
 from tests.gateway.scan_rows import insert_scans
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from bench.services import wait_until
 from gateway.intake.receiver import (
     CANNOT_UNDERSTAND,
     CT,
@@ -32,6 +31,7 @@ from ledger.statements import scan_pixels, scans, studies
 from schemas.messages import Priority
 from schemas.settings import Settings
 from schemas.tables import utcnow
+from testkit.services import wait_until
 from tests.fixtures_model import brightness_scans
 
 EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"

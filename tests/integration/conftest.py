@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from bench.services import redis_url_with_database, wait_until
 from ledger.database import engine_for, upgrade_schema
 from schemas.settings import get_settings
+from testkit.services import redis_url_with_database, wait_until
 from worker.processes import QUIET_FLAGS, WorkerProcess, celery_worker, stop_workers, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,13 +16,13 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
-from bench import peers
-from bench.peers import Fhir, Ris, start_receivers
-from bench.services import free_port
 from gateway.intake.client import submit_images
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Delivery, Study
+from testkit import peers
+from testkit.peers import Fhir, Ris, start_receivers
+from testkit.services import free_port
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import wait_for
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.services import free_port
 from gateway.intake.receiver import CT
 from ledger import reads
 from ledger.database import engine_for
 from ledger.statements import scans
 from schemas.settings import get_settings
+from testkit.dcmtk import echo, run_dcmtk, storescu
+from testkit.services import free_port
 from tests.gateway.test_receiver import EXPLICIT_LE, ct_instance
 from tests.integration.conftest import REPO_ROOT, Pipeline, wait_for
 
@@ -65,23 +66,6 @@ class ReceiverProcess:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
-
-
-def echo(port: int, calling: str = "SENDER") -> bool:
-    return run_dcmtk("echoscu", "-aet", calling, "-aec", "TRIAGE", "127.0.0.1", str(port)) == 0
-
-
-def run_dcmtk(*args: str) -> int:
-    """A dcmtk tool's exit status; TCP_NODELAY=1 spares each instance a 40 ms delayed ACK."""
-    env = {**os.environ, "TCP_NODELAY": "1"}
-    return subprocess.run(args, capture_output=True, timeout=120, env=env).returncode
-
-
-def storescu(port: int, files: Sequence[Path], *options: str, calling: str = "SENDER") -> int:
-    return run_dcmtk(
-        "storescu", *options, "-aet", calling, "-aec", "TRIAGE", "127.0.0.1", str(port),
-        *map(str, files),
-    )  # fmt: skip
 
 
 def write_study(folder: Path, study_uid: str, count: int, mean: int) -> list[Path]:

@@ -3,8 +3,8 @@
 Each test kills or restarts one part in the middle of a run and ends with every scan having
 exactly one result (none lost, none duplicated), every urgent one on the worklist exactly once,
 and no scan `done` without its result. The reconciler (`triage reconcile`, or the beat in the
-urgent worker) re-sends what the ledger says is unfinished. Figures go to TRIAGE_TEST_FIGURES
-(see tests/reliability_figures.py and RELIABILITY.md).
+urgent worker) re-sends what the ledger says is unfinished.
+RELIABILITY.md describes each fault and what these tests check.
 """
 
 from __future__ import annotations
@@ -24,20 +24,20 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from bench.services import (
+from gateway.intake.client import submit_images
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Result, Scan, UrgentCase
+from testkit.services import (
     PostgresServer,
     RedisServer,
     create_database,
     postgres_bin_dir,
     wait_until,
 )
-from gateway.intake.client import submit_images
-from ledger.database import engine_for
-from schemas.settings import get_settings
-from schemas.tables import Result, Scan, UrgentCase
+from testkit.workers import frozen, pool_children
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import Pipeline, wait_for
-from tests.reliability_figures import record
 from worker.processes import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -95,8 +95,8 @@ def settled(engine, total: int, urgent: int) -> bool:  # noqa: ANN001
     return now["done"] == total and now["cases"] == urgent
 
 
-def check_exactly_once(engine, ids: list[str], urgent: set[str]) -> dict[str, int]:  # noqa: ANN001
-    """Assert one result per scan and one worklist row per urgent scan; return the figures."""
+def check_exactly_once(engine, ids: list[str], urgent: set[str]) -> None:  # noqa: ANN001
+    """Assert one result per scan and one worklist row per urgent scan."""
     with engine.connect() as connection:
         result_ids = connection.scalars(sa.select(Result.scan_id)).all()
         case_ids = connection.scalars(sa.select(UrgentCase.scan_id)).all()
@@ -109,7 +109,6 @@ def check_exactly_once(engine, ids: list[str], urgent: set[str]) -> dict[str, in
             .outerjoin(Result, Result.scan_id == Scan.id)
             .where(Scan.status == "done", Result.scan_id.is_(None))
         )
-        attempts = connection.scalar(sa.select(sa.func.sum(Scan.attempts)))
         urgent_results = set(connection.scalars(sa.select(Result.scan_id).where(Result.urgent)))
     lost = len(set(ids) - set(result_ids))
     duplicated = (len(result_ids) - len(set(result_ids))) + (len(case_ids) - len(set(case_ids)))
@@ -118,7 +117,6 @@ def check_exactly_once(engine, ids: list[str], urgent: set[str]) -> dict[str, in
     assert done_without_result == 0
     assert urgent_results == urgent, "the brightness model decides urgency deterministically"
     assert sorted(case_ids) == sorted(urgent)
-    return {"lost": lost, "duplicated": duplicated, "redeliveries": int(attempts) - len(ids)}
 
 
 def reconcile_until(pipeline: Pipeline, engine, total: int, urgent: int, timeout: float) -> int:  # noqa: ANN001
@@ -143,7 +141,7 @@ def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
     engine = engine_for(get_settings().resolved_database_url)
     pipeline.start_worker("urgent", "urgent")
     routine = pipeline.start_worker("stat,scans", "routine", pool="prefork")
-    (child,) = routine.pool_children()
+    (child,) = pool_children(routine)
 
     def mid_job() -> bool:
         now = counts(engine)
@@ -156,7 +154,7 @@ def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
     # the worker itself lives on with a new child; the lost job comes back as single scans
     wait_for(lambda: settled(engine, 600, len(urgent)), "the backlog to finish", timeout=150)
     routine.check_alive()
-    assert routine.pool_children() and routine.pool_children() != [child]
+    assert pool_children(routine) and pool_children(routine) != [child]
     check_exactly_once(engine, ids, urgent)
     assert "signal 9 (SIGKILL)" in pipeline.worker_logs()  # Celery saw its child die
 
@@ -164,7 +162,6 @@ def test_a_prefork_pool_child_killed_mid_job_loses_and_repeats_nothing(
 def test_routine_worker_killed_in_a_backlog_of_2000_scans(
     start, redis_server: str, postgres_admin_url: str
 ) -> None:
-    began = time.monotonic()
     pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=50)
     ids, urgent = enqueue(2000, seed=11)
     engine = engine_for(get_settings().resolved_database_url)
@@ -184,17 +181,8 @@ def test_routine_worker_killed_in_a_backlog_of_2000_scans(
     pipeline.start_worker("stat,scans", "routine-2")
     runs = reconcile_until(pipeline, engine, 2000, len(urgent), timeout=150)
 
-    figures = check_exactly_once(engine, ids, urgent)
+    check_exactly_once(engine, ids, urgent)
     assert runs >= 1
-    record(
-        "fault",
-        "routine worker SIGKILL mid-backlog",
-        scans=2000,
-        faults=1,
-        seconds=round(time.monotonic() - began),
-        orphaned_at_kill=at_kill["processing"],
-        **figures,
-    )
 
 
 class SlowWebhook(BaseHTTPRequestHandler):
@@ -231,7 +219,6 @@ def webhook() -> Iterator[str]:
 def test_urgent_worker_killed_while_escalations_are_pending(
     start, redis_server: str, postgres_admin_url: str, webhook: str
 ) -> None:
-    began = time.monotonic()
     # one scan a job: one escalation message per urgent scan, so the kill finds many pending
     pipeline = start(redis_server, create_database(postgres_admin_url), batch_size=1)
     ids, urgent = enqueue(500, seed=12, urgent_share=0.6)
@@ -252,7 +239,7 @@ def test_urgent_worker_killed_while_escalations_are_pending(
     # the webhook is the outbox's: the deliveries worker sends one POST per urgent study
     pipeline.start_worker("deliveries", "deliveries", TRIAGE_NOTIFY_URL=webhook)
 
-    figures = check_exactly_once(engine, ids, urgent)
+    check_exactly_once(engine, ids, urgent)
     # every case is paged, also those the killed worker had put on the worklist but not paged:
     # the reconciler pages again whatever has no `notified_at`; and every urgent study's
     # webhook went out from the outbox, whatever happened to the urgent worker
@@ -264,24 +251,11 @@ def test_urgent_worker_killed_while_escalations_are_pending(
             .where(UrgentCase.notified_at.is_(None))
         )
     assert unpaged == 0
-    notified = paged_ids()
-    record(
-        "fault",
-        "urgent worker SIGKILL with escalations pending",
-        scans=500,
-        faults=1,
-        seconds=round(time.monotonic() - began),
-        urgent=len(urgent),
-        pending_at_kill=pending,
-        notified=len(notified),
-        **figures,
-    )
 
 
 def test_redis_restarted_with_its_data_lost_mid_run(
     start, tmp_path: Path, postgres_admin_url: str
 ) -> None:
-    began = time.monotonic()
     redis = RedisServer(tmp_path / "redis").start()
     try:
         pipeline = start(redis.url, create_database(postgres_admin_url), batch_size=50)
@@ -293,7 +267,7 @@ def test_redis_restarted_with_its_data_lost_mid_run(
 
         # the routine worker is held still while Redis restarts, so that a fast machine cannot
         # finish the backlog first; it wakes to a broker that has lost its messages
-        with routine.frozen():
+        with frozen(routine):
             redis.stop(wipe=True)
             redis.start()  # same port, empty: every queued job and escalation is gone
             assert redis.client().dbsize() == 0
@@ -301,17 +275,9 @@ def test_redis_restarted_with_its_data_lost_mid_run(
         assert at_wipe < 1500, "the run ended before the wipe: nothing was tested"
 
         wait_for(lambda: settled(engine, 1500, len(urgent)), "the reconciler to recover", 120)
-        figures = check_exactly_once(engine, ids, urgent)
+        check_exactly_once(engine, ids, urgent)
     finally:
         redis.stop()
-    record(
-        "fault",
-        "Redis restarted with its data lost",
-        scans=1500,
-        faults=1,
-        seconds=round(time.monotonic() - began),
-        **figures,
-    )
 
 
 @pytest.fixture
@@ -327,7 +293,6 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: PostgresServer) -> None:
-    began = time.monotonic()
     pipeline = start(redis_server, create_database(own_postgres.url), batch_size=50)
     ids, urgent = enqueue(1500, seed=14)
     engine = engine_for(get_settings().resolved_database_url)
@@ -335,7 +300,7 @@ def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: Post
     routine = pipeline.start_worker("stat,scans", "routine")
     wait_for(lambda: counts(engine)["done"] >= 200, "200 scans done before the restart")
 
-    with routine.frozen():  # so that a fast machine cannot finish the backlog first
+    with frozen(routine):  # so that a fast machine cannot finish the backlog first
         at_crash = counts(engine)["done"]
         own_postgres.stop(mode="immediate")  # a crash: connections cut, no checkpoint
     assert at_crash < 1500, "the run ended before the crash: nothing was tested"
@@ -345,13 +310,5 @@ def test_postgres_restarted_mid_run(start, redis_server: str, own_postgres: Post
     wait_for(lambda: counts(engine)["done"] >= 200, "PostgreSQL back with the results it had")
 
     wait_for(lambda: settled(engine, 1500, len(urgent)), "the workers to retry and finish", 120)
-    figures = check_exactly_once(engine, ids, urgent)
+    check_exactly_once(engine, ids, urgent)
     assert "retrying" in pipeline.worker_logs()  # the outage was felt, and retried
-    record(
-        "fault",
-        "PostgreSQL restarted mid-run",
-        scans=1500,
-        faults=1,
-        seconds=round(time.monotonic() - began),
-        **figures,
-    )

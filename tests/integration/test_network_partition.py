@@ -1,7 +1,7 @@
 """Worker hosts over a network: one loses its link mid-backlog while it holds a job.
 
-Hosts are Linux network namespaces on this machine joined by a bridge (bench/netns.py; the
-flow is bench/network.py's, which the benchmark's network stage runs too): `svc` runs Redis and
+Hosts are Linux network namespaces on this machine joined by a bridge (testkit/netns.py; the
+scenario is testkit/partition.py's, which the benchmark's network stage runs too): `svc` runs Redis and
 PostgreSQL (bound to its own address, 10.231.7.10) and the urgent worker with the beat; `w1` and `w2` each run a `-Q stat,scans` solo worker; this test
 process, in the root namespace, is the gateway host that enqueues. When w1 holds a job, its
 bridge port goes down (a silent partition: packets dropped, no reset). The reconciler
@@ -21,7 +21,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bench.network import (
+from ledger.database import engine_for
+from schemas.settings import get_settings
+from schemas.tables import Scan
+from testkit.partition import (
     RECONCILE,
     Network,
     TopUp,
@@ -34,13 +37,9 @@ from bench.network import (
     unavailable,
     wait_rejoined,
 )
-from bench.services import create_database
-from ledger.database import engine_for
-from schemas.settings import get_settings
-from schemas.tables import Scan
+from testkit.services import create_database
 from tests.integration.conftest import wait_for
 from tests.integration.test_faults import check_exactly_once, counts, enqueue, settled
-from tests.reliability_figures import record
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -71,14 +70,9 @@ def top_up(engine: sa.Engine, ids: list[str], urgent_ids: set[str]) -> TopUp:
     return TopUp(engine, 100, send_more)
 
 
-def seconds(value: float | None) -> str:
-    return "n/a (its claim was not committed before the cut)" if value is None else f"{value:.1f} s"
-
-
 def test_a_worker_host_partitioned_mid_backlog(
     network: Network, pipeline_factory, tmp_path: Path
 ) -> None:
-    began = time.monotonic()
     services = start_services(network, tmp_path / "redis")
     # this process (the gateway host) reaches the services over the bridge
     pipeline = pipeline_factory(
@@ -100,10 +94,10 @@ def test_a_worker_host_partitioned_mid_backlog(
 
     network.hosts.heal(services.w1)
     healed = time.monotonic()
-    figures = check_exactly_once(engine, ids, urgent_ids)
+    check_exactly_once(engine, ids, urgent_ids)
     # back on the network, w1 finishes its stale job (a no-op: its scans are `done`)
-    rejoined_s = wait_rejoined(w1, healed)
-    figures = check_exactly_once(engine, ids, urgent_ids)
+    wait_rejoined(w1, healed)
+    check_exactly_once(engine, ids, urgent_ids)
     if recovery.held:  # claimed by w1, then re-sent and claimed again
         with engine.connect() as connection:
             attempts = connection.scalars(
@@ -112,25 +106,3 @@ def test_a_worker_host_partitioned_mid_backlog(
             assert max(attempts.all()) >= 2
     for worker in workers:
         worker.check_alive()
-
-    print(
-        f"\npartition_recovery_s={recovery.recovered_s:.1f} (link down -> every scan done); "
-        f"w1's claimed scans re-sent after {seconds(recovery.resent_s)}, "
-        f"done after {seconds(recovery.held_done_s)}; "
-        f"w1 rejoined {rejoined_s:.1f} s after the link came back; "
-        f"{cut.done_at_cut} of {len(ids)} done at the partition, {len(recovery.held)} held by w1 "
-        f"(link cut {cut.tries} time(s) to catch w1 mid-job)"
-    )
-    record(
-        "fault",
-        "worker host partitioned mid-backlog (network namespaces)",
-        scans=len(ids),
-        faults=1,
-        seconds=round(time.monotonic() - began),
-        partition_recovery_s=round(recovery.recovered_s, 1),
-        held_resent_s=recovery.resent_s and round(recovery.resent_s, 1),
-        held_done_s=recovery.held_done_s and round(recovery.held_done_s, 1),
-        held_at_partition=len(recovery.held),
-        cuts=cut.tries,
-        **figures,
-    )

@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from kombu import Connection, Exchange, Queue
 from PIL import Image
 
-from bench.services import RedisServer
 from gateway.intake.client import submit_images
 from ledger import scans as ledger
 from ledger.database import engine_for, upgrade_schema
 from schemas.queues import CLASSIFY_TASK, ROUTINE_QUEUE
 from schemas.settings import get_settings
 from schemas.tables import Scan, UrgentCase
+from testkit.services import RedisServer
 from tests.fixtures_model import brightness_scans
 from tests.integration.conftest import Pipeline, wait_for
 

@@ -11,8 +11,8 @@ import redis
 from PIL import Image
 from typer.testing import CliRunner
 
-from bench.services import redis_url_with_database
 from schemas.settings import get_settings
+from testkit.services import redis_url_with_database
 from tests.fixtures_model import brightness_scans
 from triage.cli import app
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.processes import WorkerExited, WorkerProcess, process_state, stop_workers
+from worker.processes import WorkerExited, WorkerProcess, stop_workers
 
 
 def spawn(tmp_path: Path, name: str, script: str) -> WorkerProcess:
@@ -41,31 +41,3 @@ def test_stop_kills_a_worker_that_ignores_sigterm(tmp_path: Path) -> None:
     assert polite.process.returncode == -15  # SIGTERM was enough
     assert stubborn.process.returncode == -9  # SIGKILL after the grace period
     assert time.monotonic() - started < 10
-
-
-def test_the_process_tree_holds_the_children(tmp_path: Path) -> None:
-    worker = spawn(tmp_path, "pool", "sleep 30 & sleep 30 & wait")
-    try:
-        deadline = time.monotonic() + 5
-        while len(worker.pool_children()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(worker.pool_children()) == 2
-    finally:
-        worker.kill()
-    assert worker.process.returncode == -9
-
-
-def test_frozen_stops_the_worker_and_its_children_then_continues_them(tmp_path: Path) -> None:
-    worker = spawn(tmp_path, "pool", "sleep 30 & wait")
-    try:
-        deadline = time.monotonic() + 5
-        while not worker.pool_children() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (child,) = worker.pool_children()
-        with worker.frozen():
-            assert process_state(worker.pid) == "T" and process_state(child) == "T"
-        time.sleep(0.1)
-        assert process_state(worker.pid) != "T" and process_state(child) != "T"
-        worker.check_alive()
-    finally:
-        worker.kill()

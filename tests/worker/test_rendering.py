@@ -13,8 +13,6 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
-from bench.peers import start_receivers
-from bench.services import free_port
 from ledger import deliveries, studies
 from ledger import scans as ledger
 from ledger.database import create_ledger_engine, upgrade_schema
@@ -23,6 +21,8 @@ from ledger.statements import deliveries as outbox_rows
 from ledger.statements import scan_pixels
 from schemas.messages import Escalation
 from schemas.settings import get_settings
+from testkit.peers import start_receivers
+from testkit.services import free_port
 from tests.fixtures_model import brightness_scans
 from worker.delivering import deliver
 from worker.model import current_model

@@ -1,10 +1,7 @@
-"""A study report to deliver, and the free loopback ports the real receivers listen on."""
+"""A study report to deliver, built from phantoms."""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -49,22 +46,3 @@ def make_report(**changes: object) -> StudyReport:
 @pytest.fixture
 def report() -> StudyReport:
     return make_report()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -22,7 +22,9 @@ from gateway.outbox.cstore import parse_destination, send_cstore, status_retryab
 from gateway.outbox.dicom_sr import build_sr
 from gateway.outbox.key_image import build_key_image, key_image_reference, render_key_image
 from gateway.outbox.report import DeliveryError, StudyReport
-from tests.gateway.outbox.conftest import free_port, listening, make_report, wait_until
+from testkit.dcmtk import storescp
+from testkit.services import free_port
+from tests.gateway.outbox.conftest import make_report
 
 pytestmark = pytest.mark.timeout(120)
 needs_dcmtk = pytest.mark.skipif(
@@ -34,20 +36,9 @@ needs_dcmtk = pytest.mark.skipif(
 @pytest.fixture
 def pacs(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """dcmtk's storescp on a free loopback port: ('PACS@127.0.0.1:port', its folder)."""
-    folder = tmp_path / "pacs"
-    folder.mkdir()
-    port = free_port()
-    process = subprocess.Popen(
-        ["storescp", "--output-directory", str(folder), "-aet", "PACS", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(lambda: listening(port))
+    folder, port = tmp_path / "pacs", free_port()
+    with storescp(folder, port):
         yield f"PACS@127.0.0.1:{port}", folder
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def stored(folder: Path) -> dict[str, Path]:

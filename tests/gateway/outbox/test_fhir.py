@@ -13,7 +13,8 @@ from fhir.resources.bundle import Bundle
 
 from gateway.outbox.fhir import IDENTIFIER_SYSTEM, build_fhir, post_fhir
 from gateway.outbox.report import DeliveryError, StudyReport
-from tests.gateway.outbox.conftest import free_port, make_report
+from testkit.services import free_port
+from tests.gateway.outbox.conftest import make_report
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,7 +14,8 @@ from hl7apy.parser import parse_message
 from gateway.outbox.hl7 import build_oru, escape
 from gateway.outbox.mllp import END, START, control_id, send_mllp, send_mllp_many
 from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
-from tests.gateway.outbox.conftest import free_port, make_report
+from testkit.services import free_port
+from tests.gateway.outbox.conftest import make_report
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""Real servers for integration tests: Redis and PostgreSQL processes, started and stopped here.
+"""Throwaway servers for tests and benchmarks: Redis and PostgreSQL processes, started and stopped.
 
 `.ci/run` starts long-lived servers and names them in TRIAGE_TEST_REDIS_URL and
 TRIAGE_TEST_POSTGRES_URL; without those, these helpers start throwaway servers themselves

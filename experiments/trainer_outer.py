@@ -12,7 +12,7 @@ scored 0.18-0.24 lower than it said): the nested estimate of the default recipe 
 `triage estimate` (trainer/heads.py). Test predictions of all outer folds are pooled, so macro F1 and class-2 recall are computed over
 all patients (all of class 1's ~19, instead of ~4 per split). Cached per fold under --cache.
 
-python -m bench.trainer_outer --data ../shared/data/iqothnccd_ct_dev.npz \\
+python -m experiments.trainer_outer --data ../shared/data/iqothnccd_ct_dev.npz \\
     --groups ../shared/data/iqothnccd_ct_dev_manifest.csv --candidates pooled2_aug
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.real_scans import add_real_scan_options, cache_folder, load_real_scans
+from experiments.real_scans import add_real_scan_options, cache_folder, load_real_scans
 
 VARIANTS = ("single", "crossfit", "refit")
 CEILINGS = (0.5, 1 / 3, 0.25)  # the flag's trade-off at other ceilings, for the record
@@ -45,7 +45,7 @@ def main() -> None:
     if any(CANDIDATES[name].fitted_heads for name in args.candidates.split(",")):
         raise SystemExit(
             "hog_heads makes its choices inside group folds: its nested estimate is "
-            "`triage estimate` (trainer/train_heads.py), not this bench"
+            "`triage estimate` (trainer/train_heads.py), not this experiment"
         )
     scans, groups = load_real_scans(args)
     outer = fold_of_images(scans.labels, groups, args.outer, seed=args.outer_seed)

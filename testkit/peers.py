@@ -1,18 +1,17 @@
 """Stand-ins for hospital receivers on loopback: dcmtk's storescp as the PACS, an MLLP
 listener as the RIS, a local HTTP server as the FHIR server. Used by the deliveries benchmark
-and the integration tests; each records what it received."""
+(bench/deliveries.py) and the integration tests; each records what it received."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 import socketserver
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from testkit.dcmtk import storescp
 
 START, END = b"\x0b", b"\x1c\r"
 
@@ -65,35 +64,18 @@ class Fhir(BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def start_receivers(ports: dict[str, int], folder: Path) -> Iterator[None]:
     """storescp, the MLLP listener and the FHIR server, on the ports the settings name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    pacs = subprocess.Popen(
-        ["storescp", "--output-directory", str(folder), "-aet", "PACS", str(ports["pacs"])],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     ris = socketserver.ThreadingTCPServer(("127.0.0.1", ports["ris"]), Ris)
     fhir = ThreadingHTTPServer(("127.0.0.1", ports["fhir"]), Fhir)
     for server in (ris, fhir):
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    deadline = time.monotonic() + 20
-    while not _listening(ports["pacs"]):
-        if time.monotonic() > deadline:
-            raise TimeoutError("storescp did not start listening")
-        time.sleep(0.05)
     try:
-        yield
+        with storescp(folder, ports["pacs"]):
+            yield
     finally:
-        pacs.terminate()
-        pacs.wait(timeout=10)
         for server in (ris, fhir):
             server.shutdown()
             server.server_close()
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def reset() -> None:

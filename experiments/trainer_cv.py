@@ -7,9 +7,9 @@ patients). Reports mean and spread over the splits of test macro F1, class-1 F1,
 post-hoc ensembles (mean softmax of trained candidates) and a class-1 decision offset chosen on
 validation. Probabilities are cached per (candidate, seed, epochs, patience) under --cache.
 Each test split holds only about four benign patients, so class-1 numbers here are noisy:
-bench/trainer_outer.py scores every patient once (and the cross-fit the trainer publishes).
+experiments/trainer_outer.py scores every patient once (and the cross-fit the trainer publishes).
 
-python -m bench.trainer_cv --data ../shared/data/iqothnccd_ct_dev.npz \\
+python -m experiments.trainer_cv --data ../shared/data/iqothnccd_ct_dev.npz \\
     --groups ../shared/data/iqothnccd_ct_dev_manifest.csv --seeds 1,2,3 \\
     --candidates pooled2_aug,full3_aug --ensembles pooled2_aug+full3_aug
 """
@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from bench.real_scans import add_real_scan_options, cache_folder, load_real_scans
+from experiments.real_scans import add_real_scan_options, cache_folder, load_real_scans
 
 C1_SCALES = (1.0, 1.5, 2.0, 3.0, 4.0)  # multipliers on P(class 1) tried on validation
 

@@ -1,12 +1,12 @@
 """Serving cost of a published model against `baseline_2conv` published alone.
 
-python -m trainer.serving_bench MODEL_DIR [--scans 20480] [--work /tmp/serving_bench]
+python -m bench.serving MODEL_DIR [--scans 20480] [--work /tmp/serving_bench]
 
 Publishes `baseline_2conv` (`--candidates baseline_2conv --folds 0`, 1 epoch on phantoms:
 speed does not depend on training), writes SCANS phantom scans to a .npy, then for each model
 times `triage predict` end to end (a fresh process: load, predict, write the CSV; best of 3)
-with its peak resident memory, and the forward ceiling (`python -m bench.ceiling`, the worker's
-inference path). Prints one JSON object with the ratios.
+with its peak resident memory, and the forward ceiling (bench/ceiling.py, the worker's
+inference path, in a fresh process). Prints one JSON object with the ratios.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from bench.ceiling import in_fresh_process
 
 REPEATS = 3
 
@@ -51,18 +53,10 @@ def time_predict(model: Path, scans: Path, out: Path) -> tuple[float, float]:
     return best, peak / 1024
 
 
-def ceiling(model: Path, count: int) -> float:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling", str(model), str(count)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])["ceiling_scans_per_s"]
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serving", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("model", type=Path)
     parser.add_argument("--scans", type=int, default=20480)
     parser.add_argument("--work", type=Path, default=Path("/tmp/serving_bench"))
@@ -93,7 +87,7 @@ def main() -> None:
             "predict_seconds": round(seconds, 2),
             "predict_scans_per_s": round(args.scans / seconds, 1),
             "predict_peak_rss_mib": round(rss, 1),
-            "ceiling_scans_per_s": round(ceiling(model, args.scans), 1),
+            "ceiling_scans_per_s": round(in_fresh_process(model, args.scans), 1),
             "model_bytes": (resolve_model_dir(model) / "model.keras").stat().st_size,
         }
     model, baseline = results["model"], results["baseline_2conv"]

@@ -1,7 +1,7 @@
 """Separate hosts on one machine: Linux network namespaces joined by a bridge (needs root).
 
-Used by the benchmark's network stage (bench/network.py) and its integration test
-(tests/integration/test_network_partition.py).
+Used by the partition scenario (testkit/partition.py) that the benchmark's network stage
+(bench/network.py) and its integration test (tests/integration/test_network_partition.py) run.
 
 `HostNetwork` makes a bridge in the root namespace (the enqueuing host, 10.231.7.1) and,
 for each host, a namespace with a veth link whose peer is a port of that bridge (10.231.7.10,
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.services import PostgresServer, postgres_bin_dir
+from testkit.services import PostgresServer, postgres_bin_dir
 
 SUBNET = "10.231.7"
 PREFIX = 24
@@ -121,7 +121,7 @@ class HostNetwork:
     def start_redis(self, host: Host, directory: Path, port: int = 6379) -> str:
         """redis-server bound to the host's address only, with a password (Redis refuses
         other hosts without one: protected mode); returns its URL (database 0)."""
-        from bench.services import redis_server_binary
+        from testkit.services import redis_server_binary
 
         directory.mkdir(parents=True, exist_ok=True)
         password = uuid.uuid4().hex
@@ -137,7 +137,7 @@ class HostNetwork:
         return f"redis://:{password}@{host.address}:{port}/0"
 
     def start_postgres(self, host: Host, directory: Path, port: int = 5432) -> str:
-        """A throwaway cluster (bench.services.PostgresServer) started inside `host`,
+        """A throwaway cluster (testkit.services.PostgresServer) started inside `host`,
         listening on its address only, open to this subnet; returns the admin URL.
 
         A worker host that vanishes in the middle of a transaction keeps its row locks (and

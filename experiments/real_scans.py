@@ -1,4 +1,4 @@
-"""What the trainer benches on real scans share: their common options and the labelled scans
+"""What the retired trainer experiments on real scans share: their common options and the labelled scans
 with their patient groups."""
 
 from __future__ import annotations

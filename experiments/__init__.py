@@ -1,0 +1,1 @@
+"""Retired research, kept for the record and not maintained (see experiments/README.md)."""
