@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ledger.orders import cancelled_studies
 from ledger.statements import chunks, deliveries, scans, studies
 from schemas.tables import as_utc, utcnow
 
@@ -44,7 +45,9 @@ def add_for_decisions(
     connection: Connection, decided: Sequence[tuple[str, int, bool]], routing: Routing
 ) -> None:
     """The outbox rows of these decisions, (study id, decision number, urgent) each, in the
-    caller's transaction (one statement)."""
+    caller's transaction (one statement). A study whose order is cancelled gets none."""
+    stopped = cancelled_studies(connection, [study_id for study_id, _, _ in decided])
+    decided = [item for item in decided if item[0] not in stopped]
     now = utcnow()
     rows = [
         {
@@ -188,9 +191,12 @@ def waiting_by_channel(engine: Engine) -> dict[str, int]:
 
 def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
     """What a message about a study's decision says: the study row (decision, identity), its
-    slice count, and its most suspicious slice's identity, pixels and saliency map."""
+    slice count, its most suspicious slice's identity, pixels and saliency map, and the
+    placer and filler order numbers of its order (None without one)."""
+    from ledger.orders import latest_orders
     from ledger.statements import scan_pixels
 
+    order = latest_orders()
     top = scans.alias("top")
     slices = sa.select(sa.func.count()).where(scans.c.study_id == studies.c.id).scalar_subquery()
     query = (
@@ -201,8 +207,11 @@ def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
             top.c.sop_uid.label("top_sop_uid"),
             top.c.modality.label("top_modality"),
             scan_pixels.c.pixels.label("top_pixels"),
+            order.c.placer_order_number,
+            order.c.filler_order_number,
         )
         .outerjoin(top, top.c.id == studies.c.top_scan_id)
+        .outerjoin(order, order.c.accession == studies.c.accession)
         .outerjoin(scan_pixels, scan_pixels.c.scan_id == studies.c.top_scan_id)
         .where(studies.c.id == study_id)
     )
