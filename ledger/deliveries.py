@@ -193,10 +193,9 @@ def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
     """What a message about a study's decision says: the study row (decision, identity), its
     slice count, its most suspicious slice's identity, pixels and saliency map, and the
     placer and filler order numbers of its order (None without one)."""
-    from ledger.orders import latest_orders
+    from ledger.orders import latest_order_of, orders
     from ledger.statements import scan_pixels
 
-    order = latest_orders()
     top = scans.alias("top")
     slices = sa.select(sa.func.count()).where(scans.c.study_id == studies.c.id).scalar_subquery()
     query = (
@@ -207,11 +206,11 @@ def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
             top.c.sop_uid.label("top_sop_uid"),
             top.c.modality.label("top_modality"),
             scan_pixels.c.pixels.label("top_pixels"),
-            order.c.placer_order_number,
-            order.c.filler_order_number,
+            orders.c.placer_order_number,
+            orders.c.filler_order_number,
         )
         .outerjoin(top, top.c.id == studies.c.top_scan_id)
-        .outerjoin(order, order.c.accession == studies.c.accession)
+        .outerjoin(orders, latest_order_of(studies.c.accession))
         .outerjoin(scan_pixels, scan_pixels.c.scan_id == studies.c.top_scan_id)
         .where(studies.c.id == study_id)
     )

@@ -11,13 +11,13 @@ What an order does to the study whose accession it names, whichever arrives firs
   never demotes a slice already on `stat` ("stat wins", as at intake).
 - a cancelled order (CA, OC): waiting slices fail with "order cancelled" and are never
   classified; an undecided study with nothing left running ends `failed`; a decided study's
-  pending deliveries are not sent, and it leaves the worklist (`cancelled_accessions`).
+  pending deliveries are not sent, and it leaves the worklist (`not_cancelled`).
 Studies without an order go on as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -123,31 +123,50 @@ def _cancel_reason(order: ReceivedOrder) -> str:
 # -- an accession's order now ----------------------------------------------------------------
 
 
-def latest_orders() -> sa.Subquery:
-    """Each accession's latest order row (its state now), as a subquery."""
-    latest = sa.select(sa.func.max(orders.c.id)).group_by(orders.c.accession)
-    return sa.select(orders).where(orders.c.id.in_(latest)).subquery("latest_orders")
+def latest_order_id(accession: sa.ColumnElement[Any]) -> sa.ScalarSelect:
+    """The id of the latest order row of `accession` (a column of the enclosing query), or
+    NULL: correlated, so each lookup is one probe of the (accession, id) index."""
+    return (
+        sa.select(sa.func.max(orders.c.id))
+        .where(orders.c.accession == accession)
+        .correlate_except(orders)
+        .scalar_subquery()
+    )
 
 
-def cancelled_accessions() -> sa.Select:
-    """SELECT the accessions whose order is cancelled now."""
-    latest = sa.select(sa.func.max(orders.c.id)).group_by(orders.c.accession)
-    return sa.select(orders.c.accession).where(
-        orders.c.id.in_(latest), orders.c.order_control.in_(CANCELLED)
+def latest_order_of(accession: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """The join condition of `orders` onto the latest order of `accession`."""
+    return orders.c.id == latest_order_id(accession)
+
+
+def is_cancelled(accession: sa.ColumnElement[Any]) -> sa.Exists:
+    """True where the latest order of `accession` (a study's) is cancelled."""
+    latest = orders.alias("latest")
+    return (
+        sa.select(latest.c.id)
+        .where(
+            latest.c.id == latest_order_id(accession),
+            latest.c.order_control.in_(CANCELLED),
+        )
+        .exists()
     )
 
 
 def not_cancelled(accession: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """True where `accession` (a study's) has no cancelled order; no accession: no order."""
-    return sa.or_(accession.is_(None), accession.not_in(cancelled_accessions()))
+    return ~is_cancelled(accession)
 
 
 def order_states(connection: Connection, accessions: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Accession -> its latest order row, for those of these accessions that have one."""
-    latest = latest_orders()
     found: dict[str, dict[str, Any]] = {}
     for chunk in chunks(sorted(set(accessions))):
-        query = sa.select(latest).where(latest.c.accession.in_(chunk))
+        latest = (
+            sa.select(sa.func.max(orders.c.id))
+            .where(orders.c.accession.in_(chunk))
+            .group_by(orders.c.accession)
+        )
+        query = sa.select(orders).where(orders.c.id.in_(latest))
         found.update({row.accession: dict(row._mapping) for row in connection.execute(query)})
     return found
 
@@ -162,22 +181,23 @@ def list_orders(engine: Engine, limit: int = 1000) -> list[dict[str, Any]]:
 # -- what orders do to studies ---------------------------------------------------------------
 
 
-def apply_to_scans(engine: Engine, scan_ids: Sequence[str]) -> dict[str, Priority | None]:
-    """At intake: scans just recorded take their order's lane, or fail when it is cancelled.
+def apply_to_scans(
+    engine: Engine, accession_of: Mapping[str, str | None]
+) -> dict[str, Priority | None]:
+    """At intake: scans just recorded (scan id -> accession) take their order's lane, or fail
+    when it is cancelled. No accession, no order: nothing is read or written.
 
     Returns scan id -> `stat` for the scans a STAT order moved, None for those a cancelled
     order stopped; the others are not named and go on as submitted."""
+    by_accession: dict[str, list[str]] = {}
+    for scan_id, accession in accession_of.items():
+        if accession:
+            by_accession.setdefault(accession, []).append(scan_id)
     lanes: dict[str, Priority | None] = {}
+    if not by_accession:
+        return lanes
     with engine.begin() as connection:
-        by_accession: dict[str, list[str]] = {}
-        for chunk in chunks(list(scan_ids)):
-            query = sa.select(scans.c.id, scans.c.accession).where(
-                scans.c.id.in_(chunk), scans.c.accession.is_not(None)
-            )
-            for row in connection.execute(query):
-                by_accession.setdefault(row.accession, []).append(row.id)
-        states = order_states(connection, list(by_accession))
-        for accession, state in states.items():
+        for accession, state in order_states(connection, list(by_accession)).items():
             applied = _apply_state(connection, state, scan_ids=by_accession[accession])
             lanes.update(dict.fromkeys(applied.cancelled_scans))
             if state["order_control"] not in CANCELLED and state["priority"] == Priority.stat:
@@ -271,7 +291,7 @@ def cancelled_studies(connection: Connection, study_ids: Sequence[str]) -> set[s
     found: set[str] = set()
     for chunk in chunks(list(study_ids)):
         query = sa.select(studies.c.id).where(
-            studies.c.id.in_(chunk), studies.c.accession.in_(cancelled_accessions())
+            studies.c.id.in_(chunk), is_cancelled(studies.c.accession)
         )
         found.update(connection.execute(query).scalars())
     return found

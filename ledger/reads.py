@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ledger.orders import latest_orders, not_cancelled
+from ledger.orders import latest_order_of, not_cancelled, orders
 from ledger.statements import results, scans, studies, urgent_cases
 from schemas.messages import Priority
 from schemas.tables import as_utc, utcnow
@@ -102,7 +102,6 @@ def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str
     cancelled one gave; null without an order), oldest first; `since` keeps those received
     or decided since then."""
     counts = _slice_counts()
-    order = latest_orders()
     query = (
         sa.select(
             studies.c.study_uid,
@@ -118,11 +117,11 @@ def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str
             studies.c.top_scan_id,
             studies.c.id.label("study_id"),
             studies.c.priority,
-            order.c.order_control,
-            order.c.cancel_reason.label("order_note"),
+            orders.c.order_control,
+            orders.c.cancel_reason.label("order_note"),
         )
         .join(counts, counts.c.study_id == studies.c.id)
-        .outerjoin(order, order.c.accession == studies.c.accession)
+        .outerjoin(orders, latest_order_of(studies.c.accession))
         .order_by(studies.c.received_at, studies.c.id)
     )
     if since is not None:

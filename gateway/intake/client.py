@@ -103,7 +103,10 @@ def admit(
             for index, existing in sorted(admitted.repeated.items())
         ],
     )
-    lanes = order_ledger.apply_to_scans(engine, admitted.new)  # the RIS's orders, if any
+    accession_of = {scan.scan_id: scan.accession for scan in new_scans}
+    lanes = order_ledger.apply_to_scans(  # the RIS's orders, if any
+        engine, {scan_id: accession_of[scan_id] for scan_id in admitted.new}
+    )
     held = set(admitted.held)
     ready = [scan_id for scan_id in admitted.new if scan_id not in held]
     for lane in sorted({lanes.get(scan_id, priority) for scan_id in ready} - {None}, reverse=True):

@@ -62,6 +62,16 @@ def instances(accession: str, count: int) -> list[ledger.NewScan]:
     return made
 
 
+def lanes_of(engine, scan_ids: list[str]) -> dict:  # noqa: ANN001
+    """What intake's call does: the new scans with their accessions."""
+    query = sa.select(scans_table.c.id, scans_table.c.accession).where(
+        scans_table.c.id.in_(scan_ids)
+    )
+    with engine.begin() as connection:
+        accession_of = dict(connection.execute(query).all())
+    return orders.apply_to_scans(engine, accession_of)
+
+
 def scan_rows(engine, ids: list[str]) -> dict[str, tuple[str, str, str | None]]:  # noqa: ANN001
     query = sa.select(
         scans_table.c.id, scans_table.c.status, scans_table.c.priority, scans_table.c.error
@@ -98,7 +108,7 @@ def test_a_message_is_recorded_once(engine) -> None:  # noqa: ANN001
 def test_a_stat_order_before_its_study_puts_the_slices_on_stat(engine) -> None:  # noqa: ANN001
     orders.record_message(engine, "M1", "ORM^O01", [order("ACC1")])
     admitted = ledger.add_scans(engine, instances("ACC1", 2) + instances("OTHER", 1), "routine")
-    lanes = orders.apply_to_scans(engine, admitted.new)
+    lanes = lanes_of(engine, admitted.new)
     assert lanes == dict.fromkeys(admitted.new[:2], Priority.stat)
     rows = scan_rows(engine, admitted.new)
     assert [rows[sid][1] for sid in admitted.new] == ["stat", "stat", "routine"]
@@ -122,7 +132,7 @@ def test_a_stat_order_after_its_study_re_publishes_what_waits(engine) -> None:  
 def test_a_routine_order_changes_nothing_and_never_demotes(engine) -> None:  # noqa: ANN001
     orders.record_message(engine, "M3", "ORM^O01", [order("ACC3", code="R")])
     admitted = ledger.add_scans(engine, instances("ACC3", 1), "stat")
-    assert orders.apply_to_scans(engine, admitted.new) == {}
+    assert lanes_of(engine, admitted.new) == {}
     assert scan_rows(engine, admitted.new)[admitted.new[0]][1] == "stat"
 
 
@@ -143,7 +153,7 @@ def test_a_cancelled_order_stops_its_waiting_study(engine) -> None:  # noqa: ANN
     )
     # a slice that arrives after the cancel is stopped at intake
     late = ledger.add_scans(engine, instances("ACC4", 1), "routine")
-    assert orders.apply_to_scans(engine, late.new) == {late.new[0]: None}
+    assert lanes_of(engine, late.new) == {late.new[0]: None}
     assert scan_rows(engine, late.new)[late.new[0]][0] == "failed"
 
 
@@ -177,7 +187,7 @@ def test_the_worklist_puts_stat_studies_ahead_of_routine_urgent_ones(engine) -> 
     routine = ledger.add_scans(engine, instances("R1", 1), "routine").new
     orders.record_message(engine, "M8", "ORM^O01", [order("S1")])
     stat = ledger.add_scans(engine, instances("S1", 1), "routine").new
-    orders.apply_to_scans(engine, stat)
+    lanes_of(engine, stat)
     worklist.add_urgent_cases(engine, finish(engine, routine, 0.99))
     worklist.add_urgent_cases(engine, finish(engine, stat, 0.6))
     assert [case["accession"] for case in reads.worklist(engine)] == ["S1", "R1"]
