@@ -137,9 +137,10 @@ def studies(
         return
     table = Table(title=f"Studies ({len(rows)})")
     for column in (
-        "study", "accession", "status", "slices", "P2", "urgent", "class", "model", "order",
+        "study", "accession", "status", "slices", "P2", "urgent", "class", "model",
     ):  # fmt: skip
         table.add_column(column)
+    table.add_column("order", overflow="fold")  # a cancel reason is wrapped, never cut
     for row in rows:
         decided = row["p2"] is not None
         table.add_row(
