@@ -147,6 +147,7 @@ class FrameReader:
     def next_frame(self) -> bytes | None:
         """The next message; None when the peer closed or went silent between messages.
         FrameRefused for a frame we will not read on."""
+        idle_since = time.monotonic()  # bytes between frames do not extend the idle deadline
         started: float | None = None
         while True:
             begin = self.buffer.find(START)
@@ -161,7 +162,7 @@ class FrameReader:
                 message = self._complete(begin)
                 if message is not None:
                     return message
-            if not self._receive(started):
+            if not self._receive(idle_since, started):
                 return None
 
     def _complete(self, begin: int) -> bytes | None:
@@ -187,9 +188,11 @@ class FrameReader:
             _decode(bytes(self.buffer[begin + 1 : begin + 1025])) if begin >= 0 else ""
         )
 
-    def _receive(self, started: float | None) -> bool:
-        """Read more; False when the peer closed or stayed silent between messages."""
-        wait = self.timeout if started is None else started + self.timeout - time.monotonic()
+    def _receive(self, idle_since: float, started: float | None) -> bool:
+        """Read more; False when the peer closed or sent no frame in time between messages."""
+        wait = (started or idle_since) + self.timeout - time.monotonic()
+        if wait <= 0 and started is None:
+            return False
         if wait <= 0:
             raise FrameRefused(f"frame not ended within {self.timeout:g} s")
         self.connection.settimeout(wait)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Iterator
 
@@ -101,6 +102,24 @@ def closed_after_answer(connection: socket.socket) -> bool:
     return connection.recv(1) == b""
 
 
+def closed_while_dribbling(connection: socket.socket, sends: int = 40) -> bool:
+    """Send a line break every 0.25 s (10 s, ten read deadlines); True once the listener has
+    closed the connection, False if it kept it open all along."""
+    for _ in range(sends):
+        readable, _, _ = select.select([connection], [], [], 0.25)
+        if readable:
+            try:
+                if connection.recv(1) == b"":
+                    return True
+            except ConnectionResetError:
+                return True
+        try:
+            connection.sendall(b"\r")
+        except OSError:
+            return True
+    return False
+
+
 def test_good_repeated_and_malformed_messages_each_get_their_answer(listener) -> None:  # noqa: ANN001
     good = order_message("MSG-1", "ACC-1")
     malformed = "MSH|^~\\&|RIS|HOSP|TRIAGE|HOSP|2026||ORM^O01|MSG-2|P|2.5\rPID|1||X\r"
@@ -162,6 +181,8 @@ def test_a_peer_that_closes_mid_frame_or_lingers_never_stops_the_listener(listen
         connection.sendall(START + b"MSH|^~\\&|RIS")
     with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as idle:
         assert closed_after_answer(idle)  # silent between messages: closed after the deadline
+    with socket.create_connection(("127.0.0.1", listener.port), timeout=10) as dribbling:
+        assert closed_while_dribbling(dribbling)
     check_ack(exchange(listener.port, frame(order_message("AFTER-3", "ACC-OK"))), "AFTER-3")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from ledger.statements import scans as scans_table
 from ledger.studies import StudyRef
 from schemas.messages import Priority
 from schemas.model_card import ModelCard
+from schemas.tables import utcnow
 
 CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
 ROUTING = Routing(every=("hl7",))
@@ -202,3 +204,13 @@ def test_the_report_facts_name_the_order(engine) -> None:  # noqa: ANN001
     assert (named["placer_order_number"], named["filler_order_number"]) == ("PL-F1", "FI-F1")
     unnamed = deliveries.report_facts(engine, of_scan[ids[1]])
     assert unnamed["placer_order_number"] is None and unnamed["filler_order_number"] is None
+
+
+def test_a_stat_order_while_its_study_is_receiving_closes_it_on_stat(engine) -> None:  # noqa: ANN001
+    admitted = ledger.add_scans(engine, instances("HELD", 2), "routine", hold=True)
+    assert len(admitted.held) == 2
+    orders.record_message(engine, "M10", "ORM^O01", [order("HELD")])
+    assert orders.apply_to_studies(engine, ["HELD"]).to_publish[Priority.stat] == []  # held
+    closed = studies.close_idle(engine, utcnow() + timedelta(seconds=1))
+    assert sorted(closed.to_publish[Priority.stat]) == sorted(admitted.held)
+    assert closed.to_publish[Priority.routine] == []
