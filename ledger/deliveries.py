@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ledger.orders import cancelled_studies
 from ledger.statements import chunks, deliveries, scans, studies
 from schemas.tables import as_utc, utcnow
 
@@ -51,9 +52,12 @@ def add_for_decisions(
 ) -> None:
     """The outbox rows of these decisions, (study id, decision number, urgent) each, in the
     caller's transaction; a key image `waiting`, and one left waiting by an earlier decision
-    of the study fails as superseded (the new decision renders its own)."""
-    now = utcnow()
+    of the study fails as superseded (the new decision renders its own). A study whose order
+    is cancelled gets none."""
     _supersede_waiting(connection, decided)
+    stopped = cancelled_studies(connection, [study_id for study_id, _, _ in decided])
+    decided = [item for item in decided if item[0] not in stopped]
+    now = utcnow()
     rows = [
         {
             "id": str(uuid.uuid4()),
@@ -270,7 +274,9 @@ def waiting_by_channel(engine: Engine) -> dict[str, int]:
 
 def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
     """What a message about a study's decision says: the study row (decision, identity), its
-    slice count, and its most suspicious slice's identity, pixels and saliency map."""
+    slice count, its most suspicious slice's identity, pixels and saliency map, and the
+    placer and filler order numbers of its order (None without one)."""
+    from ledger.orders import latest_order_of, orders
     from ledger.statements import scan_pixels
 
     top = scans.alias("top")
@@ -283,8 +289,11 @@ def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
             top.c.sop_uid.label("top_sop_uid"),
             top.c.modality.label("top_modality"),
             scan_pixels.c.pixels.label("top_pixels"),
+            orders.c.placer_order_number,
+            orders.c.filler_order_number,
         )
         .outerjoin(top, top.c.id == studies.c.top_scan_id)
+        .outerjoin(orders, latest_order_of(studies.c.accession))
         .outerjoin(scan_pixels, scan_pixels.c.scan_id == studies.c.top_scan_id)
         .where(studies.c.id == study_id)
     )

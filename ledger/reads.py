@@ -12,7 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ledger.orders import latest_order_of, not_cancelled, orders
 from ledger.statements import results, scans, studies, urgent_cases
+from schemas.messages import Priority
 from schemas.tables import as_utc, utcnow
 
 
@@ -51,8 +53,10 @@ def _slice_counts() -> sa.Subquery:
 
 
 def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
-    """Urgent studies, most urgent first (highest study P(class 2), then longest waiting): one
-    entry per exam with its most suspicious slice (`scan_id`)."""
+    """Urgent studies, most urgent first: `stat` studies (the hospital's or a STAT order's)
+    ahead of routine ones, then highest study P(class 2), then longest waiting; one entry per
+    exam with its most suspicious slice (`scan_id`). A study whose order is cancelled is not
+    listed."""
     counts = _slice_counts()
     query = (
         sa.select(
@@ -68,11 +72,18 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
             urgent_cases.c.notified_at,
             urgent_cases.c.acknowledged_at,
             urgent_cases.c.model_version,
+            studies.c.priority,
         )
         .join(studies, studies.c.id == urgent_cases.c.study_id)
         .join(scans, scans.c.id == urgent_cases.c.scan_id)
         .join(counts, counts.c.study_id == studies.c.id)
-        .order_by(urgent_cases.c.p2.desc(), urgent_cases.c.classified_at, urgent_cases.c.scan_id)
+        .where(not_cancelled(studies.c.accession))
+        .order_by(
+            sa.case((studies.c.priority == Priority.stat.value, 0), else_=1),
+            urgent_cases.c.p2.desc(),
+            urgent_cases.c.classified_at,
+            urgent_cases.c.scan_id,
+        )
     )
     if not include_acknowledged:
         query = query.where(urgent_cases.c.acknowledged_at.is_(None))
@@ -86,8 +97,10 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
 
 
 def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Every study with its decision (p2, urgent and predicted are null until it is decided),
-    oldest first; `since` keeps those received or decided since then."""
+    """Every study with its decision (p2, urgent and predicted are null until it is decided)
+    and its order's state (`order_control` NW/XO/CA/OC and `order_note`, the reason a
+    cancelled one gave; null without an order), oldest first; `since` keeps those received
+    or decided since then."""
     counts = _slice_counts()
     query = (
         sa.select(
@@ -103,8 +116,12 @@ def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str
             studies.c.received_at,
             studies.c.top_scan_id,
             studies.c.id.label("study_id"),
+            studies.c.priority,
+            orders.c.order_control,
+            orders.c.cancel_reason.label("order_note"),
         )
         .join(counts, counts.c.study_id == studies.c.id)
+        .outerjoin(orders, latest_order_of(studies.c.accession))
         .order_by(studies.c.received_at, studies.c.id)
     )
     if since is not None:

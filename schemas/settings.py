@@ -147,6 +147,23 @@ class Settings(BaseSettings):
     fhir_url: str | None = Field(
         None, description="FHIR server base URL: a DiagnosticReport per classified study."
     )
+    hl7_orders_port: int = Field(
+        2575, ge=1, le=65535, description="Port `triage orders` (the RIS's order feed) listens on."
+    )
+    hl7_max_message_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest HL7 order message accepted; a longer frame is refused unread.",
+    )
+    hl7_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="An order connection silent this long is closed; a frame begun must end"
+        " within it.",
+    )
+    hl7_max_connections: int = Field(
+        16, ge=1, description="Concurrent connections `triage orders` serves; more are refused."
+    )
 
     @field_validator("dicom_allowed_aes", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ models        every model version a worker has served
 deliveries    the outbox: one row per outward message about a study decision (DICOM SR and,
               on a row of its own, the key image to the PACS, HL7 ORU to the RIS, FHIR, the
               webhook), written with the decision
+orders        the RIS's orders as received over HL7 (ORM^O01, OMI^O23): one row per order of
+              each message; an accession's latest row is its order's state now
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ CHANNELS = ("dicom", "key_image", "hl7", "fhir", "webhook")
 # waiting: a key image whose saliency map is not stored yet (the reconciler has it rendered)
 DELIVERY_STATUSES = ("pending", "waiting", "delivered", "failed")
 STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
+ORDER_CONTROLS = ("NW", "XO", "CA", "OC")  # new, changed, cancelled (by placer / by filler)
+ORDER_PRIORITY_CODES = ("S", "A", "R")  # HL7 table 0027: stat, ASAP, routine
 
 
 def _one_of(column: str, values: tuple[str, ...] | type[Priority]) -> str:
@@ -216,3 +220,36 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Order(Base):
+    """One order of one HL7 order message, as the RIS sent it (ORC, OBR, TQ1).
+
+    The accession is what a study's DICOM AccessionNumber matches; `priority` is the lane its
+    slices take (the RIS's `priority_code` mapped, see `ledger.orders.lane_of`). The latest row of an
+    accession (highest `id`) is its order's state; a cancelled one stops its study."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(_one_of("priority", Priority), name="priority_known"),
+        CheckConstraint(_one_of("order_control", ORDER_CONTROLS), name="order_control_known"),
+        UniqueConstraint("message_control_id", "order_number"),
+        Index("ix_orders_accession_id", "accession", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # MSH-10 of the message and the order's place in it (1 for the first ORC): a message sent
+    # again has the same pair, and adds nothing
+    message_control_id: Mapped[str] = mapped_column(String(199))
+    order_number: Mapped[int] = mapped_column(Integer, default=1)
+    message_type: Mapped[str] = mapped_column(String(16))  # ORM^O01 or OMI^O23
+    order_control: Mapped[str] = mapped_column(String(2))  # ORC-1
+    accession: Mapped[str] = mapped_column(String(128))
+    placer_order_number: Mapped[str | None] = mapped_column(String(128))  # ORC-2 / OBR-2
+    filler_order_number: Mapped[str | None] = mapped_column(String(128))  # ORC-3 / OBR-3
+    patient_id: Mapped[str | None] = mapped_column(String(128))  # PID-3, first identifier
+    requested_procedure: Mapped[str | None] = mapped_column(String(250))  # OBR-4 as received
+    priority_code: Mapped[str | None] = mapped_column(String(16))  # TQ1-9 / ORC-7.6 / OBR-27.6
+    priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
+    cancel_reason: Mapped[str | None] = mapped_column(Text)  # ORC-16, or "order cancelled"
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

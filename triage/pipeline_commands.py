@@ -127,7 +127,8 @@ def studies(
     as_json: JsonOption = False,
     since: SinceOption = None,
 ) -> None:
-    """Every study with its decision (P(2), urgent, class: empty until every slice is done)."""
+    """Every study with its decision (P(2), urgent, class: empty until every slice is done)
+    and its order from the RIS (NW, XO, or why it was cancelled; `-` without one)."""
     from ledger import reads
 
     rows = reads.list_studies(_ledger(), since=parse_since(since) if since else None)
@@ -135,8 +136,11 @@ def studies(
         _print_json(rows)
         return
     table = Table(title=f"Studies ({len(rows)})")
-    for column in ("study", "accession", "status", "slices", "P2", "urgent", "class", "model"):
+    for column in (
+        "study", "accession", "status", "slices", "P2", "urgent", "class", "model",
+    ):  # fmt: skip
         table.add_column(column)
+    table.add_column("order", overflow="fold")  # a cancel reason is wrapped, never cut
     for row in rows:
         decided = row["p2"] is not None
         table.add_row(
@@ -148,6 +152,7 @@ def studies(
             ("URGENT" if row["urgent"] else "no") if decided else "-",
             str(row["predicted"]) if decided else "-",
             row["model_version"] or "-",
+            row["order_note"] or row["order_control"] or "-",
         )
     console.print(table)
 

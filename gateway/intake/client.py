@@ -23,6 +23,7 @@ import numpy as np
 from gateway.broker.publish import PublishError, publish_jobs
 from gateway.intake.files import IncomingScan, Intake, read_arrays, read_paths
 from imaging.canonical import ScanError
+from ledger import orders as order_ledger
 from ledger import scans as scan_ledger
 from ledger.database import engine_for, require_schema
 from ledger.studies import StudyRef, own_study_uid
@@ -83,7 +84,10 @@ def admit(
     hold: bool = False,
 ) -> Submission:
     """Record the intake's scans with their studies in one transaction, then publish the jobs
-    of those ready (`hold`: studies stay open, their slices wait for the study to close)."""
+    of those ready (`hold`: studies stay open, their slices wait for the study to close).
+
+    A scan whose accession has an order from the RIS takes its lane (a STAT order: `stat`),
+    or, when that order is cancelled, is failed "order cancelled" and never published."""
     priority = check_priority(priority)
     engine = engine_for(settings.resolved_database_url)
     require_schema(engine)
@@ -99,11 +103,17 @@ def admit(
             for index, existing in sorted(admitted.repeated.items())
         ],
     )
+    accession_of = {scan.scan_id: scan.accession for scan in new_scans}
+    lanes = order_ledger.apply_to_scans(  # the RIS's orders, if any
+        engine, {scan_id: accession_of[scan_id] for scan_id in admitted.new}
+    )
     held = set(admitted.held)
     ready = [scan_id for scan_id in admitted.new if scan_id not in held]
-    if ready:  # a DICOM instance of a receiving study waits: no publish, no second write
-        submission.jobs = publish_jobs(ready, priority, settings)
-        scan_ledger.mark_published(engine, ready)
+    for lane in sorted({lanes.get(scan_id, priority) for scan_id in ready} - {None}, reverse=True):
+        # a DICOM instance of a receiving study waits: no publish, no second write
+        batch = [scan_id for scan_id in ready if lanes.get(scan_id, priority) == lane]
+        submission.jobs += publish_jobs(batch, lane, settings)
+        scan_ledger.mark_published(engine, batch)
     return submission
 
 

@@ -8,9 +8,11 @@ Segments and the fields we fill:
     PID  PID-3 the patient id as the study carried it (no assigning authority: we were not
          given one); PID-5 (required in 2.5) is left empty: the ledger holds no patient name,
          and it is the one finding of hl7apy's strict validation
-    ORC  ORC-1 RE (observations to follow), ORC-3 filler order number = accession, ORC-5 CM
-    OBR  OBR-3 filler order number = accession, OBR-18 placer field 1 = accession (the IHE
-         Radiology convention), OBR-4 our service (AITRIAGE), OBR-5 priority and OBR-27.6
+    ORC  ORC-1 RE (observations to follow), ORC-2 placer and ORC-3 filler order number as
+         the RIS's order gave them (`triage orders`; without an order: no placer, filler =
+         accession), ORC-5 CM
+    OBR  OBR-2 / OBR-3 the same placer / filler order numbers, OBR-18 placer field 1 =
+         accession (the IHE Radiology convention), OBR-4 our service (AITRIAGE), OBR-5 priority and OBR-27.6
          (TQ priority) "S" (stat) when urgent, else "R"; OBR-7 / OBR-22 the decision time,
          OBR-25 F, OBR-24 diagnostic service section "RAD"
     OBX1 CWE  triage class: TRIAGE-CLASS^AI triage class^99TRIAGE = <class number>^<name>^99TRIAGE,
@@ -67,12 +69,18 @@ def _add_order(result: Group, report: StudyReport, when: str) -> Group:
     """ORC, OBR and the disclaimer NTE of the order group; returns the group."""
     priority = "S" if report.urgent else "R"
     accession = escape(report.accession or "")
+    placer = escape(report.placer_order_number or "")
+    filler = escape(report.filler_order_number or "") or accession
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.orc.orc_1 = "RE"
-    order.orc.orc_3 = accession
+    if placer:
+        order.orc.orc_2 = placer
+    order.orc.orc_3 = filler
     order.orc.orc_5 = "CM"
     order.obr.obr_1 = "1"
-    order.obr.obr_3 = accession
+    if placer:
+        order.obr.obr_2 = placer
+    order.obr.obr_3 = filler
     order.obr.obr_4 = f"AITRIAGE^AI lung scan triage^{SCHEME}"
     order.obr.obr_5 = priority
     order.obr.obr_7 = when

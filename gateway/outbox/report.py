@@ -74,6 +74,8 @@ class StudyReport:
     top_*         the most suspicious slice's DICOM identity (None for non-DICOM input)
     key_image     that slice, canonical 64x64 uint8 (None: no key image can be built)
     saliency      64x64 float in [0, 1] over that slice (None: no overlay)
+    placer_order_number, filler_order_number
+                  the RIS's order for the accession, as received (None: no order seen)
     """
 
     study_id: str
@@ -92,6 +94,8 @@ class StudyReport:
     top_sop_class_uid: str | None = None
     key_image: np.ndarray | None = field(default=None, repr=False, compare=False)
     saliency: np.ndarray | None = field(default=None, repr=False, compare=False)
+    placer_order_number: str | None = None
+    filler_order_number: str | None = None
 
     def __post_init__(self) -> None:
         if not self.study_id:

@@ -85,6 +85,8 @@ def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport
             if saliency is not None
             else None
         ),
+        placer_order_number=facts.get("placer_order_number"),
+        filler_order_number=facts.get("filler_order_number"),
     )
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "metrics", "cli")
+PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "orders", "metrics", "cli")
 TRIAGE_VARIABLE = re.compile(r"\bTRIAGE_[A-Z0-9_]+")
 
 
@@ -96,6 +96,7 @@ def test_services_are_the_documented_ones(compose: dict) -> None:
         "worker-urgent",
         "worker-deliveries",
         "receiver",
+        "orders",
         "metrics",
         "cli",
         "flower",
@@ -340,6 +341,16 @@ def test_receiver_listens_on_the_published_port_and_is_echoed(compose: dict) -> 
     assert [str(mapping["target"]) for mapping in receiver["ports"]] == [port]
     assert f"triage echo --port {port}" in receiver["healthcheck"]["test"][1]
     assert receiver["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_orders_listens_on_the_published_port_and_is_checked(compose: dict) -> None:
+    orders = compose["services"]["orders"]
+    command = command_of(orders)
+    assert command[:2] == ["triage", "orders"]
+    port = command[command.index("--port") + 1]
+    assert [str(mapping["target"]) for mapping in orders["ports"]] == [port]
+    assert f"triage orders --check --port {port}" in orders["healthcheck"]["test"][1]
+    assert orders["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
 def test_metrics_is_served_on_localhost_only_without_volumes(compose: dict) -> None:
