@@ -21,8 +21,9 @@ window are locked FOR SHARE while their rows go, so a study cannot be re-opened 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -49,23 +50,38 @@ class PurgeReport:
     """What one pass removed (or, on a dry run, would remove): counts only."""
 
     dry_run: bool
+    max_batches: int | None = None  # transactions the pass may use (None: no bound)
     pixels: int = 0  # scan_pixels rows
     key_images: int = 0  # saliency maps cleared from study rows
     scans: int = 0  # scans removed whole, with their results (keep_results_days)
     studies: int = 0  # study rows removed (keep_results_days)
     batches: int = 0  # transactions used
     finished: bool = True  # False: stopped at max_batches, the next pass goes on
+    # the pixel walk: where it began ("" = the first row) and where the next pass resumes it
+    # (None: it reached the last row); what the rows it walked still hold (not on a dry run)
+    walked_from: str = ""
+    resume_after: str | None = None
+    pixels_held: int | None = None
+    oldest_pixels_at: datetime | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Counts and times only (the walk's position is a scan id: left out)."""
+        data = asdict(self)
+        for key in ("walked_from", "resume_after"):
+            data.pop(key)
+        data["oldest_pixels_at"] = self.oldest_pixels_at and self.oldest_pixels_at.isoformat()
+        return data
 
 
-@dataclass(frozen=True)
-class Holdings:
-    """Pixels the ledger holds now: how many, and when the oldest was received."""
+class Holdings(NamedTuple):
+    """Pixels the ledger holds: how many scans, and when the oldest of them was received."""
 
     pixels: int
     oldest_received_at: datetime | None
+
+    def plus(self, other: Holdings) -> Holdings:
+        moments = [m for m in (self.oldest_received_at, other.oldest_received_at) if m]
+        return Holdings(self.pixels + other.pixels, min(moments) if moments else None)
 
 
 def kept_anyway() -> sa.ColumnElement[bool]:
@@ -96,26 +112,27 @@ def purge(
     dry_run: bool = False,
     batch: int = BATCH_ROWS,
     max_batches: int | None = None,
+    resume_after: str = "",
 ) -> PurgeReport:
-    """One retention pass; `max_batches` bounds it (the rest waits for the next pass)."""
+    """One retention pass. `max_batches` bounds it; the rest waits for a pass that resumes
+    the pixel walk at the report's `resume_after`."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     now = now or utcnow()
-    report = PurgeReport(dry_run=dry_run)
-    budget = [max_batches]
-    pixels = _PixelPass(now - timedelta(days=keep_pixels_days), dry_run, batch)
+    report = PurgeReport(dry_run=dry_run, max_batches=max_batches)
+    pixels = _PixelPass(now - timedelta(days=keep_pixels_days), dry_run, batch, resume_after)
     if keep_results_days is not None:
         cutoff = now - timedelta(days=keep_results_days)
-        _purge_studies(engine, cutoff, dry_run, batch, report, budget)
+        _purge_studies(engine, cutoff, dry_run, batch, report)
         if dry_run:  # what the study pass would remove is counted there, not again
-            pixels = _PixelPass(pixels.cutoff, dry_run, batch, studies_kept_since=cutoff)
-    _purge_pixels(engine, pixels, report, budget)
+            pixels = replace(pixels, studies_kept_since=cutoff)
+    _purge_pixels(engine, pixels, report)
     return report
 
 
-def _spend(report: PurgeReport, budget: list[int | None]) -> bool:
+def _spend(report: PurgeReport) -> bool:
     """Count one transaction; False (and the report unfinished) once the budget is spent."""
-    if budget[0] is not None and report.batches >= budget[0]:
+    if report.max_batches is not None and report.batches >= report.max_batches:
         report.finished = False
         return False
     report.batches += 1
@@ -133,29 +150,33 @@ class _PixelPass:
     cutoff: datetime
     dry_run: bool
     batch: int
+    start: str
     studies_kept_since: datetime | None = None
 
 
-def _purge_pixels(
-    engine: Engine, terms: _PixelPass, report: PurgeReport, budget: list[int | None]
-) -> None:
-    """Walk `scan_pixels` in key order, one window of `batch` rows per transaction."""
-    after = ""
+def _purge_pixels(engine: Engine, terms: _PixelPass, report: PurgeReport) -> None:
+    """Walk `scan_pixels` in key order from `terms.start`, one window of `batch` rows per
+    transaction, until the last row or the budget."""
+    report.walked_from = report.resume_after = terms.start
     key_images: set[str] = set()  # a study's slices span windows: each map counts once
-    while _spend(report, budget):
+    held = Holdings(0, None)
+    while _spend(report):
         with engine.begin() as connection:
-            window = _pixel_window(connection, after, terms.batch)
-            if not window:
-                return
-            after = window[-1]
-            gone, with_map = _expired_pixels(connection, window[0], after, terms)
-            if not terms.dry_run:
-                _delete_pixels(connection, gone, with_map)
-        report.pixels += len(gone)
-        key_images |= with_map
-        report.key_images = len(key_images)
+            window = _pixel_window(connection, report.resume_after or "", terms.batch)
+            if window:
+                gone, with_map = _expired_pixels(connection, window[0], window[-1], terms)
+                if not terms.dry_run:
+                    _delete_pixels(connection, gone, with_map)
+                    held = held.plus(_window_holdings(connection, window[0], window[-1]))
+                report.pixels += len(gone)
+                key_images |= with_map
+                report.key_images = len(key_images)
+                report.resume_after = window[-1]
         if len(window) < terms.batch:
-            return
+            report.resume_after = None
+            break
+    if not terms.dry_run:
+        report.pixels_held, report.oldest_pixels_at = held
 
 
 def _pixel_window(connection: Connection, after: str, batch: int) -> list[str]:
@@ -194,6 +215,11 @@ def _expired_pixels(
     return [row[0] for row in rows], {row.study_id for row in rows if row[2]}
 
 
+def _window_holdings(connection: Connection, first: str, last: str) -> Holdings:
+    in_window = sa.and_(scan_pixels.c.scan_id >= first, scan_pixels.c.scan_id <= last)
+    return _holdings(connection, in_window)
+
+
 def _delete_pixels(connection: Connection, scan_ids: list[str], study_ids: set[str]) -> None:
     for chunk in chunks(scan_ids):
         connection.execute(scan_pixels.delete().where(scan_pixels.c.scan_id.in_(chunk)))
@@ -210,13 +236,12 @@ def _purge_studies(
     dry_run: bool,
     batch: int,
     report: PurgeReport,
-    budget: list[int | None],
 ) -> None:
     """Scans of expired studies `batch` at a time (children first), then the emptied studies."""
     if dry_run:
-        _count_expired_studies(engine, cutoff, report, budget)
+        _count_expired_studies(engine, cutoff, report)
         return
-    while _spend(report, budget):
+    while _spend(report):
         with engine.begin() as connection:
             scan_ids = _expired_scans(connection, cutoff, batch)
             if scan_ids:
@@ -282,12 +307,10 @@ def _delete_studies(connection: Connection, study_ids: list[str], report: PurgeR
         connection.execute(studies.delete().where(studies.c.id.in_(chunk)))
 
 
-def _count_expired_studies(
-    engine: Engine, cutoff: datetime, report: PurgeReport, budget: list[int | None]
-) -> None:
+def _count_expired_studies(engine: Engine, cutoff: datetime, report: PurgeReport) -> None:
     """Dry run: walk the expired studies in id order, counting their scans and pixels."""
     after = ""
-    while _spend(report, budget):
+    while _spend(report):
         with engine.begin() as connection:
             ids = _expired_study_window(connection, after, cutoff)
             if not ids:
@@ -322,10 +345,17 @@ def _expired_study_window(connection: Connection, after: str, cutoff: datetime) 
 
 
 def holdings(engine: Engine) -> Holdings:
-    """How many scans still hold pixels, and when the oldest of them was received."""
-    query = sa.select(sa.func.count(), sa.func.min(scans.c.received_at)).select_from(
-        scan_pixels.join(scans, scans.c.id == scan_pixels.c.scan_id)
-    )
+    """How many scans hold pixels now, and when the oldest of them was received (one read
+    over every pixel row: for `triage stats`, not for every scrape)."""
     with engine.begin() as connection:
-        count, oldest = connection.execute(query).one()
+        return _holdings(connection, sa.true())
+
+
+def _holdings(connection: Connection, where: sa.ColumnElement[bool]) -> Holdings:
+    query = (
+        sa.select(sa.func.count(), sa.func.min(scans.c.received_at))
+        .select_from(scan_pixels.join(scans, scans.c.id == scan_pixels.c.scan_id))
+        .where(where)
+    )
+    count, oldest = connection.execute(query).one()
     return Holdings(count, as_utc(oldest))

@@ -24,6 +24,7 @@ CLASSIFY_TASK = "worker.tasks.classify"
 ESCALATE_TASK = "worker.tasks.escalate"
 RECONCILE_TASK = "worker.tasks.reconcile"
 DELIVER_TASK = "worker.tasks.deliver"
+PURGE_TASK = "worker.retention.purge"
 URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
 DELIVERIES_QUEUE = "deliveries"
 CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
@@ -32,9 +33,9 @@ ALL_QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
 
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict:
-    """Classification goes to `stat` or `scans` by the job's priority; escalations and the
-    reconciler to `urgent`."""
-    if name in (ESCALATE_TASK, RECONCILE_TASK):
+    """Classification goes to `stat` or `scans` by the job's priority; escalations, the
+    reconciler and the retention pass to `urgent`."""
+    if name in (ESCALATE_TASK, RECONCILE_TASK, PURGE_TASK):
         return {"queue": URGENT_QUEUE}
     if name == DELIVER_TASK:
         return {"queue": DELIVERIES_QUEUE}

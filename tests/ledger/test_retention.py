@@ -80,13 +80,16 @@ def test_a_dry_run_counts_what_would_go_and_changes_nothing(engine) -> None:  # 
     assert real.pixels == 16
 
 
-def test_max_batches_stops_a_pass_and_the_next_one_goes_on(engine) -> None:  # noqa: ANN001
+def test_max_batches_stops_a_pass_and_the_next_one_resumes_the_walk(engine) -> None:  # noqa: ANN001
     cases = make_cases(engine)
     later = cases.between + timedelta(days=KEEP)
     first = retention.purge(engine, KEEP, now=later, batch=4, max_batches=2)
-    assert (first.batches, first.finished) == (2, False) and first.pixels <= 8
-    rest = retention.purge(engine, KEEP, now=later, batch=4)
-    assert rest.finished and first.pixels + rest.pixels == 16
+    assert (first.batches, first.finished) == (2, False) and first.resume_after
+    assert first.pixels <= 8 and first.pixels_held == 8 - first.pixels  # what it walked
+    rest = retention.purge(engine, KEEP, now=later, batch=4, resume_after=first.resume_after)
+    assert rest.finished and rest.resume_after is None and first.pixels + rest.pixels == 16
+    assert first.pixels_held + rest.pixels_held == retention.holdings(engine).pixels == 20
+    assert "resume_after" not in first.as_dict()  # a scan id: never in the report's output
 
 
 def test_keep_results_days_removes_old_studies_whole_but_not_what_is_kept(engine) -> None:  # noqa: ANN001
@@ -129,8 +132,12 @@ def test_holdings_count_the_pixels_left_and_the_oldest(engine) -> None:  # noqa:
     held = retention.holdings(engine)
     assert held.pixels == 14 and held.oldest_received_at is not None
     assert held.oldest_received_at <= cases.between
-    retention.purge(engine, KEEP, now=cases.between + timedelta(days=KEEP))
-    assert retention.holdings(engine).pixels == 10
+    report = retention.purge(engine, KEEP, now=cases.between + timedelta(days=KEEP), batch=3)
+    left = retention.holdings(engine)
+    assert left.pixels == 10 and (report.pixels_held, report.oldest_pixels_at) == left
+    assert left.oldest_received_at is not None and left.oldest_received_at > held.oldest_received_at
+    dry = retention.purge(engine, KEEP, now=cases.between + timedelta(days=KEEP), dry_run=True)
+    assert dry.pixels_held is None
 
 
 def test_a_batch_must_hold_a_row(engine) -> None:  # noqa: ANN001
