@@ -37,12 +37,11 @@ from ledger.statements import (
     studies,
     urgent_cases,
 )
-from ledger.studies import DECIDED
+from ledger.studies import DECIDED, UNFINISHED
 from schemas.tables import as_utc, utcnow
 
 BATCH_ROWS = 1000  # rows one transaction looks at (and deletes at most)
 ID_WINDOW = 500  # studies a dry run counts per transaction (one IN list)
-FINISHED = ("done", "failed")
 
 
 @dataclass
@@ -100,8 +99,10 @@ def kept_anyway() -> sa.ColumnElement[bool]:
 
 
 def expired(cutoff: datetime) -> sa.ColumnElement[bool]:
-    """The enclosing study was decided before `cutoff` and nothing keeps it."""
-    return sa.and_(studies.c.status.in_(DECIDED), studies.c.classified_at < cutoff, ~kept_anyway())
+    """The enclosing study was decided before `cutoff` and nothing keeps it. "Decided" is
+    left to `kept_anyway` (a status other than classified or failed keeps a study): a status
+    IN here would lead SQLite's planner to walk every decided study from the status index."""
+    return sa.and_(studies.c.classified_at < cutoff, ~kept_anyway())
 
 
 def purge(
@@ -164,7 +165,7 @@ def _purge_pixels(engine: Engine, terms: _PixelPass, report: PurgeReport) -> Non
         with engine.begin() as connection:
             window = _pixel_window(connection, report.resume_after or "", terms.batch)
             if window:
-                gone, with_map = _expired_pixels(connection, window[0], window[-1], terms)
+                gone, with_map = _expired_pixels(connection, window, terms)
                 if not terms.dry_run:
                     _delete_pixels(connection, gone, with_map)
                     held = held.plus(_window_holdings(connection, window[0], window[-1]))
@@ -191,28 +192,28 @@ def _pixel_window(connection: Connection, after: str, batch: int) -> list[str]:
 
 
 def _expired_pixels(
-    connection: Connection, first: str, last: str, terms: _PixelPass
+    connection: Connection, window: list[str], terms: _PixelPass
 ) -> tuple[list[str], set[str]]:
-    """Of the window first..last: the scans whose pixels may go, and the studies among theirs
-    that hold a saliency map."""
-    query = (
-        sa.select(scans.c.id, studies.c.id.label("study_id"), studies.c.saliency.is_not(None))
-        .select_from(scan_pixels)
-        .join(scans, scans.c.id == scan_pixels.c.scan_id)
-        .join(studies, studies.c.id == scans.c.study_id)
-        .where(
-            scan_pixels.c.scan_id >= first,
-            scan_pixels.c.scan_id <= last,
-            scans.c.status.in_(FINISHED),
-            expired(terms.cutoff),
+    """Of the window's scans: those whose pixels may go, and the studies among theirs that
+    hold a saliency map. By id lists (one per ID_CHUNK), and "not unfinished" rather than
+    "done or failed", so that both databases start from the scans' primary key, never from
+    the status index over every finished scan."""
+    gone: list[str] = []
+    with_map: set[str] = set()
+    for chunk in chunks(window):
+        query = (
+            sa.select(scans.c.id, studies.c.id.label("study_id"), studies.c.saliency.is_not(None))
+            .join(studies, studies.c.id == scans.c.study_id)
+            .where(scans.c.id.in_(chunk), scans.c.status.not_in(UNFINISHED), expired(terms.cutoff))
         )
-    )
-    if terms.studies_kept_since is not None:
-        query = query.where(studies.c.classified_at >= terms.studies_kept_since)
-    if connection.dialect.name == "postgresql":
-        query = query.with_for_update(read=True, of=studies)
-    rows = connection.execute(query).all()
-    return [row[0] for row in rows], {row.study_id for row in rows if row[2]}
+        if terms.studies_kept_since is not None:
+            query = query.where(studies.c.classified_at >= terms.studies_kept_since)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(read=True, of=studies)
+        rows = connection.execute(query).all()
+        gone += [row[0] for row in rows]
+        with_map |= {row.study_id for row in rows if row[2]}
+    return gone, with_map
 
 
 def _window_holdings(connection: Connection, first: str, last: str) -> Holdings:
