@@ -1,7 +1,8 @@
 """Prometheus metrics: `triage metrics` serves what `triage stats` shows, at /metrics.
 
-A custom collector reads the broker and the ledger on each scrape (`take_snapshot`, one
-GROUP BY over the results, and retention's record on the broker), so the numbers are as fresh as the scrape and nothing runs between
+A custom collector reads the broker and the ledger on each scrape (`take_snapshot`, the
+results counted since the last scrape (`result_counts.py`), and retention's record on the
+broker), so the numbers are as fresh as the scrape and nothing runs between
 scrapes. A scrape that cannot reach the broker or the ledger still answers, with `triage_up 0`
 and no other triage numbers, so Prometheus alerts on `triage_up == 0` instead of on a failed
 target. What autoscalers read is in README.md ("Metrics and scaling out").
@@ -21,13 +22,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
-from sqlalchemy.engine import Engine
 
 from gateway.broker.server import broker_url, redis_client
 from gateway.operations.monitor import Snapshot, take_snapshot
+from gateway.operations.result_counts import ResultCounts
 from gateway.operations.retention_report import RetentionState, read_state
 from ledger.database import engine_for
-from ledger.statements import results
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,13 @@ UP_HELP = "1 if this scrape read both the broker and the ledger, else 0."
 UNREACHABLE = (RuntimeError, ValueError, OSError, RedisError, sa.exc.SQLAlchemyError)
 
 
-def results_by_model_version(engine: Engine) -> dict[str, int]:
-    """Results rows per model version: one read-only GROUP BY (rows are never deleted, so each
-    count only grows and Prometheus's `rate()` turns it into scans classified per second)."""
-    query = sa.select(results.c.model_version, sa.func.count()).group_by(results.c.model_version)
-    with engine.connect() as connection:
-        return {version: count for version, count in connection.execute(query)}
-
-
 class TriageCollector(Collector):
     """Reads the system on every `collect()`; `describe()` reads nothing, so registering the
     collector does not scrape."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.result_counts = ResultCounts()
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
@@ -61,7 +54,8 @@ class TriageCollector(Collector):
         started = time.monotonic()
         try:
             snapshot = take_snapshot(self.settings)
-            counts = results_by_model_version(engine_for(self.settings.resolved_database_url))
+            engine = engine_for(self.settings.resolved_database_url)
+            counts = self.result_counts.read(engine, snapshot.taken_at)
             retention = read_state(redis_client(broker_url(self.settings)))
         except UNREACHABLE as error:
             log.warning("metrics scrape failed: %s: %s", type(error).__name__, error)
@@ -107,7 +101,8 @@ class TriageCollector(Collector):
         )
         classified = CounterMetricFamily(
             "triage_results",  # exposed as triage_results_total
-            "Scans classified per model version (results rows in the ledger); "
+            "Scans classified per model version (results rows, counted once each by this "
+            "exporter: never decreasing); "
             "rate() gives scans per second.",
             labels=["model_version"],
         )
