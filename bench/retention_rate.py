@@ -3,7 +3,8 @@
 The ledger is filled through its own writes (intake, claim, results, the study decision), in
 studies of ten slices, then aged by the clock the pass is given. Two passes are timed: one
 that walks every pixel row and finds nothing expired yet (what a pass costs per row held),
-and one that removes them all. `--database postgresql` starts a throwaway cluster.
+and one that removes them all; then a pass a year on removes the studies whole (scans,
+results, study rows). `--database postgresql` starts a throwaway cluster.
 
     python -m bench.retention_rate --scans 100000 --database sqlite
 """
@@ -65,6 +66,14 @@ def measure(url: str, count: int) -> None:
     purge_s, purged = timed_pass(engine, utcnow() + timedelta(days=31))
     assert purged.pixels == count and purged.pixels_held == 0
     print(f"purge: {count / purge_s:,.0f} pixel rows/s ({purge_s:.2f} s, {purged.batches} tx)")
+    started = time.perf_counter()
+    whole = retention.purge(engine, 30, 365, now=utcnow() + timedelta(days=366))
+    whole_s = time.perf_counter() - started
+    assert whole.scans == count and whole.studies == count // SLICES
+    print(
+        f"whole studies (keep_results_days): {count / whole_s:,.0f} scans/s with their results"
+        f" ({whole_s:.2f} s, {whole.studies} studies, {whole.batches} tx)"
+    )
     engine.dispose()
 
 
