@@ -28,6 +28,7 @@ ESCALATE_TASK = "worker.tasks.escalate"
 RECONCILE_TASK = "worker.tasks.reconcile"
 DELIVER_TASK = "worker.delivering.deliver"
 RENDER_KEY_IMAGE_TASK = "worker.rendering.render_key_image"
+PURGE_TASK = "worker.retention.purge"
 URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE = "urgent", "stat", "scans"
 DELIVERIES_QUEUE = "deliveries"
 CLASSIFY_QUEUES = {STAT_QUEUE, ROUTINE_QUEUE}
@@ -37,8 +38,9 @@ ALL_QUEUES = (STAT_QUEUE, ROUTINE_QUEUE, URGENT_QUEUE)
 
 def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict:
     """Classification goes to `stat` or `scans` by the job's priority, key images to `stat`;
-    escalations and the reconciler to `urgent`; deliveries to `deliveries`."""
-    if name in (ESCALATE_TASK, RECONCILE_TASK):
+    escalations, the reconciler and the retention pass to `urgent`; deliveries to
+    `deliveries`."""
+    if name in (ESCALATE_TASK, RECONCILE_TASK, PURGE_TASK):
         return {"queue": URGENT_QUEUE}
     if name == DELIVER_TASK:
         return {"queue": DELIVERIES_QUEUE}

@@ -110,6 +110,21 @@ class Settings(BaseSettings):
         description="Deliveries of one scan that lost their worker before it is marked failed;"
         " retries of a job hit by an outage before its scans are left waiting.",
     )
+    keep_pixels_days: float = Field(
+        30,
+        ge=0,
+        description="Days a decided study's pixels (and key image) are kept after its decision;"
+        " an open study, an unsent delivery or an unacknowledged urgent case keeps them longer.",
+    )
+    keep_results_days: float | None = Field(
+        None,
+        gt=0,
+        description="Days a decided study is kept whole (scans, results, worklist row,"
+        " deliveries) after its decision, with the same exceptions; default: forever.",
+    )
+    purge_every_seconds: float = Field(
+        300, gt=0, description="How often the urgent worker's beat runs a retention pass."
+    )
     max_file_bytes: int = Field(
         64 * 1024 * 1024, gt=0, description="Largest input file accepted, in bytes."
     )

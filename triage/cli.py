@@ -5,6 +5,7 @@
 - triage/ops_commands.py       demo, stats, reconcile                   (both)
 - triage/receive_commands.py   receive, echo (DICOM network)            (gateway/)
 - triage/order_commands.py     orders (the RIS's HL7 order feed)        (gateway/)
+- triage/retention_commands.py purge (retention)                        (ledger/)
 
 Command modules import the heavy packages (TensorFlow, Celery) inside each command, so
 `triage --help` stays fast.
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     "triage.ops_commands",
     "triage.receive_commands",
     "triage.order_commands",
+    "triage.retention_commands",
 )
 
 

@@ -5,11 +5,15 @@ Prometheus), `triage reconcile` (re-send what the ledger says is stuck or overdu
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from schemas.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -61,13 +65,15 @@ def stats(
     from gateway.operations.monitor import take_snapshot
     from schemas.settings import get_settings
 
+    settings = get_settings()
     try:
-        snapshot = take_snapshot(get_settings())
+        snapshot = take_snapshot(settings)
+        retention = retention_stats(settings, snapshot.taken_at)
     except RuntimeError as error:
         Console(stderr=True).print(f"[red]error:[/red] {error}")
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(snapshot.as_dict(), indent=2))
+        typer.echo(json.dumps({**snapshot.as_dict(), "retention": retention}, indent=2))
         return
     table = Table(title="Queues")
     table.add_column("queue")
@@ -89,6 +95,40 @@ def stats(
     )
     waiting = ", ".join(f"{name} {count}" for name, count in snapshot.deliveries_waiting.items())
     console.print(f"deliveries waiting: {waiting}")
+    console.print(
+        f"pixels held: {retention['pixels_held']} scans (oldest received "
+        f"{format_age(retention['oldest_pixels_age_seconds'])} ago)   purged so far: "
+        f"{retention['purged']['pixels']} pixel rows, {retention['purged']['studies']} studies"
+        f"   last retention pass: {format_age(retention['last_pass_age_seconds'])} ago"
+    )
+
+
+def retention_stats(settings: Settings, now: datetime) -> dict[str, object]:
+    """Pixels the ledger holds now (one read over them) and the broker's retention record."""
+    import sqlalchemy as sa
+
+    from gateway.broker.server import broker_url, redis_client
+    from gateway.operations.retention_report import read_state
+    from ledger.database import engine_for
+    from ledger.retention import holdings
+
+    try:
+        held = holdings(engine_for(settings.resolved_database_url))
+    except sa.exc.SQLAlchemyError as error:
+        raise RuntimeError(f"cannot read the ledger's pixels ({type(error).__name__})") from None
+    state = read_state(redis_client(broker_url(settings)))
+
+    def age(moment: datetime | None) -> float | None:
+        return None if moment is None else max(0.0, (now - moment).total_seconds())
+
+    return {
+        "keep_pixels_days": settings.keep_pixels_days,
+        "keep_results_days": settings.keep_results_days,
+        "pixels_held": held.pixels,
+        "oldest_pixels_age_seconds": age(held.oldest_received_at),
+        "purged": state.purged,
+        "last_pass_age_seconds": age(state.last_pass_at),
+    }
 
 
 def metrics(

@@ -1,5 +1,5 @@
-"""The Celery app: its configuration (the contract in `schemas/queues.py`), the reconciler's
-beat, and the model loaded after fork.
+"""The Celery app: its configuration (the contract in `schemas/queues.py`), the beat (the
+reconciler, retention), and the model loaded after fork.
 
 Results live in the database, so there is no result backend. Late acks, prefetch 1 and
 requeue-on-worker-lost give at-least-once delivery; tasks are idempotent and count attempts
@@ -19,12 +19,15 @@ from typing import Any
 from celery import Celery, signals
 
 from gateway.broker.server import broker_url
-from schemas.queues import CELERY_CONFIG, CLASSIFY_QUEUES, RECONCILE_TASK
+from schemas.queues import CELERY_CONFIG, CLASSIFY_QUEUES, PURGE_TASK, RECONCILE_TASK
 from schemas.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-app = Celery("triage", include=["worker.tasks", "worker.delivering", "worker.rendering"])
+app = Celery(
+    "triage",
+    include=["worker.tasks", "worker.delivering", "worker.rendering", "worker.retention"],
+)
 app.conf.update(CELERY_CONFIG)
 # The broker URL is computed on first use, and reading it never starts the embedded Redis:
 # a worker starts it at boot (below), producers when they publish (gateway/broker/publish.py).
@@ -38,6 +41,13 @@ def _schedule_reconciler(sender: Celery, **_: Any) -> None:
     """The beat (`-B` on the urgent worker) runs the reconciler every reconcile_every_seconds."""
     every = get_settings().reconcile_every_seconds
     sender.add_periodic_task(every, sender.signature(RECONCILE_TASK), expires=every)
+
+
+@app.on_after_configure.connect
+def _schedule_retention(sender: Celery, **_: Any) -> None:
+    """The same beat runs a bounded retention pass every purge_every_seconds."""
+    every = get_settings().purge_every_seconds
+    sender.add_periodic_task(every, sender.signature(PURGE_TASK), expires=every)
 
 
 @signals.worker_init.connect

@@ -1,7 +1,8 @@
 """Prometheus metrics: `triage metrics` serves what `triage stats` shows, at /metrics.
 
-A custom collector reads the broker and the ledger on each scrape (`take_snapshot`, plus one
-GROUP BY over the results), so the numbers are as fresh as the scrape and nothing runs between
+A custom collector reads the broker and the ledger on each scrape (`take_snapshot`, the
+results counted since the last scrape (`result_counts.py`), and retention's record on the
+broker), so the numbers are as fresh as the scrape and nothing runs between
 scrapes. A scrape that cannot reach the broker or the ledger still answers, with `triage_up 0`
 and no other triage numbers, so Prometheus alerts on `triage_up == 0` instead of on a failed
 target. What autoscalers read is in README.md ("Metrics and scaling out").
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from wsgiref.simple_server import WSGIServer
 
 import sqlalchemy as sa
@@ -20,11 +22,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
-from sqlalchemy.engine import Engine
 
+from gateway.broker.server import broker_url, redis_client
 from gateway.operations.monitor import Snapshot, take_snapshot
+from gateway.operations.result_counts import ResultCounts
+from gateway.operations.retention_report import RetentionState, read_state
 from ledger.database import engine_for
-from ledger.statements import results
 from schemas.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,29 +38,25 @@ UP_HELP = "1 if this scrape read both the broker and the ledger, else 0."
 UNREACHABLE = (RuntimeError, ValueError, OSError, RedisError, sa.exc.SQLAlchemyError)
 
 
-def results_by_model_version(engine: Engine) -> dict[str, int]:
-    """Results rows per model version: one read-only GROUP BY (rows are never deleted, so each
-    count only grows and Prometheus's `rate()` turns it into scans classified per second)."""
-    query = sa.select(results.c.model_version, sa.func.count()).group_by(results.c.model_version)
-    with engine.connect() as connection:
-        return {version: count for version, count in connection.execute(query)}
-
-
 class TriageCollector(Collector):
     """Reads the system on every `collect()`; `describe()` reads nothing, so registering the
     collector does not scrape."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.result_counts = ResultCounts()
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
+        yield from _retention_families()
 
     def collect(self) -> Iterator[Metric]:
         started = time.monotonic()
         try:
             snapshot = take_snapshot(self.settings)
-            counts = results_by_model_version(engine_for(self.settings.resolved_database_url))
+            engine = engine_for(self.settings.resolved_database_url)
+            counts = self.result_counts.read(engine, snapshot.taken_at)
+            retention = read_state(redis_client(broker_url(self.settings)))
         except UNREACHABLE as error:
             log.warning("metrics scrape failed: %s: %s", type(error).__name__, error)
             yield GaugeMetricFamily("triage_up", UP_HELP, value=0)
@@ -65,6 +64,7 @@ class TriageCollector(Collector):
             return
         yield GaugeMetricFamily("triage_up", UP_HELP, value=1)
         yield from self._families(snapshot, counts)
+        yield from _retention_families(retention, snapshot.taken_at)
         yield _duration(started)
 
     def _families(
@@ -101,7 +101,8 @@ class TriageCollector(Collector):
         )
         classified = CounterMetricFamily(
             "triage_results",  # exposed as triage_results_total
-            "Scans classified per model version (results rows in the ledger); "
+            "Scans classified per model version (results rows, counted once each by this "
+            "exporter: never decreasing); "
             "rate() gives scans per second.",
             labels=["model_version"],
         )
@@ -118,6 +119,33 @@ class TriageCollector(Collector):
         for version, count in sorted((counts or {}).items()):
             classified.add_metric([version], count)
         yield from (depth, waiting, oldest, processing, failed, urgent, deliveries, classified)
+
+
+def _retention_families(
+    state: RetentionState | None = None, now: datetime | None = None
+) -> Iterator[Metric]:
+    """Retention's record on the broker (one read, whatever the ledger's size)."""
+    held = GaugeMetricFamily(
+        "triage_pixels_held",
+        "Scans whose pixels the ledger still holds, as the last whole retention walk found.",
+    )
+    oldest = GaugeMetricFamily(
+        "triage_pixels_oldest_age_seconds",
+        "Age of the oldest pixels held (arrival), as the last whole retention walk found.",
+    )
+    purged = CounterMetricFamily(
+        "triage_retention_purged",  # exposed as triage_retention_purged_total
+        "Rows retention removed so far, per kind (pixels, key_images, scans, studies).",
+        labels=["kind"],
+    )
+    if state is not None and now is not None:
+        if state.pixels_held is not None:
+            held.add_metric([], state.pixels_held)
+        if state.oldest_pixels_at is not None:
+            oldest.add_metric([], max(0.0, (now - state.oldest_pixels_at).total_seconds()))
+        for kind, count in state.purged.items():
+            purged.add_metric([kind], count)
+    yield from (held, oldest, purged)
 
 
 def _duration(started: float) -> GaugeMetricFamily:

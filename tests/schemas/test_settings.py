@@ -87,3 +87,13 @@ def test_passwords_never_show_in_repr_str_or_dumps() -> None:
 )
 def test_hide_password(url: str | None, shown: str | None) -> None:
     assert hide_password(url) == shown
+
+
+def test_retention_settings_default_to_thirty_days_of_pixels_and_results_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings()
+    assert (settings.keep_pixels_days, settings.keep_results_days) == (30, None)
+    monkeypatch.setenv("TRIAGE_KEEP_RESULTS_DAYS", "0")
+    with pytest.raises(ValueError, match="keep_results_days"):
+        Settings()
