@@ -3,7 +3,7 @@
 Each kind is submitted together with a good scan through `submit_scans` (or `submit_images`),
 against a real Redis and a real SQLite ledger: the bad input is named with its reason, and the
 good scan in the same call is still queued. File-level kinds live in
-tests/imaging/test_bad_inputs.py; the last test here sends that whole catalogue as one folder.
+tests/imaging/test_files.py; the last test here sends that whole catalogue as one folder.
 
 Rules stated here:
 - a folder named in the call that yields no scan file is reported ("holds no scan files");
@@ -29,10 +29,10 @@ from ledger.database import engine_for, upgrade_schema
 from ledger.reads import status_counts
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
-from tests.imaging.test_bad_inputs import REFUSED
+from tests.imaging.test_files import REFUSED
 from tests.reliability_figures import record
 
-BATCH_GROUP = "batch level (tests/gateway/test_bad_batches.py)"
+BATCH_GROUP = "batch level (tests/gateway/intake/test_client.py)"
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +189,7 @@ def test_the_whole_file_level_catalogue_in_one_call_with_good_files(tmp_path: Pa
     correct = sum(reason in reasons.get(source, "") for source, reason in expected.items())
     record(
         "bad_input",
-        "file level (tests/imaging/test_bad_inputs.py), all in one call",
+        "file level (tests/imaging/test_files.py), all in one call",
         tried=len(expected),
         rejected_correctly=correct,
     )

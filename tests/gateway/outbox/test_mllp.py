@@ -1,5 +1,5 @@
-"""The ORU^R01 built with hl7apy, sent over MLLP to a real socket listener that answers as
-told: AA, AE, AR, an ACK for another message, garbage, silence."""
+"""The MLLP client against a real socket listener that answers as told: AA, AE, AR, an ACK for
+another message, garbage, silence (the ORU's content: tests/gateway/outbox/test_hl7.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from hl7apy.parser import parse_message
 
-from gateway.outbox.hl7 import build_oru, escape
+from gateway.outbox.hl7 import build_oru
 from gateway.outbox.mllp import END, START, control_id, send_mllp, send_mllp_many
 from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
 from tests.gateway.outbox.conftest import free_port, make_report
@@ -96,43 +95,6 @@ def ris_factory() -> Iterator:
 
 def port_of(server: Ris) -> int:
     return server.server_address[1]
-
-
-def test_the_oru_says_what_was_decided(report: StudyReport) -> None:
-    text = build_oru(report, "MSG-1")
-    message = parse_message(text)  # hl7apy reads it back with its 2.5 structure
-    assert message.msh.msh_9.value == "ORU^R01^ORU_R01" and message.msh.msh_10.value == "MSG-1"
-    assert message.msh.msh_12.value == "2.5"
-    result = message.ORU_R01_PATIENT_RESULT
-    assert result.ORU_R01_PATIENT.pid.pid_3.value == report.patient_id
-    order = result.ORU_R01_ORDER_OBSERVATION
-    assert order.obr.obr_3.value == order.orc.orc_3.value == order.obr.obr_18.value == "ACC-77"
-    assert order.obr.obr_5.value == "S" and order.obr.obr_27.value == "^^^^^S"
-    obx = {o.obx.obx_3.value.split("^")[0]: o.obx for o in order.ORU_R01_OBSERVATION}
-    assert obx["TRIAGE-CLASS"].obx_2.value == "CWE"
-    assert obx["TRIAGE-CLASS"].obx_5.value == "2^urgent^99TRIAGE"
-    assert obx["TRIAGE-CLASS"].obx_8.value == "AA"
-    assert obx["P-URGENT"].obx_2.value == "NM" and float(obx["P-URGENT"].obx_5.value) == 0.873
-    assert obx["MODEL"].obx_5.value == report.model_version
-    assert "not a diagnosis" in obx["DISCLAIMER"].obx_5.value
-    assert "not a diagnosis" in order.nte.nte_3.value
-    assert text == build_oru(report, "MSG-1")  # a resend is the same message
-
-
-def test_a_calm_study_is_routine_and_normal() -> None:
-    calm = make_report(p2=0.02, urgent=False, predicted=0)
-    order = parse_message(build_oru(calm, "MSG-2")).ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION
-    assert order.obr.obr_5.value == "R"
-    first = order.ORU_R01_OBSERVATION[0].obx
-    assert first.obx_5.value == "0^healthy^99TRIAGE" and first.obx_8.value == "N"
-
-
-def test_delimiters_in_ids_cannot_shift_fields() -> None:
-    hostile = make_report(patient_id="P|1^2&3~4\\5", accession="A\rMSH|evil")
-    message = parse_message(build_oru(hostile, "MSG-3"))
-    assert message.ORU_R01_PATIENT_RESULT.ORU_R01_PATIENT.pid.pid_3.value == escape("P|1^2&3~4\\5")
-    assert [s.name for s in message.children][:2] == ["MSH", "ORU_R01_PATIENT_RESULT"]
-    assert build_oru(hostile, "M").count("\rMSH") == 0
 
 
 @pytest.mark.parametrize(
