@@ -27,7 +27,7 @@ from ledger import reads
 from ledger.database import engine_for
 from ledger.statements import scans
 from schemas.settings import get_settings
-from tests.gateway.test_receiver import EXPLICIT_LE, ct_instance
+from tests.gateway.intake.test_receiver import EXPLICIT_LE, ct_instance
 from tests.integration.conftest import REPO_ROOT, Pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
