@@ -11,7 +11,8 @@ Rules (stated once, tested in tests/imaging):
   255; anything else (16-bit, Hounsfield units, other float ranges) is min-max scaled per image;
 - geometry: padded to square with black, centred, then resized to 64x64 with Lanczos
   (the preparation of the reference lung-CT data set; an image over 3x the target is first
-  box-reduced to no less than 3x it, Pillow's `reducing_gap`, within 0.3 grey levels);
+  box-reduced to no less than 3x it, Pillow's `reducing_gap`: its cost and error are in
+  BENCHMARKS.md, "Receive stage");
 - refused with `ScanError`: empty, smaller than 16 pixels a side, uniform (every pixel equal),
   NaN or infinite values, non-numeric dtypes, wrong number of
   dimensions, images over `max_pixels` or longer than 8:1 (both checked from the header, before
@@ -244,7 +245,7 @@ def _pad_and_resize(gray: np.ndarray) -> np.ndarray:
     top, left = (side - height) // 2, (side - width) // 2
     square[top : top + height, left : left + width] = gray
     # reducing_gap: a large image is first box-reduced to at least 3x the target, then
-    # Lanczos-resampled: 3.5x faster for a 512x512 CT slice, within 0.3 grey levels on average
+    # Lanczos-resampled: much cheaper on a CT slice, for a fraction of a grey level
     resized = Image.fromarray(square, mode="L").resize(
         (SCAN_SIZE, SCAN_SIZE), Image.Resampling.LANCZOS, reducing_gap=LANCZOS_REDUCING_GAP
     )

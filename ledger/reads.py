@@ -1,6 +1,7 @@
-"""What clinicians and operators read from the ledger: the urgent worklist, results, history.
+"""What clinicians and operators read from the ledger: the urgent worklist, studies, results,
+history, status counts. Reads only: acknowledging a case is a write (`ledger.worklist`).
 
-`triage urgent`, `results`, `status` and `ack` are thin calls into these functions.
+`triage urgent`, `studies`, `results` and `status` are thin calls into these functions.
 """
 
 from __future__ import annotations

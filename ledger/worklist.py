@@ -1,4 +1,5 @@
-"""The urgent worklist in the ledger: one row per urgent study, written once, paged once.
+"""The urgent worklist in the ledger: one row per urgent study, written once, paged until the
+page is recorded (`notified_at`), and acknowledged by a clinician.
 
 The row is keyed by the study's most suspicious slice (`scan_id`) and names its study. A study
 that is decided again (re-opened by a late instance) and is still urgent keeps its row, updated

@@ -1,1 +1,2 @@
-"""Contracts shared by the trainer and the worker: settings, scan decoding, messages, tables."""
+"""Contracts every package shares: settings, queue and task names, messages, tables, the model
+card and the one-line error description (decoding scans is imaging/'s)."""

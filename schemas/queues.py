@@ -61,7 +61,7 @@ CELERY_CONFIG: dict[str, Any] = {
     "task_acks_late": True,
     "task_reject_on_worker_lost": True,
     "worker_prefetch_multiplier": 1,
-    "worker_proc_alive_timeout": 60.0,  # importing TensorFlow alone takes ~5 s here
+    "worker_proc_alive_timeout": 60.0,  # importing TensorFlow takes longer than the 4 s default
     "task_queues": tuple(
         Queue(name) for name in (URGENT_QUEUE, STAT_QUEUE, ROUTINE_QUEUE, DELIVERIES_QUEUE)
     ),

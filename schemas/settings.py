@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     notify_url: str | None = Field(
         None,
         repr=False,  # webhook URLs often carry a token
-        description="Optional http(s) webhook that receives {scan_id} for each urgent case.",
+        description="Optional http(s) webhook: the outbox POSTs {scan_id, study_id} of each "
+        "urgent study decision to it (retried like every delivery).",
     )
     max_wait_seconds: float = Field(
         900, gt=0, description="A routine scan waiting longer than this is moved ahead."

@@ -180,8 +180,9 @@ class UrgentCase(Base):
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     escalated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    # when the clinician was paged (log line, plus the webhook if one is set); the reconciler
-    # pages again any case still without it, so a crash between worklist and page loses nothing
+    # when the clinician was paged (the urgent worker's log line; the webhook is an outbox
+    # delivery of its own); the reconciler pages again any case still without it, so a crash
+    # between worklist and page loses nothing
     notified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -1,11 +1,12 @@
 """`triage`: one typer app. Each command module registers its commands here.
 
-- triage/train_commands.py     train, predict, evaluate, synth          (trainer/)
-- triage/pipeline_commands.py  enqueue, urgent, results, status, ack, db (worker/)
-- triage/ops_commands.py       demo, stats, reconcile                   (both)
-- triage/receive_commands.py   receive, echo (DICOM network)            (gateway/)
-- triage/order_commands.py     orders (the RIS's HL7 order feed)        (gateway/)
-- triage/retention_commands.py purge (retention)                        (ledger/)
+- triage/train_commands.py     train, estimate, predict, evaluate, synth     (trainer/)
+- triage/pipeline_commands.py  enqueue, urgent, studies, deliveries, results,
+                               status, ack, db                               (gateway/, ledger/)
+- triage/ops_commands.py       stats, metrics, reconcile, demo               (gateway/, worker/)
+- triage/receive_commands.py   receive, echo (DICOM network)                 (gateway/)
+- triage/order_commands.py     orders (the RIS's HL7 order feed)             (gateway/)
+- triage/retention_commands.py purge (retention)                             (ledger/)
 
 Command modules import the heavy packages (TensorFlow, Celery) inside each command, so
 `triage --help` stays fast.

@@ -1,4 +1,5 @@
-"""Pipeline commands: `triage enqueue`, `urgent`, `results`, `status`, `ack` and `db`.
+"""Pipeline commands: `triage enqueue`, `urgent`, `studies`, `deliveries`, `results`, `status`,
+`ack` and `db`.
 
 Each opens the ledger through `_ledger()`, which checks once that the schema is current and
 otherwise says to run `triage db upgrade` (the only command that migrates).
@@ -160,7 +161,8 @@ def studies(
 def deliveries(
     as_json: JsonOption = False,
 ) -> None:
-    """The outbox: every message about a study decision (PACS, RIS, FHIR), newest first."""
+    """The outbox: every message about a study decision (PACS, RIS, FHIR, webhook), newest
+    first."""
     from ledger import deliveries as outbox
 
     rows = outbox.list_deliveries(_ledger())

@@ -1,4 +1,5 @@
-"""Trainer commands: `triage train`, `predict`, `evaluate` and `synth` (thin calls into trainer/)."""
+"""Trainer commands: `triage train`, `estimate`, `predict`, `evaluate` and `synth` (thin calls
+into trainer/)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""The served model: loaded once per worker process from the model root's CURRENT pointer.
+"""The served model: the version the model root's CURRENT names, loaded in each worker process
+and loaded again when CURRENT moves, so a newly published model is served from the next job.
 
-A batch is classified in one forward pass of a `tf.function` with a fixed input signature
-(traced once for every batch size), not `model.predict`, which costs ~70 ms per call.
-TensorFlow is imported here only, inside functions, and only in worker processes after fork.
+A batch is classified in forward passes of a `tf.function` with a fixed input signature
+(traced once for every batch size), not `model.predict`, which builds a data pipeline on every
+call (its cost: BENCHMARKS.md, "What was changed"). TensorFlow is imported here only, inside
+functions, and only in worker processes after fork.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ class ServingModel:
 
     def probabilities(self, scans: np.ndarray) -> np.ndarray:
         """Canonical uint8 scans (N, 64, 64) -> class probabilities (N, 3), in forward passes
-        of at most FORWARD_CHUNK scans: a job of 256 peaks 175 MiB lower and runs faster
-        (measured on the default model: 4,288 -> 5,979 scans/s, 873 -> 698 MiB)."""
+        of at most FORWARD_CHUNK scans: the default model's features make large intermediate
+        tensors, so a whole job in one pass peaks higher and runs slower (BENCHMARKS.md, "The
+        forward pass in chunks of 64")."""
         inputs = to_model_input(scans)
         if len(inputs) <= FORWARD_CHUNK:
             return self.forward(inputs)

@@ -19,7 +19,7 @@ NOTIFY_DEADLINE_S = 5.0  # per POST, wall clock, whatever the endpoint does
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """A 3xx is not followed: urllib then raises it as an HTTPError (a failed page)."""
+    """A 3xx is not followed: urllib then raises it as an HTTPError (a failed send)."""
 
     def redirect_request(self, *args: object, **kwargs: object) -> None:
         return None

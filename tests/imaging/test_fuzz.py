@@ -1,11 +1,14 @@
 """Property: whatever the bytes, `read_scan_file` returns canonical scans or raises `ScanError`.
 
+Each valid seed must itself read into canonical scans (else its mutations test nothing), and
+random bytes, which hold no valid file, must be refused with a `ScanError`.
+
 Valid PNG, JPEG, NPY, NPZ and DICOM files are mutated (byte flips, truncation, insertion,
 overwritten runs, and for NPY/DICOM the header region in particular) and read back. Any other
 exception escaping the readers is reported by `read_scan_file` as "internal error while
 reading", which fails the property. Examples are derandomized and the database is off, so a run
 is repeatable and leaves nothing behind; any crasher found is saved under
-tests/imaging/crashers/ and read again by tests/imaging/test_bad_inputs.py.
+tests/imaging/crashers/ and read again by tests/imaging/test_files.py.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from imaging.canonical import SCAN_SIZE, ScanError
+from imaging.canonical import SCAN_SIZE, DecodedScan, ScanError
 from imaging.files import read_scan_file
 from tests.imaging.hostile import DEFLATED, ct_dataset
 
@@ -107,23 +110,38 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
     return bytes(out)
 
 
-def check_contract(suffix: str, data: bytes) -> None:
+def read_fuzzed(suffix: str, data: bytes) -> list[DecodedScan] | ScanError:
+    """What `read_scan_file` makes of `data` saved under `suffix`: its scans, or its refusal."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"fuzzed{suffix}"
         path.write_bytes(data)
         try:
-            scans = read_scan_file(path)
+            return read_scan_file(path)
         except ScanError as error:
-            assert not error.reason.startswith("internal error"), error.reason
-            return
+            return error
+
+
+def assert_canonical(scans: list[DecodedScan]) -> None:
+    assert scans, "read without a scan and without an error"
     for scan in scans:
         assert scan.pixels.shape == (SCAN_SIZE, SCAN_SIZE) and scan.pixels.dtype == np.uint8
+
+
+def check_contract(suffix: str, data: bytes) -> None:
+    """Canonical scans, or a `ScanError` that is a refusal, not an internal error."""
+    outcome = read_fuzzed(suffix, data)
+    if isinstance(outcome, ScanError):
+        assert not outcome.reason.startswith("internal error"), outcome.reason
+    else:
+        assert_canonical(outcome)
 
 
 @pytest.mark.parametrize("name", list(seeds()))
 def test_mutated_files_give_scans_or_a_scan_error(name: str) -> None:
     suffix, data = seeds()[name]
-    check_contract(suffix, data)  # the seed itself is valid
+    seed = read_fuzzed(suffix, data)
+    assert not isinstance(seed, ScanError), f"the unmutated seed is refused: {seed.reason}"
+    assert_canonical(seed)
 
     @FUZZ
     @given(mutated(data))
@@ -136,4 +154,6 @@ def test_mutated_files_give_scans_or_a_scan_error(name: str) -> None:
 @FUZZ
 @given(st.sampled_from([".png", ".jpg", ".npy", ".npz", ".dcm"]), st.binary(max_size=600))
 def test_random_bytes_give_a_scan_error(suffix: str, data: bytes) -> None:
-    check_contract(suffix, data)
+    outcome = read_fuzzed(suffix, data)
+    assert isinstance(outcome, ScanError), f"{len(data)} random bytes decoded into scans"
+    assert not outcome.reason.startswith("internal error"), outcome.reason

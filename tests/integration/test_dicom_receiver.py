@@ -28,7 +28,7 @@ from ledger.statements import scans
 from schemas.settings import get_settings
 from testkit.dcmtk import echo, run_dcmtk, storescu
 from testkit.services import free_port
-from tests.gateway.test_receiver import EXPLICIT_LE, ct_instance
+from tests.gateway.intake.test_receiver import EXPLICIT_LE, ct_instance
 from tests.integration.conftest import REPO_ROOT, Pipeline, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

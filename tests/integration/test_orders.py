@@ -25,8 +25,8 @@ from ledger import deliveries, reads
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Delivery, Scan
-from tests.gateway.order_feed import err_text, exchange, msa, order_message
-from tests.gateway.outbox.conftest import free_port
+from testkit.services import free_port
+from tests.gateway.intake.order_feed import err_text, exchange, msa, order_message
 from tests.integration.conftest import REPO_ROOT, Pipeline, wait_for
 from tests.integration.test_dicom_receiver import ReceiverProcess, storescu, write_study
 

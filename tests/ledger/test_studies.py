@@ -1,4 +1,4 @@
-"""Studies in the ledger: grouping, repeats, closing, one decision, re-opening, the worklist."""
+"""Studies in the ledger: grouping, repeats, closing, one decision, re-opening, a re-decided\nstudy's worklist row."""
 
 from __future__ import annotations
 
@@ -145,18 +145,6 @@ def test_a_study_whose_slices_all_failed_ends_failed(engine) -> None:  # noqa: A
     ledger.mark_failed(engine, ids, "stored pixels are not 4096 bytes")
     assert studies.decide_ready(engine, ids, CARD, "v1") == []
     assert reads.list_studies(engine)[0]["status"] == "failed"
-
-
-def test_ack_by_study_uid_accession_or_scan_id(engine) -> None:  # noqa: ANN001
-    ids = ledger.add_scans(engine, [instance("1.2.3.1234", n) for n in range(2)], "routine").new
-    (escalation,) = finish(engine, ids, [0.9, 0.8])
-    worklist.add_urgent_cases(engine, [escalation])
-    assert worklist.acknowledge(engine, "no-such-study") is None
-    moment = worklist.acknowledge(engine, "ACC-1234")
-    assert moment is not None
-    assert worklist.acknowledge(engine, "1.2.3.1234") == moment
-    assert worklist.acknowledge(engine, ids[1]) == moment  # a slice that is not the top one
-    assert reads.worklist(engine) == []
 
 
 def test_a_scan_without_a_study_is_a_study_of_its_own(engine) -> None:  # noqa: ANN001

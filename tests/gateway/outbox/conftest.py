@@ -1,13 +1,22 @@
-"""A study report to deliver, built from phantoms."""
+"""A study report to deliver, the free loopback ports the real receivers listen on, and the
+webhook endpoints (tests/gateway/outbox/webhook_peers.py) as fixtures."""
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
 from gateway.outbox.report import StudyReport
+from tests.gateway.outbox.webhook_peers import (
+    bad_status_endpoint,
+    blackhole_endpoint,
+    http_endpoint,
+)
 from trainer.synth import make_phantoms
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -46,3 +55,35 @@ def make_report(**changes: object) -> StudyReport:
 @pytest.fixture
 def report() -> StudyReport:
     return make_report()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.05)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def http_url() -> Iterator[str]:
+    """A recording webhook endpoint (tests.gateway.outbox.webhook_peers.Handler)."""
+    with http_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def bad_status_url() -> Iterator[str]:
+    with bad_status_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def blackhole_url() -> Iterator[str]:
+    with blackhole_endpoint() as url:
+        yield url

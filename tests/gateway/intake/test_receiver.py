@@ -1,7 +1,8 @@
 """The DICOM receiver in-process: a real pynetdicom sender, a real SQLite ledger.
 
 Each test starts the receiver on a free localhost port and asserts the statuses a sender
-gets; the idle-study closer runs with an injected clock and publisher (no broker, no sleeps).
+gets; where a held study is closed, the idle-study closer runs with an injected clock and
+publisher (no broker, no sleeps; the closer alone: tests/gateway/intake/test_study_closer.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from ledger.statements import scan_pixels, scans, studies
 from schemas.messages import Priority
 from schemas.settings import Settings
 from schemas.tables import utcnow
-from testkit.services import wait_until
 from tests.fixtures_model import brightness_scans
 
 EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
@@ -268,24 +268,3 @@ def test_associations_over_the_limit_are_refused(settings: Settings) -> None:
         first.release()
     finally:
         running.stop(grace=5)
-
-
-def test_a_failing_round_does_not_stop_the_closer(receiver: Receiver, settings: Settings) -> None:
-    assert send(receiver.port, [ct_instance("1.2.826.0.1.77.7", 1, 100, size=64)]) == [SUCCESS]
-    calls: list[int] = []
-
-    def broker_down(scan_ids: Sequence[str], _priority: Priority, _settings: Settings) -> int:
-        calls.append(len(scan_ids))
-        raise ConnectionError("broker down")
-
-    closer = StudyCloser(settings, interval=0.01, publish=broker_down)
-    closer.clock = lambda: utcnow() + timedelta(seconds=settings.study_idle_seconds + 1)
-    stop = threading.Event()
-    thread = closer.start(stop)
-    wait_until(lambda: calls, what="a closing round", timeout=5)
-    wait_until(lambda: closer.close_once() == 0, what="a later round", timeout=5)
-    assert thread.is_alive()
-    stop.set()
-    thread.join(timeout=5)
-    assert calls == [1]  # queued in the ledger: the reconciler re-sends what was not published
-    assert [row.status for row in _rows(settings, scans)] == ["queued"]

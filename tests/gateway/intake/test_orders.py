@@ -14,7 +14,7 @@ from gateway.outbox.mllp import END, START, check_ack, frame, send_mllp_many
 from ledger import orders as order_ledger
 from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.settings import Settings
-from tests.gateway.order_feed import err_text, exchange, msa, order_message, read_answer
+from tests.gateway.intake.order_feed import err_text, exchange, msa, order_message, read_answer
 
 MAX_BYTES = 4096
 

@@ -23,7 +23,7 @@ from testkit.services import redis_url_with_database
 from tests.fixtures_model import brightness_scans
 from tests.imaging.hostile import HOSTILE, nested_folders, remove_tree
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 NESTING = 1_100
 PEAK_LIMIT_KB = int(1.5 * 1024 * 1024)
 # runs `python -m triage ...` and reports its own peak RSS on stderr as it exits: VmHWM, which

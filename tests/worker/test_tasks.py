@@ -1,4 +1,4 @@
-"""Classification and the worklist against a real database (SQLite and PostgreSQL).
+"""Classification against a real database (SQLite and PostgreSQL).
 
 The task body runs in-process here; tests/integration runs it in real worker processes.
 """
@@ -9,7 +9,6 @@ import dataclasses
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy.exc
 
@@ -108,34 +107,6 @@ def test_a_scan_past_its_attempts_fails_with_the_reason(engine, model_root: Path
     failed = reads.history(engine, ids[0])
     assert failed["status"] == "failed" and "gave up after 2 attempts" in failed["error"]
     assert reads.history(engine, ids[1])["status"] == "done"
-
-
-def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None:
-    ids = add(engine, [200, 210, 220])
-    when = ledger.utcnow()
-    for scan_id, p2 in zip(ids, [0.7, 0.95, 0.8], strict=True):
-        study_id = reads.history(engine, scan_id)["study_id"]  # each scan: a study of its own
-        escalation = Escalation(
-            scan_id=scan_id, study_id=study_id, p2=p2, model_version="m", classified_at=when
-        )
-        worklist.add_urgent_cases(engine, [escalation])
-
-    assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[1], ids[2], ids[0]]
-    acknowledged = worklist.acknowledge(engine, ids[1])
-    assert acknowledged is not None
-    assert worklist.acknowledge(engine, ids[1]) == acknowledged  # idempotent
-    assert worklist.acknowledge(engine, "no-such-scan") is None
-    assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[2], ids[0]]
-    everything = reads.worklist(engine, include_acknowledged=True)
-    assert [case["acknowledged"] for case in everything] == [True, False, False]
-    assert all(case["waited_s"] >= 0 for case in everything)
-    assert reads.history(engine, ids[1])["acknowledged_at"] == acknowledged
-
-
-def test_unknown_priority_is_refused(engine) -> None:
-    scan = ledger.NewScan("x", np.zeros(4096, np.uint8).tobytes(), None, None)
-    with pytest.raises(ValueError, match="unknown priority 'asap'"):
-        ledger.add_scans(engine, [scan], "asap")
 
 
 def test_a_database_error_after_the_claim_leaves_the_scans_queued_uncounted(

@@ -1,6 +1,6 @@
-"""The SR and the key image, built and C-STOREd to real peers: dcmtk's storescp as the PACS
-(the SR read back with dsrdump, the key image with pydicom) and pynetdicom SCPs that answer
-chosen failure statuses."""
+"""C-STORE of the SR and the key image to real peers: dcmtk's storescp as the PACS (the SR read
+back with dsrdump, the key image with pydicom) and pynetdicom SCPs that answer chosen failure
+statuses. The SR's content: tests/gateway/outbox/test_dicom_sr.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import UID
 
 from gateway.outbox.cstore import parse_destination, send_cstore, status_retryable
 from gateway.outbox.dicom_sr import build_sr
@@ -24,7 +23,6 @@ from gateway.outbox.key_image import build_key_image, key_image_reference, rende
 from gateway.outbox.report import DeliveryError, StudyReport
 from testkit.dcmtk import storescp
 from testkit.services import free_port
-from tests.gateway.outbox.conftest import make_report
 
 pytestmark = pytest.mark.timeout(120)
 needs_dcmtk = pytest.mark.skipif(
@@ -180,57 +178,6 @@ def test_warnings_count_as_stored_and_a_wrong_called_ae_is_refused(report: Study
         assert caught.value.retryable and "rejected" in caught.value.reason
     finally:
         peer.close()
-
-
-def test_a_study_of_our_own_gets_a_valid_study_uid() -> None:
-    """Non-DICOM input: no slice identity, study uid `triage:<key>`; SR and key image share
-    one valid, derived StudyInstanceUID; the SR names the key image only when given it."""
-    report = make_report(
-        study_uid="triage:batch-7/exam-3",
-        top_series_uid=None,
-        top_sop_uid=None,
-        top_sop_class_uid=None,
-    )
-    image = build_key_image(report, "TRIAGE")
-    sr = build_sr(report, "TRIAGE", key_image=key_image_reference(report))
-    assert UID(sr.StudyInstanceUID).is_valid and sr.StudyInstanceUID == image.StudyInstanceUID
-    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
-    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
-    alone = build_sr(report, "TRIAGE")  # a calm study: the SR goes without a key image
-    assert "CurrentRequestedProcedureEvidenceSequence" not in alone
-    assert alone.StudyInstanceUID == image.StudyInstanceUID
-    assert alone.SOPInstanceUID == sr.SOPInstanceUID
-
-
-def test_evidence_names_what_is_sent(report: StudyReport) -> None:
-    def referenced(sr) -> set[str]:  # noqa: ANN001
-        return {
-            sop.ReferencedSOPInstanceUID
-            for study in sr.CurrentRequestedProcedureEvidenceSequence
-            for series in study.ReferencedSeriesSequence
-            for sop in series.ReferencedSOPSequence
-        }
-
-    image = build_key_image(report, "TRIAGE")
-    named = key_image_reference(report)  # the SR names the key image before it is built
-    assert (named.series_uid, named.sop_uid, named.sop_class_uid) == (
-        image.SeriesInstanceUID,
-        image.SOPInstanceUID,
-        image.SOPClassUID,
-    )
-    assert referenced(build_sr(report, "TRIAGE")) == {report.top_sop_uid}
-    assert referenced(build_sr(report, "TRIAGE", key_image=key_image_reference(report))) == {
-        report.top_sop_uid,
-        image.SOPInstanceUID,
-    }
-
-
-def test_sr_is_deterministic_to_the_byte(report: StudyReport, tmp_path: Path) -> None:
-    first, second = tmp_path / "1.dcm", tmp_path / "2.dcm"
-    build_sr(report, "TRIAGE").save_as(first, enforce_file_format=True)
-    time.sleep(1.1)
-    build_sr(report, "TRIAGE").save_as(second, enforce_file_format=True)
-    assert first.read_bytes() == second.read_bytes()
 
 
 def test_parse_destination() -> None:

@@ -1,4 +1,5 @@
-"""Results are written once per model decision, and outages leave scans waiting, not failed.
+"""A scan's life in the ledger: an unknown priority is refused, results are written once per
+model decision, and outages leave scans waiting, not failed.
 
 Against a real ledger (SQLite and PostgreSQL); no model and no Celery needed.
 """
@@ -108,3 +109,9 @@ def test_release_puts_claimed_scans_back_in_queued_uncounted(engine) -> None:  #
         ledger.release(engine, [claimed], reason)
     assert reads.history(engine, claimed)["attempts"] == 0
     assert record(engine, [claimed], 0.1, "v1").scan_ids == []  # released: not this job's now
+
+
+def test_unknown_priority_is_refused(engine) -> None:  # noqa: ANN001
+    scan = ledger.NewScan("x", bytes(4096), None, None)
+    with pytest.raises(ValueError, match="unknown priority 'asap'"):
+        ledger.add_scans(engine, [scan], "asap")

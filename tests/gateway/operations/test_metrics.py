@@ -19,7 +19,7 @@ from ledger.database import upgrade_schema
 from schemas.settings import Settings, get_settings
 from schemas.tables import Delivery, Result, Study, UrgentCase
 from testkit.services import redis_url_with_database
-from tests.gateway.scan_rows import insert_scans
+from tests.gateway.operations.scan_rows import insert_scans
 
 METRICS_DB = 12  # a Redis database of its own, so other tests' queues do not count
 

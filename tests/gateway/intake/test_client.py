@@ -3,7 +3,7 @@
 Each kind is submitted together with a good scan through `submit_scans` (or `submit_images`),
 against a real Redis and a real SQLite ledger: the bad input is named with its reason, and the
 good scan in the same call is still queued. File-level kinds live in
-tests/imaging/test_bad_inputs.py; the last test here sends that whole catalogue as one folder.
+tests/imaging/test_files.py; the last test here sends that whole catalogue as one folder.
 
 Rules stated here:
 - a folder named in the call that yields no scan file is reported ("holds no scan files");
@@ -29,9 +29,9 @@ from ledger.reads import status_counts
 from schemas.settings import get_settings
 from testkit.services import redis_url_with_database
 from tests.fixtures_model import brightness_scans
-from tests.imaging.test_bad_inputs import REFUSED
+from tests.imaging.test_files import REFUSED
 
-BATCH_GROUP = "batch level (tests/gateway/test_bad_batches.py)"
+BATCH_GROUP = "batch level (tests/gateway/intake/test_client.py)"
 
 
 @pytest.fixture(autouse=True)

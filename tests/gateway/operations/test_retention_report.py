@@ -14,7 +14,7 @@ from gateway.operations.retention_report import read_state, record_pass
 from ledger.database import upgrade_schema
 from ledger.retention import PurgeReport
 from testkit.services import redis_url_with_database
-from tests.gateway.test_metrics import by_label, scrape, settings_for
+from tests.gateway.operations.test_metrics import by_label, scrape, settings_for
 
 REPORT_DB = 13
 AT = datetime(2026, 12, 1, tzinfo=UTC)

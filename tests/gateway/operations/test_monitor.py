@@ -1,4 +1,5 @@
-"""gateway.operations.monitor and `triage stats`: queue depths from a real Redis, ages from a real ledger."""
+"""gateway.operations.monitor and `triage stats`: queue depths from a real Redis, ages from a
+real ledger (how the broker counts its lists: tests/gateway/broker/test_server.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 import sqlalchemy as sa
-from kombu.transport.redis import Channel
 from typer.testing import CliRunner
 
-from gateway.broker.server import queue_depths, redis_client
+from gateway.broker.server import redis_client
 from gateway.operations.monitor import take_snapshot
 from schemas.settings import get_settings
 from schemas.tables import Base, Result, Scan, Study, UrgentCase
 from testkit.services import redis_url_with_database
-from tests.gateway.scan_rows import insert_scans
+from tests.gateway.operations.scan_rows import insert_scans
 
 MONITOR_DB = 13  # a Redis database of its own, so other tests' queues do not count
 
@@ -116,14 +116,6 @@ def result_row(scan_id: str, classified_at: datetime) -> dict:
     }
 
 
-def test_queue_depths_count_every_priority_list(broker: redis.Redis) -> None:
-    broker.rpush("scans", "a", "b", "c")
-    broker.rpush(f"scans{Channel.sep}6", "d")
-    broker.rpush(f"stat{Channel.sep}3", "e")
-    broker.rpush("unrelated", "f")
-    assert queue_depths(broker) == {"stat": 1, "scans": 4, "urgent": 0}
-
-
 def test_snapshot_reports_backlog_ages_and_open_cases(
     ledger: sa.Engine, broker: redis.Redis
 ) -> None:
@@ -169,19 +161,3 @@ def test_stats_without_tables_says_to_migrate(
     result = CliRunner().invoke(app, ["stats"])
     assert result.exit_code == 1
     assert "triage db upgrade" in result.output
-
-
-def test_depths_match_what_celery_really_publishes(
-    broker: redis.Redis, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from gateway.broker.publish import publish_jobs
-
-    kwargs = broker.connection_pool.connection_kwargs
-    monkeypatch.setenv(
-        "TRIAGE_REDIS_URL", f"redis://{kwargs['host']}:{kwargs['port']}/{MONITOR_DB}"
-    )
-    monkeypatch.setenv("TRIAGE_BATCH_SIZE", "1")
-    get_settings.cache_clear()
-    assert publish_jobs(["a", "b", "c"], "routine", get_settings()) == 3
-    assert publish_jobs(["d"], "stat", get_settings()) == 1
-    assert queue_depths(broker) == {"stat": 1, "scans": 3, "urgent": 0}

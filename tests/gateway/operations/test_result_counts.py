@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from gateway.operations.result_counts import SETTLE_S, ResultCounts
 from ledger.database import upgrade_schema
 from schemas.tables import Result
-from tests.gateway.scan_rows import insert_scans
+from tests.gateway.operations.scan_rows import insert_scans
 
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 
