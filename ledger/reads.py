@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ledger.statements import results, scans, studies, urgent_cases
+from schemas.messages import Priority
 from schemas.tables import as_utc, utcnow
 
 
@@ -50,9 +51,11 @@ def _slice_counts() -> sa.Subquery:
     )
 
 
-def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
-    """Urgent studies, most urgent first (highest study P(class 2), then longest waiting): one
-    entry per exam with its most suspicious slice (`scan_id`)."""
+def worklist(
+    engine: Engine, include_acknowledged: bool = False, acknowledged_only: bool = False
+) -> list[dict[str, Any]]:
+    """Urgent studies, most urgent first (stat before routine, then highest study P(class 2),
+    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`)."""
     counts = _slice_counts()
     query = (
         sa.select(
@@ -67,14 +70,23 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
             urgent_cases.c.escalated_at,
             urgent_cases.c.notified_at,
             urgent_cases.c.acknowledged_at,
+            urgent_cases.c.acknowledged_by,
             urgent_cases.c.model_version,
+            studies.c.priority,
         )
         .join(studies, studies.c.id == urgent_cases.c.study_id)
         .join(scans, scans.c.id == urgent_cases.c.scan_id)
         .join(counts, counts.c.study_id == studies.c.id)
-        .order_by(urgent_cases.c.p2.desc(), urgent_cases.c.classified_at, urgent_cases.c.scan_id)
+        .order_by(
+            (studies.c.priority == Priority.stat.value).desc(),
+            urgent_cases.c.p2.desc(),
+            urgent_cases.c.classified_at,
+            urgent_cases.c.scan_id,
+        )
     )
-    if not include_acknowledged:
+    if acknowledged_only:
+        query = query.where(urgent_cases.c.acknowledged_at.is_not(None))
+    elif not include_acknowledged:
         query = query.where(urgent_cases.c.acknowledged_at.is_(None))
     now = utcnow()
     cases = []
@@ -83,6 +95,20 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
         row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
         cases.append(row)
     return cases
+
+
+def worklist_version(engine: Engine) -> str:
+    """A short text that changes whenever the worklist does (a case added, re-decided or
+    acknowledged): what the live page polls cheaply before it re-reads the list."""
+    query = sa.select(
+        sa.func.count(),
+        sa.func.count(urgent_cases.c.acknowledged_at),
+        sa.func.max(urgent_cases.c.classified_at),
+        sa.func.max(urgent_cases.c.acknowledged_at),
+    ).select_from(urgent_cases)
+    with engine.begin() as connection:
+        row = connection.execute(query).one()
+    return "|".join(str(value) for value in row)
 
 
 def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:

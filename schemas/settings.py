@@ -148,6 +148,29 @@ class Settings(BaseSettings):
         None, description="FHIR server base URL: a DiagnosticReport per classified study."
     )
 
+    web_secret_key: str | None = Field(
+        None,
+        repr=False,
+        description="Signs the web page's session cookies (32+ characters); development "
+        "without one: a random key per `triage web` process (sessions end with it).",
+    )
+    web_https: bool = Field(
+        False, description="The web page is reached over https (at a proxy): Secure cookies."
+    )
+    web_session_seconds: int = Field(
+        8 * 3600, ge=60, description="A web session ends this long after its login."
+    )
+    web_login_attempts: int = Field(
+        5, ge=1, description="Failed logins allowed per user, and per address, per window."
+    )
+    web_login_window_seconds: float = Field(
+        300, gt=0, description="The window of `web_login_attempts`, in seconds."
+    )
+    web_trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Addresses whose X-Forwarded-For/-Proto the web page believes (comma-separated).",
+    )
+
     @field_validator("dicom_allowed_aes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -189,6 +212,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TRIAGE_ENVIRONMENT=production needs {', '.join(missing)}: "
                 "the embedded defaults are for development only"
+            )
+        key = self.web_secret_key
+        if key is not None and (key.lower().startswith(PLACEHOLDER_PREFIXES) or len(key) < 32):
+            raise ValueError(
+                "TRIAGE_ENVIRONMENT=production refuses TRIAGE_WEB_SECRET_KEY: it is a placeholder "
+                "or shorter than 32 characters; generate one with `openssl rand -hex 32`"
             )
         for name, url in named:
             problem = password_problem(url)

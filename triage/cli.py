@@ -4,6 +4,7 @@
 - triage/pipeline_commands.py  enqueue, urgent, results, status, ack, db (worker/)
 - triage/ops_commands.py       demo, stats, reconcile                   (both)
 - triage/receive_commands.py   receive, echo (DICOM network)            (gateway/)
+- triage/web_commands.py       web, users, tokens, audit                (web/)
 
 Command modules import the heavy packages (TensorFlow, Celery) inside each command, so
 `triage --help` stays fast.
@@ -30,6 +31,7 @@ COMMAND_MODULES = (
     "triage.pipeline_commands",
     "triage.ops_commands",
     "triage.receive_commands",
+    "triage.web_commands",
 )
 
 

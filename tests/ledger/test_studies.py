@@ -151,11 +151,13 @@ def test_ack_by_study_uid_accession_or_scan_id(engine) -> None:  # noqa: ANN001
     ids = ledger.add_scans(engine, [instance("1.2.3.1234", n) for n in range(2)], "routine").new
     (escalation,) = finish(engine, ids, [0.9, 0.8])
     worklist.add_urgent_cases(engine, [escalation])
-    assert worklist.acknowledge(engine, "no-such-study") is None
-    moment = worklist.acknowledge(engine, "ACC-1234")
+    assert worklist.acknowledge(engine, "no-such-study", "tester") is None
+    moment = worklist.acknowledge(engine, "ACC-1234", "tester")
     assert moment is not None
-    assert worklist.acknowledge(engine, "1.2.3.1234") == moment
-    assert worklist.acknowledge(engine, ids[1]) == moment  # a slice that is not the top one
+    assert worklist.acknowledge(engine, "1.2.3.1234", "tester") == moment
+    assert (
+        worklist.acknowledge(engine, ids[1], "tester") == moment
+    )  # a slice that is not the top one
     assert reads.worklist(engine) == []
 
 

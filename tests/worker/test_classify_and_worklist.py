@@ -121,10 +121,10 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
         worklist.add_urgent_cases(engine, [escalation])
 
     assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[1], ids[2], ids[0]]
-    acknowledged = worklist.acknowledge(engine, ids[1])
+    acknowledged = worklist.acknowledge(engine, ids[1], "tester")
     assert acknowledged is not None
-    assert worklist.acknowledge(engine, ids[1]) == acknowledged  # idempotent
-    assert worklist.acknowledge(engine, "no-such-scan") is None
+    assert worklist.acknowledge(engine, ids[1], "tester") == acknowledged  # idempotent
+    assert worklist.acknowledge(engine, "no-such-scan", "tester") is None
     assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[2], ids[0]]
     everything = reads.worklist(engine, include_acknowledged=True)
     assert [case["acknowledged"] for case in everything] == [True, False, False]
