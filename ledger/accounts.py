@@ -2,6 +2,8 @@
 
 Passwords arrive here already hashed (argon2id, by `web.passwords`); tokens as their SHA-256.
 Names are unique; a disabled account or a revoked token is kept (the audit trail names it).
+A user who logs in through the hospital's identity provider gets a row too (no password,
+the role its claims map to), so `triage users disable` ends their sessions like any other.
 """
 
 from __future__ import annotations
@@ -66,6 +68,27 @@ def list_users(engine: Engine) -> list[Account]:
     with engine.begin() as connection:
         rows = connection.execute(sa.select(users).order_by(users.c.name)).all()
     return [Account(row.name, row.role, bool(row.disabled)) for row in rows]
+
+
+EXTERNAL_HASH = "!external"  # never a valid argon2 hash: no password login for this user
+
+
+def sync_external_user(engine: Engine, name: str, role: str) -> Account:
+    """The account of a user the identity provider vouched for, made or given `role`."""
+    _check_role(role)
+    with engine.begin() as connection:
+        row = connection.execute(sa.select(users).where(users.c.name == name)).first()
+        if row is None:
+            connection.execute(
+                users.insert().values(
+                    name=name, role=role, password_hash=EXTERNAL_HASH, disabled=False,
+                    created_at=utcnow(),
+                )
+            )  # fmt: skip
+            return Account(name, role)
+        if row.role != role:
+            connection.execute(users.update().where(users.c.name == name).values(role=role))
+    return Account(name, role, bool(row.disabled), row.password_hash)
 
 
 def set_password_hash(engine: Engine, name: str, password_hash: str) -> None:

@@ -171,6 +171,39 @@ class Settings(BaseSettings):
         description="Addresses whose X-Forwarded-For/-Proto the web page believes (comma-separated).",
     )
 
+    web_oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect issuer URL of the hospital's identity provider (its "
+        "/.well-known/openid-configuration is read); unset: built-in accounts only.",
+    )
+    web_oidc_client_id: str | None = Field(
+        None, description="Our client id at the identity provider."
+    )
+    web_oidc_client_secret: str | None = Field(
+        None, repr=False, description="Our client secret at the identity provider."
+    )
+    web_oidc_role_claim: str = Field(
+        "groups", min_length=1, description="The ID-token claim whose values map to our roles."
+    )
+    web_oidc_roles: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Claim value -> role, comma-separated `value=role` pairs (roles: clinician, "
+        "operator, admin); a login whose claim maps to no role is refused.",
+    )
+
+    @field_validator("web_oidc_roles", mode="before")
+    @classmethod
+    def _claim_roles(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            claim, _, role = item.rpartition("=")
+            if not claim or role not in ("clinician", "operator", "admin"):
+                raise ValueError(f"{item!r} must be `claim-value=role` with a role of ours")
+            pairs[claim.strip()] = role
+        return pairs
+
     @field_validator("dicom_allowed_aes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:

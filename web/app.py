@@ -53,7 +53,7 @@ def templates() -> Jinja2Templates:
 
 def create_app(settings: Settings) -> FastAPI:
     """The app on the ledger `settings` name (its schema must be current)."""
-    from web import api, events, pages
+    from web import api, events, oidc, pages
 
     engine = engine_for(settings.resolved_database_url)
     require_schema(engine)
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.templates = templates()
+    app.state.oidc = oidc.provider_client(settings)
     app.state.throttle = LoginThrottle(
         settings.web_login_attempts, settings.web_login_window_seconds
     )
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(pages.router)
+    app.include_router(oidc.router)
     app.include_router(events.router)
     app.include_router(api.router)
     app.add_exception_handler(HTTPException, _http_error)

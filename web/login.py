@@ -30,8 +30,15 @@ def attempt(request: Request, username: str, password: str) -> str | None:
     throttle.succeeded(name)
     if needs_rehash(found.password_hash):
         accounts.set_password_hash(engine, name, hash_password(password))
-    audit.record_alone(engine, name, "login", address=where)
-    request.session.clear()  # a fresh session (and CSRF token) for the logged-in user
+    start_session(request, name, "login")
+    return None
+
+
+def start_session(request: Request, name: str, action: str, detail: str | None = None) -> None:
+    """Audit the login, then a fresh session (and CSRF token) naming the user."""
+    audit.record_alone(
+        request.app.state.engine, name, action, address=address(request), detail=detail
+    )
+    request.session.clear()
     request.session[SESSION_USER] = name
     request.session.pop(SESSION_CSRF, None)
-    return None

@@ -34,7 +34,9 @@ def render(request: Request, name: str, principal: Principal | None, **context: 
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request) -> Response:
-    return render(request, "login.html", None, failed=False)
+    return render(
+        request, "login.html", None, failed=False, oidc=request.app.state.oidc is not None
+    )
 
 
 @router.post("/login")
@@ -48,7 +50,9 @@ def login_submit(
     outcome = login.attempt(request, username or "", password or "")
     if outcome is None:
         return RedirectResponse("/", status_code=303)
-    response = render(request, "login.html", None, failed=outcome)
+    response = render(
+        request, "login.html", None, failed=outcome, oidc=request.app.state.oidc is not None
+    )
     response.status_code = 429 if "many" in outcome else 401
     return response
 
