@@ -1,7 +1,9 @@
 """Who is asking: a session cookie (built-in accounts) or an API token, and what they may do.
 
-A session names its user only; the account is read again on every request, so a disabled
-user is out at the next one. `permitted(action)` is the dependency every route uses.
+A session names its user and when they logged in; the account is read again on every
+request, so a disabled user is out at the next one, and a session older than
+`web_session_seconds` is ended however busy it was (the cookie's own expiry slides with use).
+`permitted(action)` is the dependency every route uses.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from web.passwords import token_digest
 from web.permissions import Action, allowed
 
 SESSION_USER = "user"
+SESSION_SINCE = "since"  # epoch seconds of the login
 SESSION_CSRF = "csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
@@ -30,6 +33,11 @@ class Principal:
     name: str
     role: str
     via: str  # "session" or "token"
+
+
+def now() -> float:
+    """Wall-clock seconds (one name, so a test can move the clock)."""
+    return time.time()
 
 
 class NotLoggedIn(HTTPException):
@@ -51,7 +59,9 @@ def current_principal(request: Request) -> Principal:
             raise NotLoggedIn()
         return Principal(found.name, found.role, "token")
     name = request.session.get(SESSION_USER)
-    if not name:
+    since = request.session.get(SESSION_SINCE, 0)
+    if not name or now() - since > request.app.state.settings.web_session_seconds:
+        request.session.clear()
         raise NotLoggedIn()
     found = accounts.user(engine, name)
     if found is None or found.disabled:

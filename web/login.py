@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from ledger import accounts, audit
-from web.identity import SESSION_CSRF, SESSION_USER, address
+from web.identity import SESSION_CSRF, SESSION_SINCE, SESSION_USER, address, now
 from web.passwords import hash_password, needs_rehash, verify_password
 
 MAX_NAME = 128
@@ -41,4 +41,5 @@ def start_session(request: Request, name: str, action: str, detail: str | None =
     )
     request.session.clear()
     request.session[SESSION_USER] = name
+    request.session[SESSION_SINCE] = now()
     request.session.pop(SESSION_CSRF, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ledger import accounts, audit
 from tests.web.conftest import PASSWORD, csrf_of, log_in
+from web import identity
 from web.passwords import generate_token, token_digest
 from web.permissions import PERMISSIONS, Action, allowed
 
@@ -27,6 +28,16 @@ def test_a_login_sets_a_strict_httponly_session_and_failures_are_audited(client,
     assert "alice (clinician)" in client.get("/").text
     actions = [(row["who"], row["action"]) for row in audit.events(engine)]
     assert actions == [("alice", "login_failed"), ("alice", "login")]
+
+
+def test_a_session_ends_its_lifetime_after_the_login_however_busy(client, monkeypatch) -> None:  # noqa: ANN001
+    log_in(client, "alice")
+    lifetime = client.app.state.settings.web_session_seconds
+    start = identity.now()
+    monkeypatch.setattr(identity, "now", lambda: start + lifetime - 5)
+    assert client.get("/", follow_redirects=False).status_code == 200  # (the cookie is re-sent)
+    monkeypatch.setattr(identity, "now", lambda: start + lifetime + 5)
+    assert client.get("/", follow_redirects=False).status_code == 303
 
 
 def test_a_login_without_the_csrf_token_is_refused(client) -> None:  # noqa: ANN001
