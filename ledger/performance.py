@@ -17,10 +17,11 @@ from sqlalchemy.engine import Engine
 
 from ledger.findings import current_findings
 from ledger.reads import fetch_rows
-from ledger.statements import studies
+from ledger.statements import models, studies
 from schemas.tables import utcnow
 
 P2_BINS = 10  # histogram bins of P(2) over [0, 1]
+DRIFT_DAYS = 7  # this many latest days in a row outside the card's band: drift
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -98,3 +99,41 @@ def output_distribution(engine: Engine, days: int = 30) -> list[dict[str, Any]]:
             "p2_histogram": [int(count) for count in counts],
         })  # fmt: skip
     return entries
+
+
+def reference_bands(engine: Engine) -> dict[str, tuple[float, float]]:
+    """Per model version, the range of urgent-flag precision its card expects on new
+    patients (`expected_unseen.urgent_precision`); versions whose card has none are left out."""
+    with engine.begin() as connection:
+        rows = connection.execute(sa.select(models.c.version, models.c.card)).all()
+    bands = {}
+    for version, card in rows:
+        expected = ((card or {}).get("expected_unseen") or {}).get("urgent_precision") or {}
+        if "low" in expected and "high" in expected:
+            bands[version] = (float(expected["low"]), float(expected["high"]))
+    return bands
+
+
+def with_bands(
+    agreement: list[dict[str, Any]], bands: dict[str, tuple[float, float]]
+) -> list[dict[str, Any]]:
+    """`agreement` rows with their version's band and whether the day's PPV is outside it."""
+    marked = []
+    for row in agreement:
+        band = bands.get(row["model_version"])
+        ppv = row["ppv"]
+        outside = band is not None and ppv is not None and not band[0] <= ppv <= band[1]
+        marked.append({**row, "band": band, "outside": outside})
+    return marked
+
+
+def days_outside(marked: list[dict[str, Any]]) -> dict[str, int]:
+    """Per model version, how many of its latest days with a PPV were outside the band in a
+    row (0 when the latest was inside); DRIFT_DAYS or more is drift."""
+    streaks: dict[str, int] = {}
+    for row in sorted(marked, key=lambda row: row["day"]):  # oldest first: the last day wins
+        if row["band"] is None or row["ppv"] is None:
+            continue
+        version = row["model_version"]
+        streaks[version] = streaks.get(version, 0) + 1 if row["outside"] else 0
+    return streaks

@@ -53,7 +53,7 @@ def templates() -> Jinja2Templates:
 
 def create_app(settings: Settings) -> FastAPI:
     """The app on the ledger `settings` name (its schema must be current)."""
-    from web import api, events, oidc, pages
+    from web import api, drift_metrics, events, oidc, pages
 
     engine = engine_for(settings.resolved_database_url)
     require_schema(engine)
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(oidc.router)
     app.include_router(events.router)
+    app.include_router(drift_metrics.router)
     app.include_router(api.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
@@ -95,7 +96,7 @@ async def _healthz() -> dict[str, str]:
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
     """API: JSON; a page without a login: to /login; other page errors: a short page."""
-    if request.url.path.startswith(("/api/", "/events/")):
+    if request.url.path.startswith(("/api/", "/events/", "/metrics")):
         return JSONResponse({"detail": error.detail}, status_code=error.status_code)
     if error.status_code == 401 and request.method == "GET":
         return RedirectResponse("/login", status_code=303)

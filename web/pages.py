@@ -226,10 +226,14 @@ def performance_page(
     request: Request, principal: Annotated[Principal, Depends(permitted(Action.view_performance))]
 ) -> Response:
     engine = request.app.state.engine
+    marked = performance.with_bands(
+        performance.reader_agreement(engine), performance.reference_bands(engine)
+    )
+    streaks = performance.days_outside(marked)
+    alerts = {version: days for version, days in streaks.items() if days >= performance.DRIFT_DAYS}
     return render(
-        request, "performance.html", principal,
-        agreement=performance.reader_agreement(engine),
-        drift=performance.output_distribution(engine),
+        request, "performance.html", principal, agreement=marked, alerts=alerts,
+        drift=performance.output_distribution(engine), drift_days=performance.DRIFT_DAYS,
     )  # fmt: skip
 
 
