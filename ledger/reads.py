@@ -51,18 +51,46 @@ def _slice_counts() -> sa.Subquery:
     )
 
 
-def worklist(
+def _worklist_filter(include_acknowledged: bool, acknowledged_only: bool) -> list[Any]:
+    if acknowledged_only:
+        return [urgent_cases.c.acknowledged_at.is_not(None)]
+    if not include_acknowledged:
+        return [urgent_cases.c.acknowledged_at.is_(None)]
+    return []
+
+
+def worklist_size(
     engine: Engine, include_acknowledged: bool = False, acknowledged_only: bool = False
+) -> int:
+    """How many entries `worklist` with these choices has (without a limit)."""
+    chosen = _worklist_filter(include_acknowledged, acknowledged_only)
+    query = sa.select(sa.func.count()).select_from(urgent_cases).where(*chosen)
+    with engine.begin() as connection:
+        return connection.execute(query).scalar_one()
+
+
+def worklist(
+    engine: Engine,
+    include_acknowledged: bool = False,
+    acknowledged_only: bool = False,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Urgent studies, most urgent first (stat before routine, then highest study P(class 2),
-    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`)."""
-    counts = _slice_counts()
+    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`);
+    the first `limit` of them when given."""
+    of_study = scans.alias("of_study")
+    slices = (
+        sa.select(sa.func.count())
+        .where(of_study.c.study_id == studies.c.id)
+        .correlate(studies)
+        .scalar_subquery()
+    )
     query = (
         sa.select(
             studies.c.study_uid,
             sa.func.coalesce(studies.c.accession, scans.c.accession).label("accession"),
             urgent_cases.c.p2,
-            counts.c.slices,
+            slices.label("slices"),
             urgent_cases.c.scan_id,
             urgent_cases.c.study_id,
             studies.c.received_at,
@@ -76,7 +104,7 @@ def worklist(
         )
         .join(studies, studies.c.id == urgent_cases.c.study_id)
         .join(scans, scans.c.id == urgent_cases.c.scan_id)
-        .join(counts, counts.c.study_id == studies.c.id)
+        .where(*_worklist_filter(include_acknowledged, acknowledged_only))
         .order_by(
             (studies.c.priority == Priority.stat.value).desc(),
             urgent_cases.c.p2.desc(),
@@ -84,10 +112,8 @@ def worklist(
             urgent_cases.c.scan_id,
         )
     )
-    if acknowledged_only:
-        query = query.where(urgent_cases.c.acknowledged_at.is_not(None))
-    elif not include_acknowledged:
-        query = query.where(urgent_cases.c.acknowledged_at.is_(None))
+    if limit is not None:
+        query = query.limit(limit)
     now = utcnow()
     cases = []
     for row in fetch_rows(engine, query):

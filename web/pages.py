@@ -24,6 +24,7 @@ from web.permissions import Action, allowed
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
+WORKLIST_ROWS = 200  # most urgent first; the rest are counted (the API lists them all)
 FormText = Annotated[str | None, Form()]
 
 
@@ -70,8 +71,7 @@ def worklist_page(
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
 ) -> Response:
-    cases = reads.worklist(request.app.state.engine, acknowledged_only=tab == "acknowledged")
-    return render(request, "worklist.html", principal, cases=cases, tab=tab)
+    return render(request, "worklist.html", principal, **_worklist(request, tab))
 
 
 @router.get("/worklist/rows", response_class=HTMLResponse)
@@ -80,8 +80,20 @@ def worklist_rows(
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
 ) -> Response:
-    cases = reads.worklist(request.app.state.engine, acknowledged_only=tab == "acknowledged")
-    return render(request, "worklist_rows.html", principal, cases=cases, tab=tab)
+    return render(request, "worklist_rows.html", principal, **_worklist(request, tab))
+
+
+def _worklist(request: Request, tab: str) -> dict[str, Any]:
+    """The first WORKLIST_ROWS entries of the tab, and how many there are in all."""
+    engine = request.app.state.engine
+    acknowledged = tab == "acknowledged"
+    cases = reads.worklist(engine, acknowledged_only=acknowledged, limit=WORKLIST_ROWS)
+    total = (
+        len(cases)
+        if len(cases) < WORKLIST_ROWS
+        else reads.worklist_size(engine, acknowledged_only=acknowledged)
+    )
+    return {"cases": cases, "tab": tab, "total": total}
 
 
 def _day(text: str | None) -> datetime | None:

@@ -20,6 +20,20 @@ def test_the_worklist_shows_open_urgent_studies_most_urgent_first(client, engine
     assert "1.2.3.1002" in client.get("/worklist/rows").text
 
 
+def test_a_long_worklist_shows_the_most_urgent_and_counts_the_rest(
+    client, engine, monkeypatch
+) -> None:  # noqa: ANN001
+    from web import pages
+
+    monkeypatch.setattr(pages, "WORKLIST_ROWS", 2)
+    for number, p2 in enumerate((0.7, 0.9, 0.8)):
+        decided_study(engine, f"1.2.3.110{number}", [p2])
+    log_in(client, "alice")
+    rows = client.get("/worklist/rows").text
+    assert "1.2.3.1101" in rows and "1.2.3.1102" in rows and "1.2.3.1100" not in rows
+    assert "and 1 more" in rows
+
+
 def test_ack_and_findings_are_stored_with_the_user_and_their_history_is_kept(
     client, engine
 ) -> None:  # noqa: ANN001
