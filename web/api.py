@@ -6,10 +6,12 @@ session's CSRF token in the X-CSRF-Token header for writes.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import audit, deliveries, reads, worklist
@@ -44,24 +46,33 @@ def openapi(request: Request) -> dict[str, Any]:
     return request.app.openapi()
 
 
-@router.get("/worklist")
+def _json(value: Any) -> Response:  # noqa: ANN401 - rows of plain values and timestamps
+    """Ledger rows as JSON at once (timestamps in ISO 8601), without FastAPI's per-field
+    encoder: a long worklist is thousands of rows."""
+    text = json.dumps(value, default=lambda moment: moment.isoformat(), separators=(",", ":"))
+    return Response(text, media_type="application/json")
+
+
+@router.get("/worklist", response_model=list[dict[str, Any]])
 def get_worklist(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     acknowledged: bool = False,
-) -> list[dict[str, Any]]:
+    limit: Annotated[int | None, Query(ge=1, description="Only the most urgent N.")] = None,
+) -> Response:
     """Open urgent studies, most urgent first (or the acknowledged ones)."""
-    return reads.worklist(request.app.state.engine, acknowledged_only=acknowledged)
+    engine = request.app.state.engine
+    return _json(reads.worklist(engine, acknowledged_only=acknowledged, limit=limit))
 
 
-@router.get("/studies")
+@router.get("/studies", response_model=dict[str, Any])
 def get_studies(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_study))],
     status: Annotated[str | None, Query(description=", ".join(STUDY_STATUSES))] = None,
     since: datetime | None = None,
     page: Annotated[int, Query(ge=1)] = 1,
-) -> dict[str, Any]:
+) -> Response:
     """Studies, newest first, a page at a time."""
     if status is not None and status not in STUDY_STATUSES:
         raise HTTPException(
@@ -70,7 +81,7 @@ def get_studies(
     rows, total = studies_page(
         request.app.state.engine, StudyFilter(status, since=since), page, PER_PAGE
     )
-    return {"page": page, "per_page": PER_PAGE, "total": total, "studies": rows}
+    return _json({"page": page, "per_page": PER_PAGE, "total": total, "studies": rows})
 
 
 @router.get("/studies/{study_uid}")

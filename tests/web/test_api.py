@@ -41,6 +41,16 @@ def test_a_token_reads_acknowledges_and_records_a_finding(client, engine) -> Non
     ]
 
 
+def test_the_worklist_api_takes_a_limit_and_times_in_iso(client, engine) -> None:  # noqa: ANN001
+    for number, p2 in enumerate((0.7, 0.9, 0.8)):
+        decided_study(engine, f"1.2.3.610{number}", [p2])
+    headers = bearer(engine, "reader-app", "clinician")
+    top = client.get("/api/v1/worklist?limit=2", headers=headers).json()
+    assert [case["p2"] for case in top] == [0.9, 0.8]
+    assert top[0]["classified_at"].startswith("20") and "T" in top[0]["classified_at"]
+    assert client.get("/api/v1/worklist?limit=0", headers=headers).status_code == 422
+
+
 def test_audit_is_for_admins_and_holds_every_view(client, engine) -> None:  # noqa: ANN001
     decided_study(engine, "1.2.3.7001", [0.9])
     clinician = bearer(engine, "c", "clinician")
