@@ -18,6 +18,7 @@ COPY ledger ./ledger
 COPY gateway ./gateway
 COPY trainer ./trainer
 COPY worker ./worker
+COPY web ./web
 COPY triage ./triage
 COPY migrations ./migrations
 RUN pip install .

@@ -106,6 +106,8 @@ def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 
         modality=text("Modality", 16),
         instance_number=None if number == -1 else number,
         slice_position=position[2] if len(position) == 3 else None,
+        patient_name=text("PatientName", 256),
+        study_date=text("StudyDate", 16),
     )
 
 

@@ -21,3 +21,5 @@ class DicomIdentity:
     modality: str | None
     instance_number: int | None
     slice_position: float | None
+    patient_name: str | None = None  # PatientName as received (shown only, never trusted)
+    study_date: str | None = None

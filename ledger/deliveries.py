@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ledger import audit
 from ledger.orders import cancelled_studies
 from ledger.statements import chunks, deliveries, scans, studies
 from schemas.tables import as_utc, utcnow
@@ -305,3 +306,24 @@ def report_facts(engine: Engine, study_id: str) -> dict[str, Any] | None:
     for key in ("received_at", "classified_at", "closed_at", "last_instance_at"):
         facts[key] = as_utc(facts[key])
     return facts
+
+
+def retry_now(engine: Engine, delivery_id: str, who: str, address: str | None = None) -> bool:
+    """Make a pending or failed delivery due now (an operator's retry), with its audit row;
+    False when there is no such delivery or it was delivered already."""
+    with engine.begin() as connection:
+        row = connection.execute(
+            sa.select(deliveries.c.study_id, deliveries.c.status, deliveries.c.channel).where(
+                deliveries.c.id == delivery_id
+            )
+        ).first()
+        if row is None or row.status == "delivered":
+            return False
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.id == delivery_id)
+            .values(status="pending", next_attempt_at=utcnow())
+        )
+        detail = f"delivery={delivery_id} channel={row.channel} was={row.status}"
+        audit.record(connection, who, "retry_delivery", row.study_id, address, detail)
+    return True

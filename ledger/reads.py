@@ -53,18 +53,51 @@ def _slice_counts() -> sa.Subquery:
     )
 
 
-def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[str, Any]]:
-    """Urgent studies, most urgent first: `stat` studies (the hospital's or a STAT order's)
-    ahead of routine ones, then highest study P(class 2), then longest waiting; one entry per
-    exam with its most suspicious slice (`scan_id`). A study whose order is cancelled is not
-    listed."""
-    counts = _slice_counts()
+def _worklist_filter(include_acknowledged: bool, acknowledged_only: bool) -> list[Any]:
+    if acknowledged_only:
+        return [urgent_cases.c.acknowledged_at.is_not(None)]
+    if not include_acknowledged:
+        return [urgent_cases.c.acknowledged_at.is_(None)]
+    return []
+
+
+def worklist_size(
+    engine: Engine, include_acknowledged: bool = False, acknowledged_only: bool = False
+) -> int:
+    """How many entries `worklist` with these choices has (without a limit)."""
+    chosen = _worklist_filter(include_acknowledged, acknowledged_only)
+    query = (
+        sa.select(sa.func.count())
+        .select_from(urgent_cases)
+        .join(studies, studies.c.id == urgent_cases.c.study_id)
+        .where(*chosen, not_cancelled(studies.c.accession))
+    )
+    with engine.begin() as connection:
+        return connection.execute(query).scalar_one()
+
+
+def worklist(
+    engine: Engine,
+    include_acknowledged: bool = False,
+    acknowledged_only: bool = False,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Urgent studies, most urgent first (stat before routine, then highest study P(class 2),
+    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`);
+    the first `limit` of them when given. A study whose order is cancelled is not listed."""
+    of_study = scans.alias("of_study")
+    slices = (
+        sa.select(sa.func.count())
+        .where(of_study.c.study_id == studies.c.id)
+        .correlate(studies)
+        .scalar_subquery()
+    )
     query = (
         sa.select(
             studies.c.study_uid,
             sa.func.coalesce(studies.c.accession, scans.c.accession).label("accession"),
             urgent_cases.c.p2,
-            counts.c.slices,
+            slices.label("slices"),
             urgent_cases.c.scan_id,
             urgent_cases.c.study_id,
             studies.c.received_at,
@@ -72,22 +105,25 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
             urgent_cases.c.escalated_at,
             urgent_cases.c.notified_at,
             urgent_cases.c.acknowledged_at,
+            urgent_cases.c.acknowledged_by,
             urgent_cases.c.model_version,
             studies.c.priority,
         )
         .join(studies, studies.c.id == urgent_cases.c.study_id)
         .join(scans, scans.c.id == urgent_cases.c.scan_id)
-        .join(counts, counts.c.study_id == studies.c.id)
-        .where(not_cancelled(studies.c.accession))
+        .where(
+            *_worklist_filter(include_acknowledged, acknowledged_only),
+            not_cancelled(studies.c.accession),
+        )
         .order_by(
-            sa.case((studies.c.priority == Priority.stat.value, 0), else_=1),
+            (studies.c.priority == Priority.stat.value).desc(),
             urgent_cases.c.p2.desc(),
             urgent_cases.c.classified_at,
             urgent_cases.c.scan_id,
         )
     )
-    if not include_acknowledged:
-        query = query.where(urgent_cases.c.acknowledged_at.is_(None))
+    if limit is not None:
+        query = query.limit(limit)
     now = utcnow()
     cases = []
     for row in fetch_rows(engine, query):
@@ -95,6 +131,20 @@ def worklist(engine: Engine, include_acknowledged: bool = False) -> list[dict[st
         row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
         cases.append(row)
     return cases
+
+
+def worklist_version(engine: Engine) -> str:
+    """A short text that changes whenever the worklist does (a case added, re-decided or
+    acknowledged): what the live page polls cheaply before it re-reads the list."""
+    query = sa.select(
+        sa.func.count(),
+        sa.func.count(urgent_cases.c.acknowledged_at),
+        sa.func.max(urgent_cases.c.classified_at),
+        sa.func.max(urgent_cases.c.acknowledged_at),
+    ).select_from(urgent_cases)
+    with engine.begin() as connection:
+        row = connection.execute(query).one()
+    return "|".join(str(value) for value in row)
 
 
 def list_studies(engine: Engine, since: datetime | None = None) -> list[dict[str, Any]]:

@@ -8,7 +8,19 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from schemas.tables import Delivery, ModelVersion, Result, Scan, ScanPixels, Study, UrgentCase
+from schemas.tables import (
+    ApiToken,
+    AuditEvent,
+    Delivery,
+    Finding,
+    ModelVersion,
+    Result,
+    Scan,
+    ScanPixels,
+    Study,
+    UrgentCase,
+    User,
+)
 
 scans = Scan.__table__
 scan_pixels = ScanPixels.__table__
@@ -17,6 +29,10 @@ models = ModelVersion.__table__
 studies = Study.__table__
 urgent_cases = UrgentCase.__table__
 deliveries = Delivery.__table__
+users = User.__table__
+api_tokens = ApiToken.__table__
+audit_events = AuditEvent.__table__
+findings = Finding.__table__
 ID_CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 T = TypeVar("T")
 

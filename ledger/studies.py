@@ -36,6 +36,8 @@ class StudyRef:
     uid: str
     accession: str | None = None
     patient_id: str | None = None
+    patient_name: str | None = None
+    study_date: str | None = None
 
 
 def own_study_uid(key: str) -> str:
@@ -82,6 +84,8 @@ def _new_study_row(
         "study_uid": ref.uid,
         "accession": ref.accession,
         "patient_id": ref.patient_id,
+        "patient_name": ref.patient_name,
+        "study_date": ref.study_date,
         "priority": priority.value,
         "status": status,
         "received_at": now,

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ledger import audit
 from ledger.reads import studies_named
 from ledger.statements import chunks, scans, studies, upsert_into, urgent_cases
 from schemas.messages import Escalation
@@ -155,19 +156,25 @@ def unpaged_cases(engine: Engine, escalated_before: datetime, limit: int) -> lis
         return list(connection.execute(query).scalars())
 
 
-def acknowledge(engine: Engine, key: str) -> datetime | None:
-    """Mark the urgent study that `key` names (study uid, accession or scan id) reviewed;
-    returns when it was (first) acknowledged, None if no such study is on the worklist."""
+def acknowledge(engine: Engine, key: str, who: str, address: str | None = None) -> datetime | None:
+    """Mark the urgent study that `key` names (study uid, accession or scan id) reviewed by
+    `who`, with its audit row in the same transaction; returns when it was (first)
+    acknowledged, None if no such study is on the worklist. `triage ack` and the web page
+    both call this."""
     with engine.begin() as connection:
         named = studies_named(connection, key)
-        if not named:
-            return None
         listed = urgent_cases.c.study_id.in_(named)
+        on_list = connection.execute(sa.select(urgent_cases.c.study_id).where(listed)).scalars()
+        on_list = list(on_list)
+        if not on_list:
+            return None
         connection.execute(
             urgent_cases.update()
             .where(listed, urgent_cases.c.acknowledged_at.is_(None))
-            .values(acknowledged_at=utcnow())
+            .values(acknowledged_at=utcnow(), acknowledged_by=who)
         )
+        for study_id in on_list:
+            audit.record(connection, who, "acknowledge", study_id, address)
         moment = connection.execute(
             sa.select(sa.func.min(urgent_cases.c.acknowledged_at)).where(listed)
         ).scalar()

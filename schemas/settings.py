@@ -181,6 +181,62 @@ class Settings(BaseSettings):
         16, ge=1, description="Concurrent connections `triage orders` serves; more are refused."
     )
 
+    web_secret_key: str | None = Field(
+        None,
+        repr=False,
+        description="Signs the web page's session cookies (32+ characters); development "
+        "without one: a random key per `triage web` process (sessions end with it).",
+    )
+    web_https: bool = Field(
+        False, description="The web page is reached over https (at a proxy): Secure cookies."
+    )
+    web_session_seconds: int = Field(
+        8 * 3600, ge=60, description="A web session ends this long after its login."
+    )
+    web_login_attempts: int = Field(
+        5, ge=1, description="Failed logins allowed per user, and per address, per window."
+    )
+    web_login_window_seconds: float = Field(
+        300, gt=0, description="The window of `web_login_attempts`, in seconds."
+    )
+    web_trusted_proxies: str = Field(
+        "127.0.0.1",
+        description="Addresses whose X-Forwarded-For/-Proto the web page believes (comma-separated).",
+    )
+
+    web_oidc_issuer: str | None = Field(
+        None,
+        description="OpenID Connect issuer URL of the hospital's identity provider (its "
+        "/.well-known/openid-configuration is read); unset: built-in accounts only.",
+    )
+    web_oidc_client_id: str | None = Field(
+        None, description="Our client id at the identity provider."
+    )
+    web_oidc_client_secret: str | None = Field(
+        None, repr=False, description="Our client secret at the identity provider."
+    )
+    web_oidc_role_claim: str = Field(
+        "groups", min_length=1, description="The ID-token claim whose values map to our roles."
+    )
+    web_oidc_roles: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Claim value -> role, comma-separated `value=role` pairs (roles: clinician, "
+        "operator, admin); a login whose claim maps to no role is refused.",
+    )
+
+    @field_validator("web_oidc_roles", mode="before")
+    @classmethod
+    def _claim_roles(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            claim, _, role = item.rpartition("=")
+            if not claim or role not in ("clinician", "operator", "admin"):
+                raise ValueError(f"{item!r} must be `claim-value=role` with a role of ours")
+            pairs[claim.strip()] = role
+        return pairs
+
     @field_validator("dicom_allowed_aes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -222,6 +278,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TRIAGE_ENVIRONMENT=production needs {', '.join(missing)}: "
                 "the embedded defaults are for development only"
+            )
+        key = self.web_secret_key
+        if key is not None and (key.lower().startswith(PLACEHOLDER_PREFIXES) or len(key) < 32):
+            raise ValueError(
+                "TRIAGE_ENVIRONMENT=production refuses TRIAGE_WEB_SECRET_KEY: it is a placeholder "
+                "or shorter than 32 characters; generate one with `openssl rand -hex 32`"
             )
         for name, url in named:
             problem = password_problem(url)

@@ -14,6 +14,10 @@ deliveries    the outbox: one row per outward message about a study decision (DI
               webhook), written with the decision
 orders        the RIS's orders as received over HL7 (ORM^O01, OMI^O23): one row per order of
               each message; an accession's latest row is its order's state now
+users         the web page's built-in accounts (argon2id hashes) and their role
+api_tokens    tokens for systems calling the JSON API (SHA-256 of the token only) and their role
+audit_events  who did or saw what, when, from where: written with the action, never changed
+findings      what a reader found on a study; a correction is a new row (the history is kept)
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study
 CHANNELS = ("dicom", "key_image", "hl7", "fhir", "webhook")
 # waiting: a key image whose saliency map is not stored yet (the reconciler has it rendered)
 DELIVERY_STATUSES = ("pending", "waiting", "delivered", "failed")
+ROLES = ("clinician", "operator", "admin")
 STUDY_STATUSES = ("receiving", "queued", "classified", "failed")  # failed: no slice usable
 ORDER_CONTROLS = ("NW", "XO", "CA", "OC")  # new, changed, cancelled (by placer / by filler)
 ORDER_PRIORITY_CODES = ("S", "A", "R")  # HL7 table 0027: stat, ASAP, routine
@@ -92,6 +97,8 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(String(128), unique=True)
     accession: Mapped[str | None] = mapped_column(String(128), index=True)
     patient_id: Mapped[str | None] = mapped_column(String(128))
+    patient_name: Mapped[str | None] = mapped_column(String(256))  # as received (never escaped)
+    study_date: Mapped[str | None] = mapped_column(String(16))  # DICOM DA as received
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     status: Mapped[str] = mapped_column(String(16), default="receiving")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -180,6 +187,7 @@ class UrgentCase(Base):
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     escalated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))  # the user, by name
     # when the clinician was paged (the urgent worker's log line; the webhook is an outbox
     # delivery of its own); the reconciler pages again any case still without it, so a crash
     # between worklist and page loses nothing
@@ -254,3 +262,62 @@ class Order(Base):
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     cancel_reason: Mapped[str | None] = mapped_column(Text)  # ORC-16, or "order cancelled"
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    """A built-in account of the web page; the password only as an argon2id hash."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role_known"),)
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A token a system sends as `Authorization: Bearer`; stored as its SHA-256 only."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(_one_of("role", ROLES), name="role_known"),)
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEvent(Base):
+    """One thing a person or system did or saw; inserted with the action, never updated."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    who: Mapped[str] = mapped_column(String(128))  # user or token name; the name tried if failed
+    action: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[str | None] = mapped_column(String(36), index=True)  # no foreign key: kept
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Finding(Base):
+    """What a reader found on a study; a later row for the same study supersedes it."""
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        CheckConstraint("finding_class IN (0, 1, 2)", name="class_known"),
+        Index("ix_findings_study_id_at", "study_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[str] = mapped_column(String(36), ForeignKey("studies.id", ondelete="CASCADE"))
+    who: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    urgent: Mapped[bool] = mapped_column(Boolean)
+    finding_class: Mapped[int] = mapped_column(SmallInteger)
+    comment: Mapped[str | None] = mapped_column(Text)

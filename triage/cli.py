@@ -7,6 +7,7 @@
 - triage/receive_commands.py   receive, echo (DICOM network)                 (gateway/)
 - triage/order_commands.py     orders (the RIS's HL7 order feed)             (gateway/)
 - triage/retention_commands.py purge (retention)                             (ledger/)
+- triage/web_commands.py       web, users, tokens, audit                     (web/)
 
 Command modules import the heavy packages (TensorFlow, Celery) inside each command, so
 `triage --help` stays fast.
@@ -35,6 +36,7 @@ COMMAND_MODULES = (
     "triage.receive_commands",
     "triage.order_commands",
     "triage.retention_commands",
+    "triage.web_commands",
 )
 
 

@@ -7,6 +7,7 @@ otherwise says to run `triage db upgrade` (the only command that migrates).
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -240,11 +241,14 @@ def ack(
     key: Annotated[
         str, typer.Argument(help="The urgent study: its study uid, accession, or a scan id.")
     ],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Who reviewed it (default: the OS user).")
+    ] = None,
 ) -> None:
-    """Mark an urgent study reviewed by a clinician."""
+    """Mark an urgent study reviewed by a clinician (recorded with who, in the audit trail)."""
     from ledger import worklist
 
-    moment = worklist.acknowledge(_ledger(), key)
+    moment = worklist.acknowledge(_ledger(), key, user or os_user())
     if moment is None:
         typer.echo(f"error: {key!r} names no study on the urgent worklist", err=True)
         raise typer.Exit(1)
@@ -275,6 +279,14 @@ def _migrate(revision: str, downgrade: bool) -> None:
     migrate(engine, revision, downgrade=downgrade)
     shown = ", ".join(sorted(current_revisions(engine))) or "base (empty)"
     typer.echo(f"database {engine.url.render_as_string(hide_password=True)} at revision {shown}")
+
+
+def os_user() -> str:
+    """Who runs this command, for `triage ack` without --user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
 
 
 # -- formatting ----------------------------------------------------------------------------

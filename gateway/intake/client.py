@@ -123,7 +123,13 @@ def new_scan(scan: IncomingScan, study: str | None) -> scan_ledger.NewScan:
     identity = scan.identity
     accession = (identity.accession if identity else None) or scan.accession
     if identity is not None and identity.study_uid:
-        ref = StudyRef(identity.study_uid, accession, identity.patient_id)
+        ref = StudyRef(
+            identity.study_uid,
+            accession,
+            identity.patient_id,
+            identity.patient_name,
+            identity.study_date,
+        )
     elif study is not None:
         ref = StudyRef(own_study_uid(study), accession)
     else:

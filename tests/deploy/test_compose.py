@@ -24,7 +24,16 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
-PROJECT_SERVICES = ("migrate", "worker", "worker-urgent", "receiver", "orders", "metrics", "cli")
+PROJECT_SERVICES = (
+    "migrate",
+    "worker",
+    "worker-urgent",
+    "receiver",
+    "orders",
+    "metrics",
+    "web",
+    "cli",
+)
 TRIAGE_VARIABLE = re.compile(r"\bTRIAGE_[A-Z0-9_]+")
 
 
@@ -98,6 +107,7 @@ def test_services_are_the_documented_ones(compose: dict) -> None:
         "receiver",
         "orders",
         "metrics",
+        "web",
         "cli",
         "flower",
     }
@@ -220,6 +230,7 @@ STRONG_ENV = (
     "POSTGRES_PASSWORD=4f9c2d7e8a1b3c5d6e7f8091a2b3c4d5\n"
     "REDIS_PASSWORD=9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b\n"
     "FLOWER_USER=ops\nFLOWER_PASSWORD=0a1b2c3d4e5f60718293a4b5c6d7e8f9\n"
+    "WEB_SECRET_KEY=5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e\n"
 )
 
 
@@ -248,6 +259,23 @@ def test_compose_environment_is_valid_production_settings(
         assert str(settings.resolved_model_dir) == "/models"
         shown = repr(settings) + str(settings) + settings.model_dump_json()
         assert "4f9c2d7e" not in shown and "9e8d7c6b" not in shown
+
+
+def test_the_web_page_is_published_on_loopback_only_and_refuses_the_placeholder_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    result = run_config(ENV_EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    web = yaml_to_data(result.stdout)["services"]["web"]
+    assert [
+        str(port["host_ip"]) if isinstance(port, dict) else port.split(":")[0]
+        for port in web["ports"]
+    ] == ["127.0.0.1"]
+    assert command_of(web)[:2] == ["triage", "web"]
+    apply_environment(web, monkeypatch)
+    with pytest.raises(ValueError, match="TRIAGE_WEB_SECRET_KEY") as refused:
+        Settings()
+    assert "change-me" not in str(refused.value)
 
 
 def test_the_env_example_placeholders_are_refused_in_production(

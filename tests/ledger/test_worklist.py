@@ -40,10 +40,10 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
         worklist.add_urgent_cases(engine, [escalation])
 
     assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[1], ids[2], ids[0]]
-    acknowledged = worklist.acknowledge(engine, ids[1])
+    acknowledged = worklist.acknowledge(engine, ids[1], "tester")
     assert acknowledged is not None
-    assert worklist.acknowledge(engine, ids[1]) == acknowledged  # idempotent
-    assert worklist.acknowledge(engine, "no-such-scan") is None
+    assert worklist.acknowledge(engine, ids[1], "tester") == acknowledged  # idempotent
+    assert worklist.acknowledge(engine, "no-such-scan", "tester") is None
     assert [case["scan_id"] for case in reads.worklist(engine)] == [ids[2], ids[0]]
     everything = reads.worklist(engine, include_acknowledged=True)
     assert [case["acknowledged"] for case in everything] == [True, False, False]
@@ -55,9 +55,11 @@ def test_ack_by_study_uid_accession_or_scan_id(engine) -> None:  # noqa: ANN001
     ids = ledger.add_scans(engine, [instance("1.2.3.1234", n) for n in range(2)], "routine").new
     (escalation,) = finish(engine, ids, [0.9, 0.8])
     worklist.add_urgent_cases(engine, [escalation])
-    assert worklist.acknowledge(engine, "no-such-study") is None
-    moment = worklist.acknowledge(engine, "ACC-1234")
+    assert worklist.acknowledge(engine, "no-such-study", "tester") is None
+    moment = worklist.acknowledge(engine, "ACC-1234", "tester")
     assert moment is not None
-    assert worklist.acknowledge(engine, "1.2.3.1234") == moment
-    assert worklist.acknowledge(engine, ids[1]) == moment  # a slice that is not the top one
+    assert worklist.acknowledge(engine, "1.2.3.1234", "tester") == moment
+    assert (
+        worklist.acknowledge(engine, ids[1], "tester") == moment
+    )  # a slice that is not the top one
     assert reads.worklist(engine) == []

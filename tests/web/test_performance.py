@@ -1,0 +1,62 @@
+"""Performance from findings and drift against the card's band: the page and /metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from ledger import performance
+from ledger.findings import NewFinding, add_finding
+from ledger.statements import models, studies
+from schemas.tables import utcnow
+from tests.web.conftest import log_in
+from tests.web.ledger_rows import decided_study
+from tests.web.test_api import bearer
+
+BAND = {"estimate": 0.7, "low": 0.6, "high": 0.8}
+
+
+def flagged_days(engine, days: int, confirmed: bool) -> None:  # noqa: ANN001
+    """One urgent study decided on each of the last `days` days, read (not) urgent."""
+    for day in range(days):
+        uid = f"1.2.3.77{day:02d}"
+        decided_study(engine, uid, [0.9])
+        with engine.begin() as connection:
+            connection.execute(
+                studies.update()
+                .where(studies.c.study_uid == uid)
+                .values(classified_at=utcnow() - timedelta(days=day))
+            )
+        add_finding(engine, uid, "alice", NewFinding(confirmed, 2 if confirmed else 0))
+    with engine.begin() as connection:
+        card = connection.execute(sa.select(models.c.card).where(models.c.version == "v1")).scalar()
+        card = {**card, "expected_unseen": {"urgent_precision": BAND}}
+        connection.execute(models.update().where(models.c.version == "v1").values(card=card))
+
+
+def test_a_week_of_unconfirmed_flags_raises_the_drift_alert(client, engine) -> None:  # noqa: ANN001
+    flagged_days(engine, performance.DRIFT_DAYS, confirmed=False)
+    marked = performance.with_bands(
+        performance.reader_agreement(engine), performance.reference_bands(engine)
+    )
+    assert [row["ppv"] for row in marked] == [0.0] * performance.DRIFT_DAYS
+    assert all(row["outside"] and row["band"] == (0.6, 0.8) for row in marked)
+    assert performance.days_outside(marked) == {"v1": performance.DRIFT_DAYS}
+    log_in(client, "alice")
+    assert "Drift: the PPV of model v1" in client.get("/performance").text
+    scraped = client.get("/metrics", headers=bearer(engine, "prometheus", "operator")).text
+    assert 'triage_drift_alert{model_version="v1"} 1.0' in scraped
+    assert 'triage_urgent_ppv{model_version="v1"} 0.0' in scraped
+    assert 'triage_urgent_share{model_version="v1"} 1.0' in scraped
+
+
+def test_confirmed_flags_stay_inside_no_alert(client, engine) -> None:  # noqa: ANN001
+    flagged_days(engine, 3, confirmed=True)  # PPV 1.0: above the band, 3 days: no alert yet
+    marked = performance.with_bands(
+        performance.reader_agreement(engine), performance.reference_bands(engine)
+    )
+    assert performance.days_outside(marked) == {"v1": 3}
+    scraped = client.get("/metrics", headers=bearer(engine, "prometheus", "operator")).text
+    assert 'triage_drift_alert{model_version="v1"} 0.0' in scraped
+    assert client.get("/metrics").status_code == 401

@@ -1,0 +1,64 @@
+"""The model's performance and drift for Prometheus, at /metrics (a token or session with the
+view_performance action): today's PPV and urgent share per model version, and the days in a
+row its PPV has been outside the card's band, with the drift alert."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from ledger import performance
+from web.identity import Principal, permitted
+from web.permissions import Action
+
+router = APIRouter(include_in_schema=False)
+
+
+def registry_of(engine) -> CollectorRegistry:  # noqa: ANN001 - Engine
+    """A fresh registry filled from the ledger now (one scrape, one read)."""
+    registry = CollectorRegistry()
+    labels = ["model_version"]
+    ppv = Gauge(
+        "triage_urgent_ppv",
+        "PPV of urgent flags on the latest day with findings.",
+        labels,
+        registry=registry,
+    )
+    share = Gauge(
+        "triage_urgent_share",
+        "Share of studies flagged urgent on the latest day.",
+        labels,
+        registry=registry,
+    )
+    outside = Gauge(
+        "triage_urgent_ppv_days_outside_band",
+        "Latest days in a row whose PPV was outside the card's expected urgent precision.",
+        labels, registry=registry,
+    )  # fmt: skip
+    alert = Gauge(
+        "triage_drift_alert", f"1 when the PPV was outside the band {performance.DRIFT_DAYS} days in a row.",
+        labels, registry=registry,
+    )  # fmt: skip
+    marked = performance.with_bands(
+        performance.reader_agreement(engine), performance.reference_bands(engine)
+    )
+    for row in marked:  # oldest first: the latest day's value is the one left
+        if row["ppv"] is not None:
+            ppv.labels(row["model_version"]).set(row["ppv"])
+    for row in performance.output_distribution(engine):
+        share.labels(row["model_version"]).set(row["urgent_share"])
+    for version, days in performance.days_outside(marked).items():
+        outside.labels(version).set(days)
+        alert.labels(version).set(1 if days >= performance.DRIFT_DAYS else 0)
+    return registry
+
+
+@router.get("/metrics")
+def metrics(
+    request: Request, principal: Annotated[Principal, Depends(permitted(Action.view_performance))]
+) -> Response:
+    body = generate_latest(registry_of(request.app.state.engine))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
