@@ -106,6 +106,7 @@ def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 
         modality=text("Modality", 16),
         instance_number=None if number == -1 else number,
         slice_position=position[2] if len(position) == 3 else None,
+        patient_issuer=text("IssuerOfPatientID", 64),
     )
 
 

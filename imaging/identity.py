@@ -21,3 +21,4 @@ class DicomIdentity:
     modality: str | None
     instance_number: int | None
     slice_position: float | None
+    patient_issuer: str | None = None  # IssuerOfPatientID: whose PatientID it is

@@ -10,6 +10,7 @@ decision is made again over all its slices (its worklist entry is updated, not p
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,45 +32,112 @@ DECIDED = ("classified", "failed")
 
 @dataclass(frozen=True)
 class StudyRef:
-    """Who a new scan's study is: its uid, and the accession and patient id it came with."""
+    """Who a new scan's study is: its uid, and the accession and patient it came with."""
 
     uid: str
     accession: str | None = None
     patient_id: str | None = None
+    patient_issuer: str | None = None
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What `open_studies` found: uid -> (study id, status) of the studies that take the new
+    slices, and ref index -> why a ref was refused (it contradicts the study it names)."""
+
+    studies: dict[str, tuple[str, str]]
+    contradicting: dict[int, str]
+
+
+OWN_STUDY_PREFIX = "triage:"
 
 
 def own_study_uid(key: str) -> str:
     """The uid of a study of our own (non-DICOM input, or DICOM without StudyInstanceUID)."""
-    return f"triage:{key}"[:128]
+    return f"{OWN_STUDY_PREFIX}{key}"[:128]
 
 
 def open_studies(
     connection: Connection, refs: Sequence[StudyRef], priority: Priority, hold: bool
-) -> dict[str, tuple[str, str]]:
-    """Make sure a row exists for each study; returns uid -> (study id, status).
+) -> Opened:
+    """Make sure a row exists for each study; refuse refs that contradict theirs.
 
     New studies are `receiving` when `hold` (a DICOM association adds to them), else
-    `queued`. An existing study that was decided or closed is re-opened the same way; one
-    still `receiving` stays so (its new slices are held with the rest). `stat` wins.
+    `queued`, and keep the patient of their first ref. A ref whose PatientID, or (where both
+    are present) IssuerOfPatientID or AccessionNumber, differs from its study's is refused
+    and counted on the study (`contradicting`): one study, one patient. An existing study
+    that takes a slice and was decided or closed is re-opened the same way; one still
+    `receiving` stays so (its new slices are held with the rest). `stat` wins.
     """
     now = utcnow()
     status = "receiving" if hold else "queued"
-    by_uid = {ref.uid: ref for ref in refs}
-    rows = [_new_study_row(ref, priority, status, now, hold) for ref in by_uid.values()]
+    by_uid: dict[str, StudyRef] = {}
+    for ref in refs:
+        by_uid.setdefault(ref.uid, ref)  # the first ref of a new study names its patient
+    rows = [_new_study_row(by_uid[uid], priority, status, now, hold) for uid in sorted(by_uid)]
     made = {row["study_uid"]: row["id"] for row in rows}  # uid -> the id a new row would get
     insert_new_rows(connection, studies, rows, unique="study_uid")
-    found: dict[str, tuple[str, str]] = {}
-    for chunk in chunks(list(by_uid)):
-        query = sa.select(studies.c.id, studies.c.study_uid, studies.c.status).where(
-            studies.c.study_uid.in_(chunk)
-        )
-        found.update({row.study_uid: (row.id, row.status) for row in connection.execute(query)})
-    existing = {uid: state for uid, state in found.items() if state[0] != made[uid]}
-    _reopen(connection, existing, status, priority, now)  # new rows are as they should be
-    return {
-        uid: (sid, "receiving" if state == "receiving" else status)
-        for uid, (sid, state) in found.items()
+    found = _study_rows(connection, list(by_uid))
+    contradicting = {
+        index: reason
+        for index, ref in enumerate(refs)
+        if (reason := contradiction(ref, found[ref.uid])) is not None
     }
+    _count_contradicting(connection, [found[refs[index].uid].id for index in contradicting])
+    taking = {ref.uid for index, ref in enumerate(refs) if index not in contradicting}
+    existing = {
+        uid: (found[uid].id, found[uid].status) for uid in taking if found[uid].id != made[uid]
+    }
+    _reopen(connection, existing, status, priority, now)  # new rows are as they should be
+    opened = {
+        uid: (found[uid].id, "receiving" if found[uid].status == "receiving" else status)
+        for uid in taking
+    }
+    return Opened(opened, contradicting)
+
+
+def _study_rows(connection: Connection, uids: Sequence[str]) -> dict[str, sa.Row]:
+    """uid -> (id, status, patient and accession) of these studies' rows."""
+    found: dict[str, sa.Row] = {}
+    for chunk in chunks(sorted(uids)):
+        query = sa.select(
+            studies.c.id,
+            studies.c.study_uid,
+            studies.c.status,
+            studies.c.patient_id,
+            studies.c.patient_issuer,
+            studies.c.accession,
+        ).where(studies.c.study_uid.in_(chunk))
+        found.update({row.study_uid: row for row in connection.execute(query)})
+    return found
+
+
+def contradiction(ref: StudyRef, study: sa.Row) -> str | None:
+    """Why `ref` may not join `study` (names the element, never its value), or None.
+
+    Compared where both sides hold a value; studies of our own are not DICOM and not compared.
+    """
+    if ref.uid.startswith(OWN_STUDY_PREFIX):
+        return None
+    pairs = (
+        ("PatientID", ref.patient_id, study.patient_id),
+        ("IssuerOfPatientID", ref.patient_issuer, study.patient_issuer),
+        ("AccessionNumber", ref.accession, study.accession),
+    )
+    for element, ours, theirs in pairs:
+        if ours and theirs and ours != theirs:
+            return f"{element} contradicts its study's; refused, not merged"
+    return None
+
+
+def _count_contradicting(connection: Connection, study_ids: Sequence[str]) -> None:
+    """Add each refused instance to its study's `contradicting` count."""
+    for study_id, count in sorted(Counter(study_ids).items()):
+        connection.execute(
+            studies.update()
+            .where(studies.c.id == study_id)
+            .values(contradicting=studies.c.contradicting + count)
+        )
 
 
 def _new_study_row(
@@ -82,12 +150,14 @@ def _new_study_row(
         "study_uid": ref.uid,
         "accession": ref.accession,
         "patient_id": ref.patient_id,
+        "patient_issuer": ref.patient_issuer,
         "priority": priority.value,
         "status": status,
         "received_at": now,
         "last_instance_at": now,
         "closed_at": None if hold else now,
         "decisions": 0,
+        "contradicting": 0,
     }
 
 

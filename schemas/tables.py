@@ -86,6 +86,7 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(String(128), unique=True)
     accession: Mapped[str | None] = mapped_column(String(128), index=True)
     patient_id: Mapped[str | None] = mapped_column(String(128))
+    patient_issuer: Mapped[str | None] = mapped_column(String(64))  # IssuerOfPatientID
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     status: Mapped[str] = mapped_column(String(16), default="receiving")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -99,6 +100,8 @@ class Study(Base):
     top_scan_id: Mapped[str | None] = mapped_column(String(36))
     model_version: Mapped[str | None] = mapped_column(String(64))
     decisions: Mapped[int] = mapped_column(Integer, default=0)  # > 1: re-opened and decided again
+    # instances refused because their patient or accession contradicted this study's
+    contradicting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # where the model looked on the most suspicious slice (64x64 uint8, urgent studies only;
     # written by the routine worker after the decision, for the key image)
     saliency: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -129,6 +132,8 @@ class Scan(Base):
     series_uid: Mapped[str | None] = mapped_column(String(128))
     sop_uid: Mapped[str | None] = mapped_column(String(128), unique=True)
     modality: Mapped[str | None] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(String(128))  # the patient it came with
+    patient_issuer: Mapped[str | None] = mapped_column(String(64))
     instance_number: Mapped[int | None] = mapped_column(Integer)
     slice_position: Mapped[float | None] = mapped_column(Float)
 

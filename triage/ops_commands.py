@@ -89,6 +89,7 @@ def stats(
     )
     waiting = ", ".join(f"{name} {count}" for name, count in snapshot.deliveries_waiting.items())
     console.print(f"deliveries waiting: {waiting}")
+    console.print(f"instances refused (patient contradicts study): {snapshot.contradicting}")
 
 
 def metrics(

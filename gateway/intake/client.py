@@ -42,6 +42,8 @@ class Submission:
     rejected: list[ScanError] = field(default_factory=list)
     jobs: int = 0
     repeated: list[tuple[str, str]] = field(default_factory=list)
+    # instances refused because their patient contradicts their study's (also in `rejected`)
+    contradicting: list[ScanError] = field(default_factory=list)
 
 
 def submit_scans(
@@ -99,6 +101,11 @@ def admit(
             for index, existing in sorted(admitted.repeated.items())
         ],
     )
+    submission.contradicting = [
+        ScanError(new_scans[index].source or "", reason)
+        for index, reason in sorted(admitted.contradicting.items())
+    ]
+    submission.rejected += submission.contradicting
     held = set(admitted.held)
     ready = [scan_id for scan_id in admitted.new if scan_id not in held]
     if ready:  # a DICOM instance of a receiving study waits: no publish, no second write
@@ -113,7 +120,7 @@ def new_scan(scan: IncomingScan, study: str | None) -> scan_ledger.NewScan:
     identity = scan.identity
     accession = (identity.accession if identity else None) or scan.accession
     if identity is not None and identity.study_uid:
-        ref = StudyRef(identity.study_uid, accession, identity.patient_id)
+        ref = StudyRef(identity.study_uid, accession, identity.patient_id, identity.patient_issuer)
     elif study is not None:
         ref = StudyRef(own_study_uid(study), accession)
     else:

@@ -9,6 +9,10 @@ committed to the ledger, held in its study (`receiving`) until the study goes id
 (`gateway.intake.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
 
 - 0xC210 (cannot understand): the instance is unusable (no pixel data, corrupt, too large);
+- 0xC240 (cannot understand, with an Error Comment naming the element): its PatientID, or
+  IssuerOfPatientID or AccessionNumber, contradicts the study it names. Refused rather than
+  held in quarantine: the sender keeps the instance and shows the failure where someone can
+  correct the patient, and nothing of the wrong patient enters a study or its reports;
 - 0xA700 (out of resources): the ledger is unavailable, after a few tries;
 - 0xA701 (out of resources): anything else; a sender retries both later.
 
@@ -41,6 +45,8 @@ SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 INTERNAL_ERROR = 0xA701
+CONTRADICTS_STUDY = 0xC240
+ERROR_COMMENT_CHARS = 64  # Error Comment (0000,0902) is an LO
 
 CT, CR, MR, SC = (
     "1.2.840.10008.5.1.4.1.1.2",
@@ -123,7 +129,7 @@ def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
     return SUCCESS
 
 
-def handle_store(event: Any, context: StoreContext) -> int:  # noqa: ANN401 - pynetdicom Event
+def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN401 - pynetdicom Event
     """Decode the instance, record it in the ledger, answer; see the module's statuses."""
     source = f"instance-{next(context.numbers)}"
     try:
@@ -162,8 +168,9 @@ def decode_instance(event: Any, source: str, settings: Settings) -> Intake:  # n
     return Intake(scans=scans)
 
 
-def record(intake: Intake, source: str, context: StoreContext) -> int:
-    """Admit the intake (held in its study) in one transaction; success once committed."""
+def record(intake: Intake, source: str, context: StoreContext) -> int | Any:  # noqa: ANN401
+    """Admit the intake (held in its study) in one transaction; success once committed, a
+    refusal with the reason when it contradicts its study."""
     from sqlalchemy.exc import OperationalError
 
     for attempt in range(1, context.attempts + 1):
@@ -180,10 +187,24 @@ def record(intake: Intake, source: str, context: StoreContext) -> int:
         except Exception as error:
             log.error("%s: not recorded (%s)", source, type(error).__name__)
             return INTERNAL_ERROR
+        if submission.contradicting:
+            reason = submission.contradicting[0].reason
+            log.warning("%s refused: %s", source, reason)
+            return refusal(CONTRADICTS_STUDY, reason)
         if submission.repeated:
             log.info("%s received before; nothing added", source)
         return SUCCESS
     return OUT_OF_RESOURCES
+
+
+def refusal(status: int, reason: str) -> Any:  # noqa: ANN401 - pydicom Dataset
+    """A C-STORE response status with an Error Comment that says why."""
+    from pydicom.dataset import Dataset
+
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = reason[:ERROR_COMMENT_CHARS]
+    return response
 
 
 def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom AE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from ledger import reads, studies, worklist
 from ledger import scans as ledger
 from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.statements import scans as scans_table
+from ledger.statements import studies as studies_table
 from ledger.studies import StudyRef
 from schemas.messages import Priority
 from schemas.model_card import ModelCard, StudyRule
@@ -170,3 +172,55 @@ def test_a_scan_without_a_study_is_a_study_of_its_own(engine) -> None:  # noqa: 
             sa.select(scans_table.c.study_id).where(scans_table.c.id.in_(ids))
         ).scalars()
         assert len(set(owners)) == 2
+
+
+def patient_instance(
+    study_uid: str, number: int, patient: str | None, issuer: str | None = None, **changes: str
+) -> ledger.NewScan:
+    """An instance of `study_uid` that came with this patient (and issuer, accession)."""
+    base = instance(study_uid, number)
+    identity = dataclasses.replace(
+        base.identity, patient_id=patient, patient_issuer=issuer, **changes
+    )
+    ref = StudyRef(study_uid, identity.accession, patient, issuer)
+    return dataclasses.replace(base, study=ref, identity=identity, accession=identity.accession)
+
+
+def test_an_instance_of_another_patient_is_refused_never_merged(engine) -> None:  # noqa: ANN001
+    uid = "1.2.3.9001"
+    first = ledger.add_scans(engine, [patient_instance(uid, 1, "PAT-A", "HOSP-1")], "routine")
+    (ids,) = [first.new]
+    assert first.contradicting == {}
+    finish(engine, ids, [0.9])  # decided: a contradicting instance must not re-open it
+    later = ledger.add_scans(
+        engine,
+        [
+            patient_instance(uid, 2, "PAT-B", "HOSP-1"),  # another patient
+            patient_instance(uid, 3, "PAT-A", "HOSP-2"),  # same id from another issuer
+            patient_instance(uid, 4, "PAT-A", "HOSP-1", accession="ACC-OTHER"),
+            patient_instance("1.2.3.9002", 1, "PAT-C"),  # another study: not concerned
+            patient_instance("1.2.3.9002", 2, "PAT-D"),  # contradicts the one just before
+        ],
+        "routine",
+    )
+    assert sorted(later.contradicting) == [0, 1, 2, 4]
+    assert "PatientID" in later.contradicting[0] and "PAT-B" not in later.contradicting[0]
+    assert "IssuerOfPatientID" in later.contradicting[1]
+    assert "AccessionNumber" in later.contradicting[2]
+    assert len(later.new) == 1
+    rows = {row["study_uid"]: row for row in reads.list_studies(engine)}
+    assert rows[uid]["slices"] == 1 and rows[uid]["status"] == "classified"
+    with engine.begin() as connection:
+        counts = dict(
+            connection.execute(
+                sa.select(studies_table.c.study_uid, studies_table.c.contradicting)
+            ).all()
+        )
+        patients = dict(
+            connection.execute(sa.select(scans_table.c.id, scans_table.c.patient_id)).all()
+        )
+    assert counts == {uid: 3, "1.2.3.9002": 1}
+    assert patients == {ids[0]: "PAT-A", later.new[0]: "PAT-C"}
+    # absent values are not compared: an instance without PatientID or issuer may join
+    quiet = ledger.add_scans(engine, [patient_instance(uid, 5, None)], "routine")
+    assert quiet.contradicting == {} and len(quiet.new) == 1
