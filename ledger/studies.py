@@ -97,17 +97,31 @@ def open_studies(
 
 
 def _study_rows(connection: Connection, uids: Sequence[str]) -> dict[str, sa.Row]:
-    """uid -> (id, status, patient and accession) of these studies' rows."""
-    found: dict[str, sa.Row] = {}
+    """uid -> (id, status, patient and accession) of these studies' rows, locked.
+
+    PostgreSQL: the rows are locked (FOR UPDATE) in id order, the order `decide_ready` and
+    `close_idle` lock in, before their status is read, so a study cannot be closed or decided
+    between that read and this transaction's held slices (SQLite: BEGIN IMMEDIATE).
+    """
+    ids: list[str] = []
     for chunk in chunks(sorted(uids)):
-        query = sa.select(
-            studies.c.id,
-            studies.c.study_uid,
-            studies.c.status,
-            studies.c.patient_id,
-            studies.c.patient_issuer,
-            studies.c.accession,
-        ).where(studies.c.study_uid.in_(chunk))
+        query = sa.select(studies.c.id).where(studies.c.study_uid.in_(chunk))
+        ids += connection.execute(query).scalars()
+    found: dict[str, sa.Row] = {}
+    for chunk in chunks(sorted(ids)):
+        query = (
+            sa.select(
+                studies.c.id,
+                studies.c.study_uid,
+                studies.c.status,
+                studies.c.patient_id,
+                studies.c.patient_issuer,
+                studies.c.accession,
+            )
+            .where(studies.c.id.in_(chunk))
+            .order_by(studies.c.id)
+            .with_for_update(of=studies)
+        )
         found.update({row.study_uid: row for row in connection.execute(query)})
     return found
 
@@ -187,15 +201,22 @@ def _reopen(
 
 @dataclass(frozen=True)
 class Closed:
-    """Studies closed by one call, and their slices to publish, by priority."""
+    """Studies closed by one call, their slices to publish by priority, and how many of
+    those were held in a study no longer receiving (requeued)."""
 
     studies: int
     to_publish: dict[Priority, list[str]]
+    requeued: int = 0
 
 
 def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Closed:
     """Close `receiving` studies with no instance since `idle_before`: their held slices are
-    queued, to be published by the caller."""
+    queued, to be published by the caller; so is any slice left `held` in a study that is no
+    longer receiving (a ledger written before the study rows were locked).
+
+    PostgreSQL: the idle studies are locked (FOR UPDATE SKIP LOCKED): one an intake is adding
+    to right now is not idle, and is left for the next round instead of waited on.
+    """
     now = utcnow()
     to_publish: dict[Priority, list[str]] = {priority: [] for priority in Priority}
     query = (
@@ -203,6 +224,7 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
         .where(studies.c.status == "receiving", studies.c.last_instance_at < idle_before)
         .order_by(studies.c.last_instance_at)
         .limit(limit)
+        .with_for_update(of=studies, skip_locked=True)
     )
     with engine.begin() as connection:
         idle = connection.execute(query).all()
@@ -221,7 +243,23 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
                 .returning(scans.c.id)
             )
             to_publish[Priority(row.priority)] += connection.execute(held).scalars().all()
-    return Closed(len(idle), to_publish)
+        stranded = _requeue_stranded(connection)
+    for scan_id, priority in stranded:
+        to_publish[Priority(priority)].append(scan_id)
+    return Closed(len(idle), to_publish, len(stranded))
+
+
+def _requeue_stranded(connection: Connection) -> list[tuple[str, str]]:
+    """Queue slices `held` in a study that is not receiving (nothing would ever queue them);
+    returns (scan id, priority) of each."""
+    not_receiving = sa.select(studies.c.id).where(studies.c.status != "receiving")
+    stranded = (
+        scans.update()
+        .where(scans.c.status == "held", scans.c.study_id.in_(not_receiving))
+        .values(status="queued")
+        .returning(scans.c.id, scans.c.priority)
+    )
+    return [(row.id, row.priority) for row in connection.execute(stranded)]
 
 
 # -- the study decision ----------------------------------------------------------------------

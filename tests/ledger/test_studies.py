@@ -224,3 +224,101 @@ def test_an_instance_of_another_patient_is_refused_never_merged(engine) -> None:
     # absent values are not compared: an instance without PatientID or issuer may join
     quiet = ledger.add_scans(engine, [patient_instance(uid, 5, None)], "routine")
     assert quiet.contradicting == {} and len(quiet.new) == 1
+
+
+def held_in_closed_studies(engine) -> int:  # noqa: ANN001
+    """Slices `held` in a study that is no longer receiving: nothing would ever queue them."""
+    with engine.begin() as connection:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(scans_table.join(studies_table))
+            .where(scans_table.c.status == "held", studies_table.c.status != "receiving")
+        )
+        return int(connection.execute(query).scalar_one())
+
+
+def test_a_study_cannot_close_between_reading_it_and_holding_its_slice(engine) -> None:  # noqa: ANN001
+    """The interleaving that stranded a slice on PostgreSQL: an intake reads the study as
+    `receiving`, the idle closer commits, then the intake writes its slice `held`."""
+    import threading
+
+    uid = "1.2.3.9101"
+    ledger.add_scans(engine, [instance(uid, 1)], "routine", hold=True)
+    intake_read, closer_done = threading.Event(), threading.Event()
+    intake = threading.get_ident()
+
+    def pause_after_the_read(connection, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
+        if threading.get_ident() == intake and statement.startswith("UPDATE studies SET last"):
+            intake_read.set()
+            closer_done.wait(timeout=3)  # SQLite: the closer waits for this transaction
+
+    def close_when_read() -> None:
+        intake_read.wait(timeout=30)
+        studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+        closer_done.set()
+
+    closer = threading.Thread(target=close_when_read)
+    closer.start()
+    sa.event.listen(engine, "before_cursor_execute", pause_after_the_read)
+    try:
+        late = ledger.add_scans(engine, [instance(uid, 2)], "routine")  # `triage enqueue`
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", pause_after_the_read)
+        closer.join(timeout=60)
+    assert intake_read.is_set() and late.new
+    assert held_in_closed_studies(engine) == 0
+    studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+    assert reads.status_counts(engine) == {"queued": 2}
+
+
+def test_enqueue_receive_close_and_decide_interleaved_leave_no_slice_waiting(engine) -> None:  # noqa: ANN001
+    """Threads receiving, enqueueing, closing and deciding over the same studies: afterwards
+    no slice is held in a closed study, and closing and finishing once more decides all."""
+    import threading
+
+    uids = [f"1.2.3.92{n:02d}" for n in range(3)]
+    errors: list[BaseException] = []
+    numbers = iter(range(1, 1_000_000))
+    lock = threading.Lock()
+
+    def next_instance(round_: int) -> ledger.NewScan:
+        with lock:
+            number = next(numbers)
+        return instance(uids[(round_ + number) % len(uids)], number)
+
+    def receive(round_: int) -> None:
+        ledger.add_scans(engine, [next_instance(round_)], "routine", hold=True)
+
+    def enqueue(round_: int) -> None:
+        ledger.add_scans(engine, [next_instance(round_) for _ in range(2)], "routine")
+
+    def close(_round: int) -> None:
+        studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+
+    def decide(_round: int) -> None:
+        with engine.begin() as connection:
+            query = sa.select(scans_table.c.id).where(scans_table.c.status == "queued")
+            waiting = list(connection.execute(query).scalars())
+        if waiting:
+            finish(engine, waiting, [0.2] * len(waiting))
+
+    def repeat(step) -> None:  # noqa: ANN001
+        try:
+            for round_ in range(25):
+                step(round_)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=repeat, args=(s,)) for s in (receive, enqueue, close, decide)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    assert held_in_closed_studies(engine) == 0
+    close(0)
+    decide(0)
+    assert reads.status_counts(engine) == {"done": 25 + 50}
+    assert {row["status"] for row in reads.list_studies(engine)} == {"classified"}
