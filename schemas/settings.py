@@ -133,6 +133,24 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(
         25, ge=1, description="Concurrent DICOM associations the receiver accepts."
     )
+    dicom_association_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must complete its association request within this, or is"
+        " closed (it holds no association slot meanwhile).",
+    )
+    dicom_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for a peer's next bytes and for the rest of a PDU once it"
+        " began; an association idle this long is aborted.",
+    )
+    dicom_max_connections: int = Field(
+        200, ge=1, description="Connections the receiver holds at once, associated or not."
+    )
+    dicom_max_connections_per_address: int = Field(
+        10, ge=1, description="Connections the receiver holds at once from one IP address."
+    )
     dicom_destination: str | None = Field(
         None,
         pattern=r"^[^@\s]{1,16}@[^:\s]+:\d{1,5}$",
