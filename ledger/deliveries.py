@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger.statements import chunks, deliveries, scans, studies
+from schemas.queues import DELIVER_TIME_LIMIT_S
 from schemas.tables import as_utc, utcnow
 
 BACKOFF_CAP_S = 60
-CLAIM_LEASE_S = 120  # a claimed row is due again after this if its sender died
+# a claimed row is due again after this if its sender died: longer than a deliver job may run
+CLAIM_LEASE_S = DELIVER_TIME_LIMIT_S + 30
 
 
 @dataclass(frozen=True)
