@@ -56,6 +56,17 @@ def hide_password(url: str | None) -> str | None:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{username}:***@{host}"))
 
 
+def hide_url_secrets(url: str | None) -> str | None:
+    """`url` with its password, path and query replaced by `***` (a webhook's token may be in
+    any of them): scheme and host only, for output; never for connecting."""
+    masked = hide_password(url)
+    if not masked:
+        return masked
+    parts = urllib.parse.urlsplit(masked)
+    hidden_path = "/***" if parts.path.strip("/") or parts.query else parts.path
+    return urllib.parse.urlunsplit(parts._replace(path=hidden_path, query="", fragment=""))
+
+
 class Settings(BaseSettings):
     """Typed configuration; see the README's configuration reference."""
 
@@ -69,7 +80,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("~/.triage"), description="Home of the embedded database, broker and models."
     )
-    # the URLs hold passwords: left out of repr/str, passwords masked by model_dump
+    # the URLs hold passwords (the webhook's a token): left out of repr/str, masked by
+    # model_dump and model_dump_json
     database_url: str | None = Field(
         None,
         repr=False,
@@ -163,7 +175,9 @@ class Settings(BaseSettings):
         False, description="Send an ORU for every study, not only urgent ones."
     )
     fhir_url: str | None = Field(
-        None, description="FHIR server base URL: a DiagnosticReport per classified study."
+        None,
+        repr=False,  # may hold a password
+        description="FHIR server base URL: a DiagnosticReport per classified study.",
     )
 
     @field_validator("dicom_allowed_aes", mode="before")
@@ -191,9 +205,13 @@ class Settings(BaseSettings):
             raise ValueError("TRIAGE_NOTIFY_URL must be an http:// or https:// URL with a host")
         return url
 
-    @field_serializer("database_url", "redis_url")
+    @field_serializer("database_url", "redis_url", "fhir_url")
     def _mask_passwords(self, url: str | None) -> str | None:
         return hide_password(url)
+
+    @field_serializer("notify_url")
+    def _mask_webhook(self, url: str | None) -> str | None:
+        return hide_url_secrets(url)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

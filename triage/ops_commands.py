@@ -96,7 +96,9 @@ def metrics(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="Port to serve /metrics on.")
     ] = 9108,
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "0.0.0.0",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve Prometheus metrics at /metrics; each scrape reads the broker and the ledger."""
     import signal

@@ -273,4 +273,4 @@ def test_metrics_command_is_registered_with_its_options() -> None:
     command = typer.main.get_command(app).commands["metrics"]
     options = {name: param for param in command.params for name in param.opts}
     assert options["--port"].default == 9108
-    assert options["--host"].default == "0.0.0.0"
+    assert options["--host"].default == "127.0.0.1"  # no authentication: loopback unless asked
