@@ -381,3 +381,33 @@ def test_every_saved_crasher_is_refused_or_accepted_never_crashes() -> None:
             read_scan_file(path)
         except ScanError as error:
             assert not error.reason.startswith("internal error"), f"{path.name}: {error.reason}"
+
+
+def npz_claiming_one_member(path: Path, members: int) -> Path:
+    """An NPZ of `members` tiny arrays whose end-of-directory record claims it holds 1."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number in range(members):
+            archive.writestr(f"member-{number:05d}-{'x' * 60}.npy", b"")
+    data = bytearray(buffer.getvalue())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # entries on this disk, in all
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_npz_members_are_counted_from_the_central_directory(tmp_path: Path) -> None:
+    path = npz_claiming_one_member(tmp_path / "lying.npz", 2_000)
+    with pytest.raises(ScanError, match="NPZ has over 1000 members") as refused:
+        read_scan_file(path)
+    assert len(str(refused.value)) < 300
+
+
+def test_a_refusal_naming_npz_members_stays_short(tmp_path: Path) -> None:
+    path = npz_claiming_one_member(tmp_path / "many.npz", 900)
+    with pytest.raises(ScanError, match="no `images` array") as refused:
+        read_scan_file(path)
+    assert "and 895 more" in refused.value.reason and len(refused.value.reason) < 400
