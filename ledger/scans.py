@@ -49,6 +49,7 @@ class Admitted:
     held: list[str]
     repeated: dict[int, str]
     contradicting: dict[int, str] = field(default_factory=dict)
+    made_receiving: frozenset[str] = frozenset()  # study ids this call made `receiving`
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,9 @@ def add_scans(
             [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan, _ref in taken],
         )
     held = [row["id"] for row in rows if row["status"] == "held"]
-    return Admitted([row["id"] for row in rows], held, repeated, contradicting)
+    return Admitted(
+        [row["id"] for row in rows], held, repeated, contradicting, opened.made_receiving
+    )
 
 
 def _study_of(scan: NewScan) -> StudyRef:

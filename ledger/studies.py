@@ -47,6 +47,7 @@ class Opened:
 
     studies: dict[str, tuple[str, str]]
     contradicting: dict[int, str]
+    made_receiving: frozenset[str] = frozenset()  # ids this call made `receiving` (hold)
 
 
 OWN_STUDY_PREFIX = "triage:"
@@ -93,7 +94,12 @@ def open_studies(
         uid: (found[uid].id, "receiving" if found[uid].status == "receiving" else status)
         for uid in taking
     }
-    return Opened(opened, contradicting)
+    made_receiving = frozenset(
+        found[uid].id
+        for uid in taking
+        if hold and (found[uid].status != "receiving" or found[uid].id == made[uid])
+    )
+    return Opened(opened, contradicting, made_receiving)
 
 
 def _study_rows(connection: Connection, uids: Sequence[str]) -> dict[str, sa.Row]:
@@ -228,25 +234,52 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
     )
     with engine.begin() as connection:
         idle = connection.execute(query).all()
-        for chunk in chunks(idle):
-            ids = [row.id for row in chunk]
-            connection.execute(
-                studies.update()
-                .where(studies.c.id.in_(ids), studies.c.status == "receiving")
-                .values(status="queued", closed_at=now)
-            )
-        for row in idle:
-            held = (
-                scans.update()
-                .where(scans.c.study_id == row.id, scans.c.status == "held")
-                .values(status="queued")
-                .returning(scans.c.id)
-            )
-            to_publish[Priority(row.priority)] += connection.execute(held).scalars().all()
+        _queue_held(connection, idle, now, to_publish)
         stranded = _requeue_stranded(connection)
     for scan_id, priority in stranded:
         to_publish[Priority(priority)].append(scan_id)
     return Closed(len(idle), to_publish, len(stranded))
+
+
+def close_studies(engine: Engine, study_ids: Sequence[str]) -> Closed:
+    """Close these studies if still `receiving` (the end of a `triage enqueue` call that held
+    its studies' slices while it streamed them in); their held slices are queued, to be
+    published by the caller. Locked in id order, as everywhere."""
+    now = utcnow()
+    to_publish: dict[Priority, list[str]] = {priority: [] for priority in Priority}
+    closed = 0
+    with engine.begin() as connection:
+        for chunk in chunks(sorted(study_ids)):
+            query = (
+                sa.select(studies.c.id, studies.c.priority)
+                .where(studies.c.id.in_(chunk), studies.c.status == "receiving")
+                .order_by(studies.c.id)
+                .with_for_update(of=studies)
+            )
+            rows = connection.execute(query).all()
+            closed += len(rows)
+            _queue_held(connection, rows, now, to_publish)
+    return Closed(closed, to_publish)
+
+
+def _queue_held(
+    connection: Connection, rows: Sequence[sa.Row], now: datetime, to_publish: dict
+) -> None:
+    """Close these (id, priority) studies and queue their held slices into `to_publish`."""
+    for chunk in chunks(rows):
+        connection.execute(
+            studies.update()
+            .where(studies.c.id.in_([row.id for row in chunk]), studies.c.status == "receiving")
+            .values(status="queued", closed_at=now)
+        )
+    for row in rows:
+        held = (
+            scans.update()
+            .where(scans.c.study_id == row.id, scans.c.status == "held")
+            .values(status="queued")
+            .returning(scans.c.id)
+        )
+        to_publish[Priority(row.priority)] += connection.execute(held).scalars().all()
 
 
 def _requeue_stranded(connection: Connection) -> list[tuple[str, str]]:
