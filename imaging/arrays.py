@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import lzma
 import math
+import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -105,8 +106,7 @@ def npz_images(
         elif len(members) == 1:
             info = next(iter(members.values()))
         else:
-            found = ", ".join(members) or "nothing"
-            raise ScanError(source, f"NPZ has no `images` array (found: {found})")
+            raise ScanError(source, f"NPZ has no `images` array (found: {_some(members)})")
         return _read_member(archive, info, source, check, max_bytes)
 
 
@@ -137,22 +137,55 @@ def _check_header(
 
 
 def _open_zip(path: Path, source: str) -> zipfile.ZipFile:
-    """The archive, after its member count (from the end record) is checked against the cap."""
+    """The archive, after its members are counted from the central directory itself (the
+    end record's count can lie) against the cap; at most MAX_NPZ_MEMBERS + 1 entries are read."""
     try:
         with path.open("rb") as handle:
             end = zipfile._EndRecData(handle)  # what ZipFile itself reads first
-        if end is None:
-            raise zipfile.BadZipFile("no end-of-directory record")
-        members = int(end[zipfile._ECD_ENTRIES_TOTAL])
+            if end is None:
+                raise zipfile.BadZipFile("no end-of-directory record")
+            members = _count_directory_entries(handle, end, MAX_NPZ_MEMBERS + 1)
         if members > MAX_NPZ_MEMBERS:
-            raise ScanError(
-                source, f"NPZ has {members} members, over the cap of {MAX_NPZ_MEMBERS} (not listed)"
-            )
+            raise ScanError(source, f"NPZ has over {MAX_NPZ_MEMBERS} members, the cap (not listed)")
         return zipfile.ZipFile(path)
     except ScanError:
         raise
     except _BAD_DATA as error:
         raise ScanError(source, f"not a valid NPZ file ({_describe(error)})") from None
+
+
+def _count_directory_entries(handle: IO[bytes], end: list, limit: int) -> int:
+    """Entries in the central directory the end record points to, counted up to `limit`,
+    one fixed-size header at a time (names, extras and comments are skipped, not read)."""
+    size, offset = int(end[zipfile._ECD_SIZE]), int(end[zipfile._ECD_OFFSET])
+    start = int(end[zipfile._ECD_LOCATION]) - size  # where ZipFile finds it (prepended data)
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0 or offset < 0:
+        raise zipfile.BadZipFile("central directory outside the file")
+    handle.seek(start)
+    count, read = 0, 0
+    while read < size and count < limit:
+        header = handle.read(zipfile.sizeCentralDir)
+        if len(header) < zipfile.sizeCentralDir or header[:4] != zipfile.stringCentralDir:
+            break
+        fields = struct.unpack(zipfile.structCentralDir, header)
+        skip = (
+            fields[zipfile._CD_FILENAME_LENGTH]
+            + fields[zipfile._CD_EXTRA_FIELD_LENGTH]
+            + fields[zipfile._CD_COMMENT_LENGTH]
+        )
+        handle.seek(skip, 1)
+        read += zipfile.sizeCentralDir + skip
+        count += 1
+    return count
+
+
+def _some(names: Iterable[str], shown: int = 5, chars: int = 40) -> str:
+    """A few of these names, each cut short, and how many more: a refusal stays short."""
+    names = list(names)
+    listed = ", ".join(name[:chars] for name in names[:shown]) or "nothing"
+    return listed if len(names) <= shown else f"{listed} and {len(names) - shown} more"
 
 
 def _npy_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:

@@ -13,12 +13,12 @@ missing or the data is corrupt. Only `ScanError` leaves this module.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import math
+import re
 import warnings
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,11 @@ from imaging.canonical import (
 )
 from imaging.identity import DicomIdentity
 
+log = logging.getLogger(__name__)
 DEFLATED = "1.2.840.10008.1.2.1.99"
 INFLATE_CHUNK = 1 << 20
+MAX_UID_CHARS = 64
+UID_GRAMMAR = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
@@ -54,8 +57,8 @@ def read_dicom(
     max_bytes: int = DEFAULT_MAX_DECODED_BYTES,
 ) -> list[DecodedScan]:
     """One scan per frame; the whole file is refused if any frame is."""
-    with _quiet_pydicom():
-        dataset = _read_dataset(path, source, max_bytes)
+    _redact_pydicom()
+    dataset = _read_dataset(path, source, max_bytes)
     return decode_dataset(dataset, source, max_pixels, max_scans, max_bytes)
 
 
@@ -68,28 +71,29 @@ def decode_dataset(
 ) -> list[DecodedScan]:
     """A parsed data set (a file's, or one received over the network) -> one scan per frame,
     each with the instance's DICOM identity; the whole instance is refused if any frame is."""
-    with _quiet_pydicom():
-        if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
-            raise ScanError(source, "DICOM has no pixel data")
-        frames = _check_size(dataset, source, max_pixels, max_scans, max_bytes)
-        _check_frame_headers(dataset, source, frames)
-        _check_lut_values(dataset, source)
-        identity = dicom_identity(dataset, source)
-        pixels = _pixel_array(dataset, source)
-        inverted = _text(dataset, "PhotometricInterpretation", source).upper() == "MONOCHROME1"
-        if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
-            return [
-                _frame(dataset, frame, f"{source}[{i}]", max_pixels, inverted, identity)
-                for i, frame in enumerate(pixels)
-            ]
-        return [_frame(dataset, pixels, source, max_pixels, inverted, identity)]
+    _redact_pydicom()
+    if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
+        raise ScanError(source, "DICOM has no pixel data")
+    frames = _check_size(dataset, source, max_pixels, max_scans, max_bytes)
+    _check_frame_headers(dataset, source, frames)
+    _check_lut_values(dataset, source)
+    identity = dicom_identity(dataset, source)
+    pixels = _pixel_array(dataset, source)
+    inverted = _text(dataset, "PhotometricInterpretation", source).upper() == "MONOCHROME1"
+    if frames > 1 and pixels.ndim >= 3 and pixels.shape[0] == frames:
+        return [
+            _frame(dataset, frame, f"{source}[{i}]", max_pixels, inverted, identity)
+            for i, frame in enumerate(pixels)
+        ]
+    return [_frame(dataset, pixels, source, max_pixels, inverted, identity)]
 
 
 def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 - Dataset
     """Study, series and instance UIDs, accession, patient id, modality and position.
 
-    A malformed InstanceNumber or ImagePositionPatient refuses the instance (naming the
-    element); an absent one is None. Over-long texts are cut to the ledger's column sizes.
+    A malformed InstanceNumber or ImagePositionPatient, or a UID longer than 64 characters
+    or outside the UID grammar, refuses the instance (naming the element, never its value);
+    an absent one is None. Over-long texts are cut to the ledger's column sizes.
     """
     position = _numbers(dataset, "ImagePositionPatient", source)
     number = _integer(dataset, "InstanceNumber", source, default=-1)
@@ -98,34 +102,55 @@ def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 
         return _text(dataset, keyword, source)[:size] or None
 
     return DicomIdentity(
-        study_uid=text("StudyInstanceUID", 128),
-        series_uid=text("SeriesInstanceUID", 128),
-        sop_uid=text("SOPInstanceUID", 128),
+        study_uid=_uid(dataset, "StudyInstanceUID", source),
+        series_uid=_uid(dataset, "SeriesInstanceUID", source),
+        sop_uid=_uid(dataset, "SOPInstanceUID", source),
         accession=text("AccessionNumber", 128),
         patient_id=text("PatientID", 128),
         modality=text("Modality", 16),
         instance_number=None if number == -1 else number,
         slice_position=position[2] if len(position) == 3 else None,
+        patient_issuer=text("IssuerOfPatientID", 64),
         patient_name=text("PatientName", 256),
         study_date=text("StudyDate", 16),
     )
 
 
-@contextlib.contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    """No pydicom warnings or log lines while reading: they quote header values (patient data)."""
+def _uid(dataset: Any, keyword: str, source: str) -> str | None:  # noqa: ANN401 - Dataset
+    """A UID element's value (None when absent or empty); refused when over 64 characters or
+    not digits in dot-separated components without leading zeros (PS3.5 9.1)."""
+    value = _text(dataset, keyword, source)
+    if not value:
+        return None
+    if len(value) > MAX_UID_CHARS:
+        raise ScanError(source, f"malformed {keyword} (longer than {MAX_UID_CHARS} characters)")
+    if not UID_GRAMMAR.fullmatch(value):
+        raise ScanError(source, f"malformed {keyword} (not a UID: digits and dots)")
+    return value
+
+
+class _WithheldPydicomRecords(logging.Handler):
+    """pydicom's log records, re-logged on our logger at DEBUG without their text, arguments
+    or traceback: they quote header values (patient data), and a decoder plugin that fails
+    before another succeeds logs an ERROR with a traceback that is no error of the input."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("pydicom %s withheld (it may quote header values)", record.levelname.lower())
+
+
+@functools.cache
+def _redact_pydicom() -> None:
+    """Once per process, for every thread: pydicom reads without validating values (its
+    warnings quote them), its warnings are ignored, and its log records (its own logger and
+    every child, which propagate to it) go to `_WithheldPydicomRecords` only. Nothing is
+    saved and restored, so concurrent reads (the receiver's associations) cannot undo it."""
     from pydicom import config
 
-    pydicom_log = logging.getLogger("pydicom")
-    previous = config.settings.reading_validation_mode, pydicom_log.disabled
     config.settings.reading_validation_mode = config.IGNORE
-    pydicom_log.disabled = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        config.settings.reading_validation_mode, pydicom_log.disabled = previous
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    pydicom_log = logging.getLogger("pydicom")
+    pydicom_log.addHandler(_WithheldPydicomRecords())
+    pydicom_log.propagate = False
 
 
 def _frame(

@@ -21,5 +21,6 @@ class DicomIdentity:
     modality: str | None
     instance_number: int | None
     slice_position: float | None
+    patient_issuer: str | None = None  # IssuerOfPatientID: whose PatientID it is
     patient_name: str | None = None  # PatientName as received (shown only, never trusted)
     study_date: str | None = None

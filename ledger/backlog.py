@@ -29,6 +29,7 @@ class LedgerBacklog:
     processing: int
     failed: int
     open_urgent_cases: int
+    contradicting: int = 0  # instances refused: their patient contradicted their study's
 
 
 def ledger_backlog(engine: Engine, now: datetime) -> LedgerBacklog:
@@ -52,8 +53,13 @@ def ledger_backlog(engine: Engine, now: datetime) -> LedgerBacklog:
             ).all()
         )
         open_count = connection.execute(open_cases).scalar_one()
+        refused = connection.execute(sa.select(sa.func.sum(studies.c.contradicting))).scalar()
     return LedgerBacklog(
-        waiting, statuses.get("processing", 0), statuses.get("failed", 0), open_count
+        waiting,
+        statuses.get("processing", 0),
+        statuses.get("failed", 0),
+        open_count,
+        int(refused or 0),
     )
 
 

@@ -1,8 +1,9 @@
 """Database engines and schema migrations for the ledger.
 
 One engine per URL and process. SQLite is shared by the CLI and several worker processes, so
-it runs in WAL mode, waits for locks instead of failing, and starts every transaction with
-`BEGIN IMMEDIATE` (a deferred transaction that later writes can fail at once with "database is
+it runs in WAL mode with `synchronous=FULL` (a commit is on disk before it returns, so an
+acknowledged instance survives a power loss), waits for locks instead of failing, and starts
+every transaction with `BEGIN IMMEDIATE` (a deferred transaction that later writes can fail at once with "database is
 locked" under WAL). Migrations are Alembic's, found next to this package, so
 `triage db upgrade` works from any directory.
 
@@ -74,7 +75,9 @@ def _tune_sqlite(engine: Engine, foreign_keys: bool) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(
+            "PRAGMA synchronous=FULL"
+        )  # WAL + NORMAL can lose the last commits on power loss
         # each job rewrites every claimed scan row a few times: checkpoint less often
         cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
         cursor.close()

@@ -25,10 +25,12 @@ from sqlalchemy.engine import Connection, Engine
 from ledger import audit
 from ledger.orders import cancelled_studies
 from ledger.statements import chunks, deliveries, scans, studies
+from schemas.queues import DELIVER_TIME_LIMIT_S
 from schemas.tables import as_utc, utcnow
 
 BACKOFF_CAP_S = 60
-CLAIM_LEASE_S = 120  # a claimed row is due again after this if its sender died
+# a claimed row is due again after this if its sender died: longer than a deliver job may run
+CLAIM_LEASE_S = DELIVER_TIME_LIMIT_S + 30
 KEY_IMAGE = "key_image"  # the channel whose row waits for the study's saliency map
 
 

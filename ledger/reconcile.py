@@ -5,6 +5,7 @@ broker). Run by `triage reconcile` and every `TRIAGE_RECONCILE_EVERY_SECONDS` by
 the urgent worker (`celery -A worker worker -Q urgent -B`). Each run reads ids and times only
 (never pixels) of at most `SCANS_PER_RUN` unfinished scans, oldest first, and:
 
+- queues slices left `held` in a study no longer receiving (see `studies.close_idle`);
 - fails a scan stuck in `processing` whose worker was lost `max_attempts` times (a poison scan
   that keeps killing its worker), with the reason, instead of sending it again;
 - re-publishes scans stuck in `queued` or `processing` (untouched for `stuck_after_seconds`:
@@ -60,6 +61,7 @@ class ReconcileReport:
     escalations: int = 0
     repaged: int = 0
     studies_closed: int = 0
+    held_requeued: int = 0  # slices held in a study no longer receiving, queued again
     studies_decided: int = 0
     deliveries: int = 0  # outbox rows re-sent (worker/reconcile.py)
     key_images: int = 0  # studies whose key image render was published
@@ -148,6 +150,7 @@ def _close_and_decide(
             publish_jobs(ids, priority)
             scan_ledger.mark_published(engine, ids, now)
     report.studies_closed = closed.studies
+    report.held_requeued = closed.requeued
     if decide is None:
         return []
     grace = now - timedelta(seconds=settings.reconcile_every_seconds)

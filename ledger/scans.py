@@ -8,7 +8,7 @@ first row), so that a job delivered twice leaves one result: the first.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +20,7 @@ from imaging.identity import DicomIdentity
 from ledger.bulk import insert_rows
 from ledger.deliveries import Routing
 from ledger.statements import chunks, models, results, scan_pixels, scans, upsert_into
-from ledger.studies import StudyRef, decide_ready_in, open_studies, own_study_uid
+from ledger.studies import Opened, StudyRef, decide_ready_in, open_studies, own_study_uid
 from schemas.messages import Escalation, check_priority
 from schemas.model_card import ModelCard
 from schemas.tables import utcnow
@@ -46,12 +46,15 @@ class NewScan:
 
 @dataclass(frozen=True)
 class Admitted:
-    """What `add_scans` recorded: new scan ids (queued or held, in input order) and, for
-    instances received before (same SOPInstanceUID), input index -> the existing scan id."""
+    """What `add_scans` recorded: new scan ids (queued or held, in input order); for
+    instances received before (same SOPInstanceUID), input index -> the existing scan id;
+    for instances refused because they contradict their study, input index -> the reason."""
 
     new: list[str]
     held: list[str]
     repeated: dict[int, str]
+    contradicting: dict[int, str] = field(default_factory=dict)
+    made_receiving: frozenset[str] = frozenset()  # study ids this call made `receiving`
 
 
 @dataclass(frozen=True)
@@ -91,28 +94,40 @@ def add_scans(
     Scans go in `queued`, or `held` while their study is `receiving` (`hold`: a DICOM
     association adds to it, and the study closes when idle). An instance whose SOPInstanceUID
     the ledger already holds is not added again: `repeated` names the scan it already is.
+    One whose patient contradicts its study's is not added (`contradicting`: the reason).
     """
     priority = check_priority(priority)
     received_at = utcnow()
     with engine.begin() as connection:
         repeated = _received_before(connection, new_scans)
-        fresh = [scan for index, scan in enumerate(new_scans) if index not in repeated]
-        refs = [
-            scan.study or StudyRef(own_study_uid(scan.scan_id), scan.accession) for scan in fresh
+        fresh = [index for index in range(len(new_scans)) if index not in repeated]
+        refs = [_study_of(new_scans[index]) for index in fresh]
+        opened = open_studies(connection, refs, priority, hold) if fresh else Opened({}, {})
+        contradicting = {fresh[at]: reason for at, reason in opened.contradicting.items()}
+        taken = [
+            (new_scans[index], ref)
+            for index, ref in zip(fresh, refs, strict=True)
+            if index not in contradicting
         ]
-        opened = open_studies(connection, refs, priority, hold) if fresh else {}
         rows = [
-            _scan_row(scan, opened[ref.uid], priority.value, received_at)
-            for scan, ref in zip(fresh, refs, strict=True)
+            _scan_row(scan, opened.studies[ref.uid], priority.value, received_at)
+            for scan, ref in taken
         ]
         insert_rows(connection, scans, rows)
         insert_rows(
             connection,
             scan_pixels,
-            [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan in fresh],
+            [{"scan_id": scan.scan_id, "pixels": scan.pixels} for scan, _ref in taken],
         )
     held = [row["id"] for row in rows if row["status"] == "held"]
-    return Admitted([row["id"] for row in rows], held, repeated)
+    return Admitted(
+        [row["id"] for row in rows], held, repeated, contradicting, opened.made_receiving
+    )
+
+
+def _study_of(scan: NewScan) -> StudyRef:
+    """The study a new scan names, or a study of its own."""
+    return scan.study or StudyRef(own_study_uid(scan.scan_id), scan.accession)
 
 
 def _received_before(connection: Connection, new_scans: Sequence[NewScan]) -> dict[int, str]:
@@ -153,6 +168,8 @@ def _scan_row(
         "series_uid": identity.series_uid if identity else None,
         "sop_uid": identity.sop_uid if identity else None,
         "modality": identity.modality if identity else None,
+        "patient_id": identity.patient_id if identity else None,
+        "patient_issuer": identity.patient_issuer if identity else None,
         "instance_number": identity.instance_number if identity else None,
         "slice_position": identity.slice_position if identity else None,
     }

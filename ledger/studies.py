@@ -10,6 +10,7 @@ decision is made again over all its slices (its worklist entry is updated, not p
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,47 +32,134 @@ DECIDED = ("classified", "failed")
 
 @dataclass(frozen=True)
 class StudyRef:
-    """Who a new scan's study is: its uid, and the accession and patient id it came with."""
+    """Who a new scan's study is: its uid, and the accession and patient it came with."""
 
     uid: str
     accession: str | None = None
     patient_id: str | None = None
+    patient_issuer: str | None = None
     patient_name: str | None = None
     study_date: str | None = None
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What `open_studies` found: uid -> (study id, status) of the studies that take the new
+    slices, and ref index -> why a ref was refused (it contradicts the study it names)."""
+
+    studies: dict[str, tuple[str, str]]
+    contradicting: dict[int, str]
+    made_receiving: frozenset[str] = frozenset()  # ids this call made `receiving` (hold)
+
+
+OWN_STUDY_PREFIX = "triage:"
+
+
 def own_study_uid(key: str) -> str:
     """The uid of a study of our own (non-DICOM input, or DICOM without StudyInstanceUID)."""
-    return f"triage:{key}"[:128]
+    return f"{OWN_STUDY_PREFIX}{key}"[:128]
 
 
 def open_studies(
     connection: Connection, refs: Sequence[StudyRef], priority: Priority, hold: bool
-) -> dict[str, tuple[str, str]]:
-    """Make sure a row exists for each study; returns uid -> (study id, status).
+) -> Opened:
+    """Make sure a row exists for each study; refuse refs that contradict theirs.
 
     New studies are `receiving` when `hold` (a DICOM association adds to them), else
-    `queued`. An existing study that was decided or closed is re-opened the same way; one
-    still `receiving` stays so (its new slices are held with the rest). `stat` wins.
+    `queued`, and keep the patient of their first ref. A ref whose PatientID, or (where both
+    are present) IssuerOfPatientID or AccessionNumber, differs from its study's is refused
+    and counted on the study (`contradicting`): one study, one patient. An existing study
+    that takes a slice and was decided or closed is re-opened the same way; one still
+    `receiving` stays so (its new slices are held with the rest). `stat` wins.
     """
     now = utcnow()
     status = "receiving" if hold else "queued"
-    by_uid = {ref.uid: ref for ref in refs}
-    rows = [_new_study_row(ref, priority, status, now, hold) for ref in by_uid.values()]
+    by_uid: dict[str, StudyRef] = {}
+    for ref in refs:
+        by_uid.setdefault(ref.uid, ref)  # the first ref of a new study names its patient
+    rows = [_new_study_row(by_uid[uid], priority, status, now, hold) for uid in sorted(by_uid)]
     made = {row["study_uid"]: row["id"] for row in rows}  # uid -> the id a new row would get
     insert_new_rows(connection, studies, rows, unique="study_uid")
-    found: dict[str, tuple[str, str]] = {}
-    for chunk in chunks(list(by_uid)):
-        query = sa.select(studies.c.id, studies.c.study_uid, studies.c.status).where(
-            studies.c.study_uid.in_(chunk)
-        )
-        found.update({row.study_uid: (row.id, row.status) for row in connection.execute(query)})
-    existing = {uid: state for uid, state in found.items() if state[0] != made[uid]}
-    _reopen(connection, existing, status, priority, now)  # new rows are as they should be
-    return {
-        uid: (sid, "receiving" if state == "receiving" else status)
-        for uid, (sid, state) in found.items()
+    found = _study_rows(connection, list(by_uid))
+    contradicting = {
+        index: reason
+        for index, ref in enumerate(refs)
+        if (reason := contradiction(ref, found[ref.uid])) is not None
     }
+    _count_contradicting(connection, [found[refs[index].uid].id for index in contradicting])
+    taking = {ref.uid for index, ref in enumerate(refs) if index not in contradicting}
+    existing = {
+        uid: (found[uid].id, found[uid].status) for uid in taking if found[uid].id != made[uid]
+    }
+    _reopen(connection, existing, status, priority, now)  # new rows are as they should be
+    opened = {
+        uid: (found[uid].id, "receiving" if found[uid].status == "receiving" else status)
+        for uid in taking
+    }
+    made_receiving = frozenset(
+        found[uid].id
+        for uid in taking
+        if hold and (found[uid].status != "receiving" or found[uid].id == made[uid])
+    )
+    return Opened(opened, contradicting, made_receiving)
+
+
+def _study_rows(connection: Connection, uids: Sequence[str]) -> dict[str, sa.Row]:
+    """uid -> (id, status, patient and accession) of these studies' rows, locked.
+
+    PostgreSQL: the rows are locked (FOR UPDATE) in id order, the order `decide_ready` and
+    `close_idle` lock in, before their status is read, so a study cannot be closed or decided
+    between that read and this transaction's held slices (SQLite: BEGIN IMMEDIATE).
+    """
+    ids: list[str] = []
+    for chunk in chunks(sorted(uids)):
+        query = sa.select(studies.c.id).where(studies.c.study_uid.in_(chunk))
+        ids += connection.execute(query).scalars()
+    found: dict[str, sa.Row] = {}
+    for chunk in chunks(sorted(ids)):
+        query = (
+            sa.select(
+                studies.c.id,
+                studies.c.study_uid,
+                studies.c.status,
+                studies.c.patient_id,
+                studies.c.patient_issuer,
+                studies.c.accession,
+            )
+            .where(studies.c.id.in_(chunk))
+            .order_by(studies.c.id)
+            .with_for_update(of=studies)
+        )
+        found.update({row.study_uid: row for row in connection.execute(query)})
+    return found
+
+
+def contradiction(ref: StudyRef, study: sa.Row) -> str | None:
+    """Why `ref` may not join `study` (names the element, never its value), or None.
+
+    Compared where both sides hold a value; studies of our own are not DICOM and not compared.
+    """
+    if ref.uid.startswith(OWN_STUDY_PREFIX):
+        return None
+    pairs = (
+        ("PatientID", ref.patient_id, study.patient_id),
+        ("IssuerOfPatientID", ref.patient_issuer, study.patient_issuer),
+        ("AccessionNumber", ref.accession, study.accession),
+    )
+    for element, ours, theirs in pairs:
+        if ours and theirs and ours != theirs:
+            return f"{element} contradicts its study's; refused, not merged"
+    return None
+
+
+def _count_contradicting(connection: Connection, study_ids: Sequence[str]) -> None:
+    """Add each refused instance to its study's `contradicting` count."""
+    for study_id, count in sorted(Counter(study_ids).items()):
+        connection.execute(
+            studies.update()
+            .where(studies.c.id == study_id)
+            .values(contradicting=studies.c.contradicting + count)
+        )
 
 
 def _new_study_row(
@@ -84,6 +172,7 @@ def _new_study_row(
         "study_uid": ref.uid,
         "accession": ref.accession,
         "patient_id": ref.patient_id,
+        "patient_issuer": ref.patient_issuer,
         "patient_name": ref.patient_name,
         "study_date": ref.study_date,
         "priority": priority.value,
@@ -92,6 +181,7 @@ def _new_study_row(
         "last_instance_at": now,
         "closed_at": None if hold else now,
         "decisions": 0,
+        "contradicting": 0,
     }
 
 
@@ -121,15 +211,22 @@ def _reopen(
 
 @dataclass(frozen=True)
 class Closed:
-    """Studies closed by one call, and their slices to publish, by priority."""
+    """Studies closed by one call, their slices to publish by priority, and how many of
+    those were held in a study no longer receiving (requeued)."""
 
     studies: int
     to_publish: dict[Priority, list[str]]
+    requeued: int = 0
 
 
 def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Closed:
     """Close `receiving` studies with no instance since `idle_before`: their held slices are
-    queued, to be published by the caller."""
+    queued, to be published by the caller; so is any slice left `held` in a study that is no
+    longer receiving (a ledger written before the study rows were locked).
+
+    PostgreSQL: the idle studies are locked (FOR UPDATE SKIP LOCKED): one an intake is adding
+    to right now is not idle, and is left for the next round instead of waited on.
+    """
     now = utcnow()
     to_publish: dict[Priority, list[str]] = {priority: [] for priority in Priority}
     query = (
@@ -137,25 +234,69 @@ def close_idle(engine: Engine, idle_before: datetime, limit: int = 1000) -> Clos
         .where(studies.c.status == "receiving", studies.c.last_instance_at < idle_before)
         .order_by(studies.c.last_instance_at)
         .limit(limit)
+        .with_for_update(of=studies, skip_locked=True)
     )
     with engine.begin() as connection:
         idle = connection.execute(query).all()
-        for chunk in chunks(idle):
-            ids = [row.id for row in chunk]
-            connection.execute(
-                studies.update()
-                .where(studies.c.id.in_(ids), studies.c.status == "receiving")
-                .values(status="queued", closed_at=now)
+        _queue_held(connection, idle, now, to_publish)
+        stranded = _requeue_stranded(connection)
+    for scan_id, priority in stranded:
+        to_publish[Priority(priority)].append(scan_id)
+    return Closed(len(idle), to_publish, len(stranded))
+
+
+def close_studies(engine: Engine, study_ids: Sequence[str]) -> Closed:
+    """Close these studies if still `receiving` (the end of a `triage enqueue` call that held
+    its studies' slices while it streamed them in); their held slices are queued, to be
+    published by the caller. Locked in id order, as everywhere."""
+    now = utcnow()
+    to_publish: dict[Priority, list[str]] = {priority: [] for priority in Priority}
+    closed = 0
+    with engine.begin() as connection:
+        for chunk in chunks(sorted(study_ids)):
+            query = (
+                sa.select(studies.c.id, studies.c.priority)
+                .where(studies.c.id.in_(chunk), studies.c.status == "receiving")
+                .order_by(studies.c.id)
+                .with_for_update(of=studies)
             )
-        for row in idle:
-            held = (
-                scans.update()
-                .where(scans.c.study_id == row.id, scans.c.status == "held")
-                .values(status="queued")
-                .returning(scans.c.id)
-            )
-            to_publish[Priority(row.priority)] += connection.execute(held).scalars().all()
-    return Closed(len(idle), to_publish)
+            rows = connection.execute(query).all()
+            closed += len(rows)
+            _queue_held(connection, rows, now, to_publish)
+    return Closed(closed, to_publish)
+
+
+def _queue_held(
+    connection: Connection, rows: Sequence[sa.Row], now: datetime, to_publish: dict
+) -> None:
+    """Close these (id, priority) studies and queue their held slices into `to_publish`."""
+    for chunk in chunks(rows):
+        connection.execute(
+            studies.update()
+            .where(studies.c.id.in_([row.id for row in chunk]), studies.c.status == "receiving")
+            .values(status="queued", closed_at=now)
+        )
+    for row in rows:
+        held = (
+            scans.update()
+            .where(scans.c.study_id == row.id, scans.c.status == "held")
+            .values(status="queued")
+            .returning(scans.c.id)
+        )
+        to_publish[Priority(row.priority)] += connection.execute(held).scalars().all()
+
+
+def _requeue_stranded(connection: Connection) -> list[tuple[str, str]]:
+    """Queue slices `held` in a study that is not receiving (nothing would ever queue them);
+    returns (scan id, priority) of each."""
+    not_receiving = sa.select(studies.c.id).where(studies.c.status != "receiving")
+    stranded = (
+        scans.update()
+        .where(scans.c.status == "held", scans.c.study_id.in_(not_receiving))
+        .values(status="queued")
+        .returning(scans.c.id, scans.c.priority)
+    )
+    return [(row.id, row.priority) for row in connection.execute(stranded)]
 
 
 # -- the study decision ----------------------------------------------------------------------

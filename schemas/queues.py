@@ -52,6 +52,12 @@ def route_task(name: str, args: Any, kwargs: Any, options: Any, task: Any = None
     return {}
 
 
+# a deliver job sends one outbox row under one deadline per exchange (gateway/outbox/deadline.py):
+# its time limits bound everything else it does, and the row's lease (ledger/deliveries.py)
+# outlives the hard limit, so a row is never given to a second job while the first may run
+DELIVER_SOFT_TIME_LIMIT_S = 60
+DELIVER_TIME_LIMIT_S = 90
+
 CELERY_CONFIG: dict[str, Any] = {
     "task_serializer": "json",
     "result_serializer": "json",
@@ -70,4 +76,10 @@ CELERY_CONFIG: dict[str, Any] = {
     "broker_transport_options": {"queue_order_strategy": "priority", "visibility_timeout": 3600},
     "broker_connection_retry_on_startup": True,
     "worker_hijack_root_logger": False,
+    "task_annotations": {
+        DELIVER_TASK: {
+            "soft_time_limit": DELIVER_SOFT_TIME_LIMIT_S,
+            "time_limit": DELIVER_TIME_LIMIT_S,
+        }
+    },
 }

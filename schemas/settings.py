@@ -56,6 +56,17 @@ def hide_password(url: str | None) -> str | None:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{username}:***@{host}"))
 
 
+def hide_url_secrets(url: str | None) -> str | None:
+    """`url` with its password, path and query replaced by `***` (a webhook's token may be in
+    any of them): scheme and host only, for output; never for connecting."""
+    masked = hide_password(url)
+    if not masked:
+        return masked
+    parts = urllib.parse.urlsplit(masked)
+    hidden_path = "/***" if parts.path.strip("/") or parts.query else parts.path
+    return urllib.parse.urlunsplit(parts._replace(path=hidden_path, query="", fragment=""))
+
+
 class Settings(BaseSettings):
     """Typed configuration; see the README's configuration reference."""
 
@@ -69,7 +80,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         Path("~/.triage"), description="Home of the embedded database, broker and models."
     )
-    # the URLs hold passwords: left out of repr/str, passwords masked by model_dump
+    # the URLs hold passwords (the webhook's a token): left out of repr/str, masked by
+    # model_dump and model_dump_json
     database_url: str | None = Field(
         None,
         repr=False,
@@ -149,6 +161,24 @@ class Settings(BaseSettings):
     dicom_max_associations: int = Field(
         25, ge=1, description="Concurrent DICOM associations the receiver accepts."
     )
+    dicom_association_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection must complete its association request within this, or is"
+        " closed (it holds no association slot meanwhile).",
+    )
+    dicom_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for a peer's next bytes and for the rest of a PDU once it"
+        " began; an association idle this long is aborted.",
+    )
+    dicom_max_connections: int = Field(
+        200, ge=1, description="Connections the receiver holds at once, associated or not."
+    )
+    dicom_max_connections_per_address: int = Field(
+        10, ge=1, description="Connections the receiver holds at once from one IP address."
+    )
     dicom_destination: str | None = Field(
         None,
         pattern=r"^[^@\s]{1,16}@[^:\s]+:\d{1,5}$",
@@ -161,7 +191,9 @@ class Settings(BaseSettings):
         False, description="Send an ORU for every study, not only urgent ones."
     )
     fhir_url: str | None = Field(
-        None, description="FHIR server base URL: a DiagnosticReport per classified study."
+        None,
+        repr=False,  # may hold a password
+        description="FHIR server base URL: a DiagnosticReport per classified study.",
     )
     hl7_orders_port: int = Field(
         2575, ge=1, le=65535, description="Port `triage orders` (the RIS's order feed) listens on."
@@ -262,9 +294,13 @@ class Settings(BaseSettings):
             raise ValueError("TRIAGE_NOTIFY_URL must be an http:// or https:// URL with a host")
         return url
 
-    @field_serializer("database_url", "redis_url")
+    @field_serializer("database_url", "redis_url", "fhir_url")
     def _mask_passwords(self, url: str | None) -> str | None:
         return hide_password(url)
+
+    @field_serializer("notify_url")
+    def _mask_webhook(self, url: str | None) -> str | None:
+        return hide_url_secrets(url)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

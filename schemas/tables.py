@@ -97,6 +97,7 @@ class Study(Base):
     study_uid: Mapped[str] = mapped_column(String(128), unique=True)
     accession: Mapped[str | None] = mapped_column(String(128), index=True)
     patient_id: Mapped[str | None] = mapped_column(String(128))
+    patient_issuer: Mapped[str | None] = mapped_column(String(64))  # IssuerOfPatientID
     patient_name: Mapped[str | None] = mapped_column(String(256))  # as received (never escaped)
     study_date: Mapped[str | None] = mapped_column(String(16))  # DICOM DA as received
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
@@ -112,6 +113,8 @@ class Study(Base):
     top_scan_id: Mapped[str | None] = mapped_column(String(36))
     model_version: Mapped[str | None] = mapped_column(String(64))
     decisions: Mapped[int] = mapped_column(Integer, default=0)  # > 1: re-opened and decided again
+    # instances refused because their patient or accession contradicted this study's
+    contradicting: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # where the model looked on the most suspicious slice (64x64 uint8, urgent studies only;
     # written by the routine worker after the decision, for the key image)
     saliency: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -142,6 +145,8 @@ class Scan(Base):
     series_uid: Mapped[str | None] = mapped_column(String(128))
     sop_uid: Mapped[str | None] = mapped_column(String(128), unique=True)
     modality: Mapped[str | None] = mapped_column(String(16))
+    patient_id: Mapped[str | None] = mapped_column(String(128))  # the patient it came with
+    patient_issuer: Mapped[str | None] = mapped_column(String(64))
     instance_number: Mapped[int | None] = mapped_column(Integer)
     slice_position: Mapped[float | None] = mapped_column(Float)
 

@@ -95,6 +95,7 @@ def stats(
     )
     waiting = ", ".join(f"{name} {count}" for name, count in snapshot.deliveries_waiting.items())
     console.print(f"deliveries waiting: {waiting}")
+    console.print(f"instances refused (patient contradicts study): {snapshot.contradicting}")
     console.print(
         f"pixels held: {retention['pixels_held']} scans (oldest received "
         f"{format_age(retention['oldest_pixels_age_seconds'])} ago)   purged so far: "
@@ -135,7 +136,9 @@ def metrics(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="Port to serve /metrics on.")
     ] = 9108,
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "0.0.0.0",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve Prometheus metrics at /metrics; each scrape reads the broker and the ledger."""
     import signal

@@ -6,8 +6,9 @@
     submission.repeated    # [(existing scan_id, source), ...]: same SOPInstanceUID as before
     submission.rejected    # [ScanError(source, reason), ...]
 
-Every good scan is recorded in the ledger with its study (status `queued`, pixels included) in
-one transaction, then published as jobs of `batch_size` scan ids. Messages carry ids only.
+Every good scan is recorded in the ledger with its study (status `queued`, pixels included),
+a chunk of files at a time, each chunk in one transaction, then published as jobs of
+`batch_size` scan ids. Messages carry ids only.
 The ledger's schema must be current (`triage db upgrade`); producers never migrate.
 """
 
@@ -21,12 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gateway.broker.publish import PublishError, publish_jobs
-from gateway.intake.files import IncomingScan, Intake, read_arrays, read_paths
+from gateway.intake.files import IncomingScan, Intake, chunks_of_paths, read_arrays
 from imaging.canonical import ScanError
 from ledger import orders as order_ledger
 from ledger import scans as scan_ledger
 from ledger.database import engine_for, require_schema
-from ledger.studies import StudyRef, own_study_uid
+from ledger.studies import StudyRef, close_studies, own_study_uid
+from schemas.errors import describe
 from schemas.messages import Priority, check_priority
 from schemas.settings import Settings, get_settings
 
@@ -43,6 +45,14 @@ class Submission:
     rejected: list[ScanError] = field(default_factory=list)
     jobs: int = 0
     repeated: list[tuple[str, str]] = field(default_factory=list)
+    # instances refused because their patient contradicts their study's (also in `rejected`)
+    contradicting: list[ScanError] = field(default_factory=list)
+    opened_studies: frozenset[str] = frozenset()  # held open by this call (`hold`)
+    # ready, left to the caller to publish, by the lane each takes (an order may move a scan)
+    unpublished: dict[Priority, list[str]] = field(default_factory=dict)
+
+
+CHUNK_SCANS = 2_048  # scans read, recorded and published together by `submit_scans`
 
 
 def submit_scans(
@@ -55,11 +65,84 @@ def submit_scans(
     """Validate, record and queue the scans in these files and folders.
 
     DICOM instances go to the study their StudyInstanceUID names; other scans are each a
-    study of their own, unless `study` names one for every scan of the call."""
+    study of their own, unless `study` names one for every scan of the call. Files are read,
+    recorded and published CHUNK_SCANS scans at a time, so a call of any size runs in bounded
+    memory; slices of a shared study (DICOM, or `study`) are held until the call ends, when
+    their studies close, so a study that spans chunks is decided once."""
     settings = settings or get_settings()
     priority = check_priority(priority)
-    intake = read_paths(paths, settings, accession_from_filename)
-    return admit(intake, priority, settings, study)
+    stream = _Stream(Submission(priority=priority.value), priority, settings, study)
+    for chunk in chunks_of_paths(paths, settings, accession_from_filename, CHUNK_SCANS):
+        stream.add(chunk)
+    return stream.finish()
+
+
+@dataclass
+class _Stream:
+    """One `submit_scans` call, chunk by chunk: what it did so far, the studies it holds open,
+    and the first broker failure (after which chunks are recorded, not published)."""
+
+    submission: Submission
+    priority: Priority
+    settings: Settings
+    study: str | None
+    opened: set[str] = field(default_factory=set)
+    unpublished: int = 0
+    failure: PublishError | None = None
+
+    def add(self, chunk: Intake) -> None:
+        shared = [scan for scan in chunk.scans if _in_shared_study(scan, self.study)]
+        own = [scan for scan in chunk.scans if not _in_shared_study(scan, self.study)]
+        for scans, hold in ((own, False), (shared, True)):
+            if scans:
+                intake = Intake(scans=scans)
+                part = admit(intake, self.priority, self.settings, self.study, hold, False)
+                self._merge(part)
+        self.submission.rejected += chunk.rejected
+
+    def _merge(self, part: Submission) -> None:
+        self.submission.queued += part.queued
+        self.submission.repeated += part.repeated
+        self.submission.rejected += part.rejected
+        self.submission.contradicting += part.contradicting
+        self.submission.jobs += part.jobs
+        self.opened |= part.opened_studies
+        for lane, scan_ids in part.unpublished.items():
+            self._publish(scan_ids, lane)
+
+    def _publish(self, scan_ids: list[str], priority: Priority) -> None:
+        if not scan_ids:
+            return
+        if self.failure is None:
+            try:
+                self.submission.jobs += publish_jobs(scan_ids, priority, self.settings)
+            except PublishError as error:
+                self.failure = error
+            else:
+                engine = engine_for(self.settings.resolved_database_url)
+                scan_ledger.mark_published(engine, scan_ids)
+                return
+        self.unpublished += len(scan_ids)
+
+    def finish(self) -> Submission:
+        """Close the studies the call held open, publish their slices; PublishError if the
+        broker refused any job (everything is recorded: the reconciler re-sends it)."""
+        engine = engine_for(self.settings.resolved_database_url)
+        closed = close_studies(engine, sorted(self.opened))
+        for priority, scan_ids in closed.to_publish.items():
+            self._publish(scan_ids, priority)
+        if self.failure is not None:
+            raise PublishError(
+                f"{self.unpublished} scans are recorded as queued but the broker refused their "
+                f"jobs ({describe(self.failure.__cause__ or self.failure)}); they will be "
+                "re-sent from the ledger (`triage reconcile`)"
+            ) from self.failure
+        return self.submission
+
+
+def _in_shared_study(scan: IncomingScan, study: str | None) -> bool:
+    """Whether the scan joins a study other scans may join too (held until the call ends)."""
+    return study is not None or bool(scan.identity is not None and scan.identity.study_uid)
 
 
 def submit_images(
@@ -82,9 +165,11 @@ def admit(
     settings: Settings,
     study: str | None = None,
     hold: bool = False,
+    publish: bool = True,
 ) -> Submission:
     """Record the intake's scans with their studies in one transaction, then publish the jobs
-    of those ready (`hold`: studies stay open, their slices wait for the study to close).
+    of those ready (`hold`: studies stay open, their slices wait for the study to close;
+    without `publish`, the ready ones are left in `unpublished` for the caller).
 
     A scan whose accession has an order from the RIS takes its lane (a STAT order: `stat`),
     or, when that order is cancelled, is failed "order cancelled" and never published."""
@@ -103,6 +188,12 @@ def admit(
             for index, existing in sorted(admitted.repeated.items())
         ],
     )
+    submission.contradicting = [
+        ScanError(new_scans[index].source or "", reason)
+        for index, reason in sorted(admitted.contradicting.items())
+    ]
+    submission.rejected += submission.contradicting
+    submission.opened_studies = admitted.made_receiving
     accession_of = {scan.scan_id: scan.accession for scan in new_scans}
     lanes = order_ledger.apply_to_scans(  # the RIS's orders, if any
         engine, {scan_id: accession_of[scan_id] for scan_id in admitted.new}
@@ -112,6 +203,9 @@ def admit(
     for lane in sorted({lanes.get(scan_id, priority) for scan_id in ready} - {None}, reverse=True):
         # a DICOM instance of a receiving study waits: no publish, no second write
         batch = [scan_id for scan_id in ready if lanes.get(scan_id, priority) == lane]
+        if not publish:
+            submission.unpublished[Priority(lane)] = batch
+            continue
         submission.jobs += publish_jobs(batch, lane, settings)
         scan_ledger.mark_published(engine, batch)
     return submission
@@ -127,8 +221,9 @@ def new_scan(scan: IncomingScan, study: str | None) -> scan_ledger.NewScan:
             identity.study_uid,
             accession,
             identity.patient_id,
-            identity.patient_name,
-            identity.study_date,
+            patient_issuer=identity.patient_issuer,
+            patient_name=identity.patient_name,
+            study_date=identity.study_date,
         )
     elif study is not None:
         ref = StudyRef(own_study_uid(study), accession)

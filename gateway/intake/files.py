@@ -10,7 +10,7 @@ everything else in the same call still goes through.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,9 +47,28 @@ def read_paths(
     settings: Settings,
     accession_from_filename: bool = False,
 ) -> Intake:
-    """Decode every file under `paths` (files or folders) into canonical scans."""
+    """Decode every file under `paths` (files or folders) into canonical scans, all at once
+    (`chunks_of_paths` gives the same in chunks of bounded size)."""
     intake = Intake()
-    files = _expand(paths, intake.rejected)
+    for chunk in chunks_of_paths(paths, settings, accession_from_filename, chunk_scans=None):
+        intake.scans += chunk.scans
+        intake.rejected += chunk.rejected
+    return intake
+
+
+def chunks_of_paths(
+    paths: Iterable[str | os.PathLike[str]],
+    settings: Settings,
+    accession_from_filename: bool = False,
+    chunk_scans: int | None = 2_048,
+) -> Iterator[Intake]:
+    """The scans and rejections of `paths` in input order, an Intake of at least
+    `chunk_scans` scans at a time (a file's scans stay together; None: one Intake), so a call
+    of any size is decoded, recorded and published in bounded memory."""
+    chunk = Intake()
+    chunk.rejected = []
+    files = _expand(paths, chunk.rejected)
+    first: dict[str, str] = {}  # accession -> the source that has it, across the call
     for path in files:
         try:
             decoded = read_scan_file(
@@ -60,13 +79,30 @@ def read_paths(
             )
             accessions = _accessions(path, len(decoded)) if accession_from_filename else None
         except ScanError as error:
-            intake.rejected.append(error)
+            chunk.rejected.append(error)
             continue
         for index, scan in enumerate(decoded):
             accession = accessions[index] if accessions else None
-            intake.scans.append(IncomingScan(scan.source, scan.pixels, accession, scan.identity))
-    _refuse_repeated_accessions(intake)
-    return intake
+            incoming = IncomingScan(scan.source, scan.pixels, accession, scan.identity)
+            _keep_first_accession(incoming, first, chunk)
+        if chunk_scans is not None and len(chunk.scans) >= chunk_scans:
+            yield chunk
+            chunk = Intake()
+    yield chunk
+
+
+def _keep_first_accession(scan: IncomingScan, first: dict[str, str], chunk: Intake) -> None:
+    """One scan per accession given by the caller (file names): the first in input order is
+    kept, repeats refused. DICOM slices share their exam's accession: not checked."""
+    if scan.identity is None and scan.accession is not None:
+        if scan.accession in first:
+            reason = (
+                f"same accession as {first[scan.accession]} in this call; only that one is queued"
+            )
+            chunk.rejected.append(ScanError(scan.source, reason))
+            return
+        first[scan.accession] = scan.source
+    chunk.scans.append(scan)
 
 
 def read_arrays(

@@ -9,6 +9,10 @@ committed to the ledger, held in its study (`receiving`) until the study goes id
 (`gateway.intake.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
 
 - 0xC210 (cannot understand): the instance is unusable (no pixel data, corrupt, too large);
+- 0xC240 (cannot understand, with an Error Comment naming the element): its PatientID, or
+  IssuerOfPatientID or AccessionNumber, contradicts the study it names. Refused rather than
+  held in quarantine: the sender keeps the instance and shows the failure where someone can
+  correct the patient, and nothing of the wrong patient enters a study or its reports;
 - 0xA700 (out of resources): the ledger is unavailable, after a few tries;
 - 0xA701 (out of resources): anything else; a sender retries both later.
 
@@ -23,13 +27,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gateway.intake.client import PublishError, admit
 from gateway.intake.files import IncomingScan, Intake
+from gateway.intake.guard import Guard, Limits
 from gateway.intake.study_closer import StudyCloser
 from imaging.canonical import ScanError
-from imaging.dicom import DEFLATED, can_decode, check_inflated_size, decode_dataset
+from imaging.dicom import can_decode, read_dicom
 from imaging.files import DECODED_BYTES_PER_FILE_BYTE
 from schemas.errors import describe
 from schemas.messages import Priority
@@ -41,6 +47,8 @@ SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 INTERNAL_ERROR = 0xA701
+CONTRADICTS_STUDY = 0xC240
+ERROR_COMMENT_CHARS = 64  # Error Comment (0000,0902) is an LO
 
 CT, CR, MR, SC = (
     "1.2.840.10008.5.1.4.1.1.2",
@@ -52,6 +60,7 @@ DX_PRESENTATION, DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5
 STORAGE_CLASSES = (CT, CR, DX_PRESENTATION, DX_PROCESSING, MR, SC)
 VERIFICATION = "1.2.840.10008.1.1"
 MAX_PDU_BYTES = 1 << 20  # a sender may put this much in a PDU: fewer PDUs per 0.5 MB slice
+MAX_REQUEST_BYTES = 4 << 20  # any other PDU (an association request with many contexts)
 
 UNCOMPRESSED = (
     "1.2.840.10008.1.2.1",  # explicit VR little endian
@@ -123,7 +132,7 @@ def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
     return SUCCESS
 
 
-def handle_store(event: Any, context: StoreContext) -> int:  # noqa: ANN401 - pynetdicom Event
+def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN401 - pynetdicom Event
     """Decode the instance, record it in the ledger, answer; see the module's statuses."""
     source = f"instance-{next(context.numbers)}"
     try:
@@ -138,32 +147,23 @@ def handle_store(event: Any, context: StoreContext) -> int:  # noqa: ANN401 - py
 
 
 def decode_instance(event: Any, source: str, settings: Settings) -> Intake:  # noqa: ANN401
-    """The received data set -> an intake of its frames, with their DICOM identity."""
-    raw = event.request.DataSet
-    size = raw.getbuffer().nbytes if hasattr(raw, "getbuffer") else 0
+    """The received data set (written to a file as it arrived) -> an intake of its frames,
+    with their DICOM identity."""
+    path = Path(event.dataset_path)
+    size = path.stat().st_size
     if size > settings.max_file_bytes:
         raise ScanError(
             source, f"instance is {size} bytes, over the cap of {settings.max_file_bytes}"
         )
     max_bytes = DECODED_BYTES_PER_FILE_BYTE * settings.max_file_bytes
-    if str(event.file_meta.get("TransferSyntaxUID", "")) == DEFLATED:
-        raw.seek(0)
-        check_inflated_size(raw, source, max_bytes)
-        raw.seek(0)
-    try:
-        dataset = event.dataset
-        dataset.file_meta = event.file_meta
-    except Exception as error:  # pynetdicom/pydicom raise many types for a corrupt data set
-        raise ScanError(source, f"corrupt DICOM data set ({type(error).__name__})") from None
-    decoded = decode_dataset(
-        dataset, source, settings.max_pixels, settings.max_scans_per_file, max_bytes
-    )
+    decoded = read_dicom(path, source, settings.max_pixels, settings.max_scans_per_file, max_bytes)
     scans = [IncomingScan(scan.source, scan.pixels, None, scan.identity) for scan in decoded]
     return Intake(scans=scans)
 
 
-def record(intake: Intake, source: str, context: StoreContext) -> int:
-    """Admit the intake (held in its study) in one transaction; success once committed."""
+def record(intake: Intake, source: str, context: StoreContext) -> int | Any:  # noqa: ANN401
+    """Admit the intake (held in its study) in one transaction; success once committed, a
+    refusal with the reason when it contradicts its study."""
     from sqlalchemy.exc import OperationalError
 
     for attempt in range(1, context.attempts + 1):
@@ -180,17 +180,44 @@ def record(intake: Intake, source: str, context: StoreContext) -> int:
         except Exception as error:
             log.error("%s: not recorded (%s)", source, type(error).__name__)
             return INTERNAL_ERROR
+        if submission.contradicting:
+            reason = submission.contradicting[0].reason
+            log.warning("%s refused: %s", source, reason)
+            return refusal(CONTRADICTS_STUDY, reason)
         if submission.repeated:
             log.info("%s received before; nothing added", source)
         return SUCCESS
     return OUT_OF_RESOURCES
 
 
+def refusal(status: int, reason: str) -> Any:  # noqa: ANN401 - pydicom Dataset
+    """A C-STORE response status with an Error Comment that says why."""
+    from pydicom.dataset import Dataset
+
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = reason[:ERROR_COMMENT_CHARS]
+    return response
+
+
 def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom AE
-    """Our AE: the storage and verification contexts, the allow-list, the association cap."""
+    """Our AE: the storage and verification contexts, the allow-list, the association cap
+    (counting associations that sent their request: see `gateway.intake.guard` for the rest)."""
     from pynetdicom import AE
 
-    ae = AE(ae_title=settings.dicom_ae_title)
+    class ReceiverAE(AE):
+        @property
+        def active_associations(self) -> list[Any]:
+            """Requestors, and acceptors that received their association request: a
+            connection that never sends one holds no association slot (the guard bounds and
+            times those)."""
+            return [
+                association
+                for association in super().active_associations
+                if not association.is_acceptor or association.requestor.primitive is not None
+            ]
+
+    ae = ReceiverAE(ae_title=settings.dicom_ae_title)
     syntaxes = offered_syntaxes()
     for sop_class in STORAGE_CLASSES:
         ae.add_supported_context(sop_class, syntaxes)
@@ -198,25 +225,43 @@ def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom 
     ae.require_calling_aet = list(settings.dicom_allowed_aes)
     ae.maximum_associations = settings.dicom_max_associations
     ae.maximum_pdu_size = MAX_PDU_BYTES
+    ae.network_timeout = settings.dicom_read_timeout_seconds  # an idle association is aborted
+    ae.acse_timeout = ae.dimse_timeout = settings.dicom_read_timeout_seconds
     return ae
 
 
+def guard_for(settings: Settings) -> Guard:
+    """The receiver's connection guard, with the limits these settings give."""
+    limits = Limits(
+        association_seconds=settings.dicom_association_seconds,
+        read_seconds=settings.dicom_read_timeout_seconds,
+        max_pdu_bytes=MAX_PDU_BYTES,
+        max_request_bytes=MAX_REQUEST_BYTES,
+        max_dataset_bytes=settings.max_file_bytes,
+        allowed_aes=frozenset(settings.dicom_allowed_aes),
+    )
+    return Guard(limits, settings.dicom_max_connections, settings.dicom_max_connections_per_address)
+
+
 def quiet_pynetdicom() -> None:
-    """pynetdicom logs request identifiers (UIDs) at INFO and whole data sets at DEBUG."""
+    """pynetdicom logs request identifiers (UIDs) at INFO and whole data sets at DEBUG; its
+    DUL logs a traceback for each connection the guard closes (the guard logs one line)."""
     from pynetdicom import _config
 
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("pynetdicom.dul").setLevel(logging.CRITICAL)
 
 
 @dataclass
 class Receiver:
-    """A running receiver: the association server and the idle-study closer."""
+    """A running receiver: the association server, its guard and the idle-study closer."""
 
     ae: Any
     server: Any
-    stop_closing: threading.Event
+    guard: Guard
+    stop_background: threading.Event
     closer_thread: threading.Thread
 
     @property
@@ -224,15 +269,16 @@ class Receiver:
         return int(self.server.server_address[1])
 
     def stop(self, grace: float = 30.0) -> int:
-        """Stop accepting associations, let open ones finish for up to `grace` seconds, then
-        abort what is left; returns how many were aborted."""
+        """Stop accepting, let open associations finish for up to `grace` seconds, then
+        close every connection left (whatever its peer does); returns how many were."""
         self.server.shutdown()
         deadline = time.monotonic() + grace
         while self.ae.active_associations and time.monotonic() < deadline:
             time.sleep(0.1)
         left = len(self.ae.active_associations)
+        self.guard.cut_all()
         self.ae.shutdown()
-        self.stop_closing.set()
+        self.stop_background.set()
         self.closer_thread.join(timeout=5)
         return left
 
@@ -244,10 +290,14 @@ def start_receiver(
     closer: StudyCloser | None = None,
     context: StoreContext | None = None,
 ) -> Receiver:
-    """Listen for associations (in threads) and close idle studies in the background."""
-    from pynetdicom import evt
+    """Listen for associations (in threads, behind the guard) and close idle studies in the
+    background. Received data sets are written to a file as they arrive."""
+    from pynetdicom import _config, evt
+
+    from gateway.intake.guarded_server import GuardedServer
 
     quiet_pynetdicom()
+    _config.STORE_RECV_CHUNKED_DATASET = True
     ae = application_entity(settings)
     context = context or StoreContext(settings)
     handlers = [
@@ -255,8 +305,10 @@ def start_receiver(
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [context]),
     ]
+    guard = guard_for(settings)
     address = (host, settings.dicom_port if port is None else port)
-    server = ae.start_server(address, block=False, evt_handlers=handlers)
-    stop_closing = threading.Event()
-    closer_thread = (closer or StudyCloser(settings)).start(stop_closing)
-    return Receiver(ae, server, stop_closing, closer_thread)
+    server = GuardedServer.start(ae, address, handlers, guard)
+    stop_background = threading.Event()
+    guard.watch(stop_background)
+    closer_thread = (closer or StudyCloser(settings)).start(stop_background)
+    return Receiver(ae, server, guard, stop_background, closer_thread)

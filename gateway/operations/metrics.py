@@ -99,6 +99,11 @@ class TriageCollector(Collector):
             "Outbox messages (PACS SR and key image, RIS, FHIR, webhook) not delivered yet per channel.",
             labels=["channel"],
         )
+        contradicting = CounterMetricFamily(
+            "triage_instances_contradicting",  # exposed as triage_instances_contradicting_total
+            "Instances refused because their PatientID, issuer or accession contradicted the "
+            "study they named (never merged).",
+        )
         classified = CounterMetricFamily(
             "triage_results",  # exposed as triage_results_total
             "Scans classified per model version (results rows, counted once each by this "
@@ -116,9 +121,11 @@ class TriageCollector(Collector):
             urgent.add_metric([], snapshot.open_urgent_cases)
             for channel, count in snapshot.deliveries_waiting.items():
                 deliveries.add_metric([channel], count)
+            contradicting.add_metric([], snapshot.contradicting)
         for version, count in sorted((counts or {}).items()):
             classified.add_metric([version], count)
-        yield from (depth, waiting, oldest, processing, failed, urgent, deliveries, classified)
+        yield from (depth, waiting, oldest, processing, failed, urgent, deliveries)
+        yield from (contradicting, classified)
 
 
 def _retention_families(

@@ -43,6 +43,7 @@ class Snapshot:
     failed: int
     open_urgent_cases: int
     deliveries_waiting: dict[str, int]  # pending outbox rows per channel
+    contradicting: int = 0  # instances refused: their patient contradicted their study's
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -71,4 +72,5 @@ def take_snapshot(settings: Settings) -> Snapshot:
         failed=backlog.failed,
         open_urgent_cases=backlog.open_urgent_cases,
         deliveries_waiting={channel: waiting.get(channel, 0) for channel in CHANNELS},
+        contradicting=backlog.contradicting,
     )

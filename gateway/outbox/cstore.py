@@ -15,12 +15,15 @@ context for it. Warnings (0xB000, 0xB006, 0xB007) count as stored.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from collections.abc import Iterable
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from gateway.outbox.deadline import Deadline
 from gateway.outbox.report import DeliveryError
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,10 @@ def is_success(status: int) -> bool:
 def send_cstore(
     datasets: Iterable[Dataset], destination: str, calling_ae: str, timeout: float = 30.0
 ) -> None:
-    """Store every dataset at `destination` ('AET@host:port'); DeliveryError on any failure."""
+    """Store every dataset at `destination` ('AET@host:port'); DeliveryError on any failure.
+
+    `timeout` bounds the whole exchange (association, every PDU, every response): at the
+    deadline the association's socket is shut down, whatever the peer is sending."""
     from pynetdicom import AE
 
     items = list(datasets)
@@ -74,8 +80,42 @@ def send_cstore(
         raise DeliveryError("too many SOP classes for one association", retryable=False)
     for sop_class in sop_classes:
         ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    made: list[object] = []  # the association, from the moment its connection opens
+    with Deadline(timeout) as deadline:
+        deadline.on_cut(lambda: _cut_associations(ae, made))
+        try:
+            _store_all(ae, items, called_ae, host, port, made)
+        except DeliveryError as error:
+            if deadline.passed:
+                raise DeliveryError(
+                    f"no whole exchange within {timeout:g} s", retryable=True
+                ) from error
+            raise
+        finally:  # no reader left behind on a peer that still sends
+            _cut_associations(ae, made)
+    if deadline.passed:
+        raise DeliveryError(f"no whole exchange within {timeout:g} s", retryable=True)
+
+
+def _cut_associations(ae: object, made: list[object]) -> None:
+    """Shut down the sockets of this AE's associations (each call has its own AE), including
+    the one still being negotiated (`associate` has not returned it yet)."""
+    for association in {*ae.active_associations, *made}:
+        raw = getattr(getattr(association.dul, "socket", None), "socket", None)
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
+
+
+def _store_all(
+    ae: object, items: list[Dataset], called_ae: str, host: str, port: int, made: list[object]
+) -> None:
+    """One association, every dataset on it in order; DeliveryError at the first failure."""
+    from pynetdicom import evt
+
+    opened = [(evt.EVT_CONN_OPEN, lambda event: made.append(event.assoc))]  # before the answer
     try:
-        assoc = ae.associate(host, port, ae_title=called_ae)
+        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=opened)
     except OSError as error:  # resolution failures and the like
         raise DeliveryError(f"cannot connect: {type(error).__name__}", retryable=True) from None
     if not assoc.is_established:
@@ -88,24 +128,28 @@ def send_cstore(
         raise DeliveryError(reason, retryable=True)
     try:
         for index, item in enumerate(items):
-            try:
-                response = assoc.send_c_store(item)
-            except ValueError:  # no accepted presentation context for this SOP class
-                raise DeliveryError(
-                    f"dataset {index}: SOP class not accepted by the peer", retryable=False
-                ) from None
-            except RuntimeError:  # association gone between sends
-                raise DeliveryError(f"dataset {index}: association lost", retryable=True) from None
-            status = getattr(response, "Status", None)
-            if status is None:
-                raise DeliveryError(
-                    f"dataset {index}: no C-STORE response (timeout or abort)", retryable=True
-                )
-            if not is_success(int(status)):
-                raise DeliveryError(
-                    f"dataset {index}: C-STORE status 0x{int(status):04X}",
-                    retryable=status_retryable(int(status)),
-                )
+            _store_one(assoc, index, item)
     finally:
         if assoc.is_established:
             assoc.release()
+
+
+def _store_one(assoc: object, index: int, item: Dataset) -> None:
+    try:
+        response = assoc.send_c_store(item)
+    except ValueError:  # no accepted presentation context for this SOP class
+        raise DeliveryError(
+            f"dataset {index}: SOP class not accepted by the peer", retryable=False
+        ) from None
+    except RuntimeError:  # association gone between sends
+        raise DeliveryError(f"dataset {index}: association lost", retryable=True) from None
+    status = getattr(response, "Status", None)
+    if status is None:
+        raise DeliveryError(
+            f"dataset {index}: no C-STORE response (timeout or abort)", retryable=True
+        )
+    if not is_success(int(status)):
+        raise DeliveryError(
+            f"dataset {index}: C-STORE status 0x{int(status):04X}",
+            retryable=status_retryable(int(status)),
+        )

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Sequence
 
+from gateway.outbox.deadline import Deadline
 from gateway.outbox.report import DeliveryError
 
 START, END = b"\x0b", b"\x1c\r"
@@ -124,11 +125,26 @@ def _error_text(parsed) -> str:  # noqa: ANN001 - an hl7apy Message
 def send_mllp_many(
     messages: Sequence[str], host: str, port: int, timeout: float = 10.0
 ) -> list[DeliveryError | None]:
-    """Send every message on one connection; one outcome per message, None = delivered."""
-    outcomes: list[DeliveryError | None] = []
+    """Send every message on one connection; one outcome per message, None = delivered.
+
+    `timeout` per message; the whole exchange has one deadline (`timeout` x messages) at
+    which the connection is shut down, whatever the peer reads or writes."""
     ids = [control_id(message) for message in messages]  # ValueError: not HL7 v2
+    with Deadline(timeout * max(1, len(messages))) as whole:
+        return _send_on_one_connection(messages, ids, host, port, timeout, whole)
+
+
+def _send_on_one_connection(
+    messages: Sequence[str],
+    ids: Sequence[str],
+    host: str,
+    port: int,
+    timeout: float,
+    whole: Deadline,
+) -> list[DeliveryError | None]:
+    outcomes: list[DeliveryError | None] = []
     try:
-        connection = socket.create_connection((host, port), timeout=timeout)
+        connection = whole.watch(socket.create_connection((host, port), timeout=timeout))
     except OSError as error:
         failure = DeliveryError(f"cannot connect: {type(error).__name__}", retryable=True)
         return [failure] * len(messages)

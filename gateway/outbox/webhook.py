@@ -14,6 +14,8 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from gateway.outbox.deadline import Deadline, http_handlers
+
 log = logging.getLogger(__name__)
 NOTIFY_DEADLINE_S = 5.0  # per POST, wall clock, whatever the endpoint does
 
@@ -25,13 +27,13 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _opener() -> urllib.request.OpenerDirector:
-    """http and https only (no file:, ftp: or data:), redirects refused."""
+def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
+    """http and https only (no file:, ftp: or data:), redirects refused, its connections cut
+    at the deadline."""
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
-        urllib.request.HTTPHandler(),
-        urllib.request.HTTPSHandler(),
+        *http_handlers(deadline),
         urllib.request.HTTPDefaultErrorHandler(),
         urllib.request.HTTPErrorProcessor(),
         _RefuseRedirects(),
@@ -50,8 +52,10 @@ def _post(url: str, scan_id: str, timeout_s: float, study_id: str | None = None)
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    with _opener().open(request, timeout=timeout_s) as response:
-        return 200 <= response.status < 300
+    with Deadline(timeout_s) as deadline:
+        with _opener(deadline).open(request, timeout=timeout_s) as response:
+            answered = 200 <= response.status < 300
+        return answered and not deadline.passed
 
 
 def _send(url: str, scan_id: str, timeout_s: float, study_id: str | None = None) -> bool:
@@ -67,7 +71,7 @@ def notify(
     url: str, scan_id: str, deadline_s: float = NOTIFY_DEADLINE_S, study_id: str | None = None
 ) -> bool:
     """POST our ids to the webhook, answered 2xx within the wall-clock deadline, else False
-    (the request thread ends on its socket timeout, never after it)."""
+    (the request's socket is shut down at the deadline, so its thread ends then too)."""
     pool = ThreadPoolExecutor(1, "triage-webhook")
     future = pool.submit(_send, url, scan_id, deadline_s, study_id)
     done, _ = wait([future], timeout=deadline_s)

@@ -259,10 +259,35 @@ def test_hostile_dicom_uids_are_never_used_as_paths(tmp_path: Path) -> None:
     hostile = "../../../../tmp/evil"
     before = set(os.listdir(tmp_path))
     path = dicom_file(tmp_path / "hostile.dcm", sop=hostile, study=hostile)
-    (scan,) = read_scan_file(path)
-    assert scan.source == str(path)
+    with pytest.raises(ScanError, match=r"malformed StudyInstanceUID \(not a UID") as refused:
+        read_scan_file(path)
+    assert refused.value.source == str(path) and hostile not in refused.value.reason
     assert set(os.listdir(tmp_path)) - before == {"hostile.dcm"}
-    assert scan.pixels.shape == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("uids", "refusal"),
+    [
+        ({"sop": "1." + "2" * 63}, "malformed SOPInstanceUID (longer than 64 characters)"),
+        ({"study": "1.2.3" + "4" * 130}, "malformed StudyInstanceUID (longer than 64"),
+        ({"study": "1.02.3"}, "malformed StudyInstanceUID (not a UID"),
+        ({"sop": "1.2.3.PAT-SECRET"}, "malformed SOPInstanceUID (not a UID"),
+        ({"study": "1.2..3"}, "malformed StudyInstanceUID (not a UID"),
+    ],
+)
+def test_uids_over_64_characters_or_outside_the_grammar_are_refused(
+    tmp_path: Path, uids: dict[str, str], refusal: str
+) -> None:
+    path = dicom_file(tmp_path / "uid.dcm", **uids)
+    with pytest.raises(ScanError) as refused:
+        read_scan_file(path)
+    assert refusal in refused.value.reason and "SECRET" not in refused.value.reason
+
+
+def test_a_uid_of_64_characters_is_accepted(tmp_path: Path) -> None:
+    sop = "1." + "2" * 62
+    (scan,) = read_scan_file(dicom_file(tmp_path / "long.dcm", sop=sop))
+    assert scan.identity.sop_uid == sop
 
 
 def test_non_square_image_is_padded_not_stretched(tmp_path: Path) -> None:
@@ -356,3 +381,33 @@ def test_every_saved_crasher_is_refused_or_accepted_never_crashes() -> None:
             read_scan_file(path)
         except ScanError as error:
             assert not error.reason.startswith("internal error"), f"{path.name}: {error.reason}"
+
+
+def npz_claiming_one_member(path: Path, members: int) -> Path:
+    """An NPZ of `members` tiny arrays whose end-of-directory record claims it holds 1."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for number in range(members):
+            archive.writestr(f"member-{number:05d}-{'x' * 60}.npy", b"")
+    data = bytearray(buffer.getvalue())
+    end = data.rfind(b"PK\x05\x06")
+    data[end + 8 : end + 12] = (1).to_bytes(2, "little") * 2  # entries on this disk, in all
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_npz_members_are_counted_from_the_central_directory(tmp_path: Path) -> None:
+    path = npz_claiming_one_member(tmp_path / "lying.npz", 2_000)
+    with pytest.raises(ScanError, match="NPZ has over 1000 members") as refused:
+        read_scan_file(path)
+    assert len(str(refused.value)) < 300
+
+
+def test_a_refusal_naming_npz_members_stays_short(tmp_path: Path) -> None:
+    path = npz_claiming_one_member(tmp_path / "many.npz", 900)
+    with pytest.raises(ScanError, match="no `images` array") as refused:
+        read_scan_file(path)
+    assert "and 895 more" in refused.value.reason and len(refused.value.reason) < 400

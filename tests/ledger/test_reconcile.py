@@ -85,6 +85,7 @@ def test_stuck_queued_and_processing_scans_are_sent_again_once_per_timeout(engin
             "escalations",
             "repaged",
             "studies_closed",
+            "held_requeued",
             "studies_decided",
             "deliveries",
             "key_images",
@@ -273,3 +274,18 @@ def test_worklist_cases_never_paged_are_paged_again_until_recorded(
     assert run(later) == 1 and pages == [[unpaged]]
     worklist.mark_notified(engine, [unpaged])
     assert run(later) == 0
+
+
+def test_a_slice_held_in_a_study_no_longer_receiving_is_queued_and_sent(engine) -> None:  # noqa: ANN001
+    """A ledger the old race left behind: a `held` slice in a `queued` study."""
+    from ledger.statements import scans as scans_table
+
+    (scan_id,) = add(engine, 1)
+    with engine.begin() as connection:
+        connection.execute(
+            scans_table.update().where(scans_table.c.id == scan_id).values(status="held")
+        )
+    broker = Broker()
+    report = broker.run(engine, 1)
+    assert report.held_requeued == 1 and broker.jobs["routine"] == [scan_id]
+    assert reads.status_counts(engine) == {"queued": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import timedelta
 
@@ -13,6 +14,7 @@ from ledger import reads, studies, worklist
 from ledger import scans as ledger
 from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.statements import scans as scans_table
+from ledger.statements import studies as studies_table
 from ledger.studies import StudyRef
 from schemas.messages import Priority
 from schemas.model_card import ModelCard, StudyRule
@@ -158,3 +160,153 @@ def test_a_scan_without_a_study_is_a_study_of_its_own(engine) -> None:  # noqa: 
             sa.select(scans_table.c.study_id).where(scans_table.c.id.in_(ids))
         ).scalars()
         assert len(set(owners)) == 2
+
+
+def patient_instance(
+    study_uid: str, number: int, patient: str | None, issuer: str | None = None, **changes: str
+) -> ledger.NewScan:
+    """An instance of `study_uid` that came with this patient (and issuer, accession)."""
+    base = instance(study_uid, number)
+    identity = dataclasses.replace(
+        base.identity, patient_id=patient, patient_issuer=issuer, **changes
+    )
+    ref = StudyRef(study_uid, identity.accession, patient, issuer)
+    return dataclasses.replace(base, study=ref, identity=identity, accession=identity.accession)
+
+
+def test_an_instance_of_another_patient_is_refused_never_merged(engine) -> None:  # noqa: ANN001
+    uid = "1.2.3.9001"
+    first = ledger.add_scans(engine, [patient_instance(uid, 1, "PAT-A", "HOSP-1")], "routine")
+    (ids,) = [first.new]
+    assert first.contradicting == {}
+    finish(engine, ids, [0.9])  # decided: a contradicting instance must not re-open it
+    later = ledger.add_scans(
+        engine,
+        [
+            patient_instance(uid, 2, "PAT-B", "HOSP-1"),  # another patient
+            patient_instance(uid, 3, "PAT-A", "HOSP-2"),  # same id from another issuer
+            patient_instance(uid, 4, "PAT-A", "HOSP-1", accession="ACC-OTHER"),
+            patient_instance("1.2.3.9002", 1, "PAT-C"),  # another study: not concerned
+            patient_instance("1.2.3.9002", 2, "PAT-D"),  # contradicts the one just before
+        ],
+        "routine",
+    )
+    assert sorted(later.contradicting) == [0, 1, 2, 4]
+    assert "PatientID" in later.contradicting[0] and "PAT-B" not in later.contradicting[0]
+    assert "IssuerOfPatientID" in later.contradicting[1]
+    assert "AccessionNumber" in later.contradicting[2]
+    assert len(later.new) == 1
+    rows = {row["study_uid"]: row for row in reads.list_studies(engine)}
+    assert rows[uid]["slices"] == 1 and rows[uid]["status"] == "classified"
+    with engine.begin() as connection:
+        counts = dict(
+            connection.execute(
+                sa.select(studies_table.c.study_uid, studies_table.c.contradicting)
+            ).all()
+        )
+        patients = dict(
+            connection.execute(sa.select(scans_table.c.id, scans_table.c.patient_id)).all()
+        )
+    assert counts == {uid: 3, "1.2.3.9002": 1}
+    assert patients == {ids[0]: "PAT-A", later.new[0]: "PAT-C"}
+    # absent values are not compared: an instance without PatientID or issuer may join
+    quiet = ledger.add_scans(engine, [patient_instance(uid, 5, None)], "routine")
+    assert quiet.contradicting == {} and len(quiet.new) == 1
+
+
+def held_in_closed_studies(engine) -> int:  # noqa: ANN001
+    """Slices `held` in a study that is no longer receiving: nothing would ever queue them."""
+    with engine.begin() as connection:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(scans_table.join(studies_table))
+            .where(scans_table.c.status == "held", studies_table.c.status != "receiving")
+        )
+        return int(connection.execute(query).scalar_one())
+
+
+def test_a_study_cannot_close_between_reading_it_and_holding_its_slice(engine) -> None:  # noqa: ANN001
+    """The interleaving that stranded a slice on PostgreSQL: an intake reads the study as
+    `receiving`, the idle closer commits, then the intake writes its slice `held`."""
+    import threading
+
+    uid = "1.2.3.9101"
+    ledger.add_scans(engine, [instance(uid, 1)], "routine", hold=True)
+    intake_read, closer_done = threading.Event(), threading.Event()
+    intake = threading.get_ident()
+
+    def pause_after_the_read(connection, _cursor, statement: str, *_args) -> None:  # noqa: ANN001
+        if threading.get_ident() == intake and statement.startswith("UPDATE studies SET last"):
+            intake_read.set()
+            closer_done.wait(timeout=3)  # SQLite: the closer waits for this transaction
+
+    def close_when_read() -> None:
+        intake_read.wait(timeout=30)
+        studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+        closer_done.set()
+
+    closer = threading.Thread(target=close_when_read)
+    closer.start()
+    sa.event.listen(engine, "before_cursor_execute", pause_after_the_read)
+    try:
+        late = ledger.add_scans(engine, [instance(uid, 2)], "routine")  # `triage enqueue`
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", pause_after_the_read)
+        closer.join(timeout=60)
+    assert intake_read.is_set() and late.new
+    assert held_in_closed_studies(engine) == 0
+    studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+    assert reads.status_counts(engine) == {"queued": 2}
+
+
+def test_enqueue_receive_close_and_decide_interleaved_leave_no_slice_waiting(engine) -> None:  # noqa: ANN001
+    """Threads receiving, enqueueing, closing and deciding over the same studies: afterwards
+    no slice is held in a closed study, and closing and finishing once more decides all."""
+    import threading
+
+    uids = [f"1.2.3.92{n:02d}" for n in range(3)]
+    errors: list[BaseException] = []
+    numbers = iter(range(1, 1_000_000))
+    lock = threading.Lock()
+
+    def next_instance(round_: int) -> ledger.NewScan:
+        with lock:
+            number = next(numbers)
+        return instance(uids[(round_ + number) % len(uids)], number)
+
+    def receive(round_: int) -> None:
+        ledger.add_scans(engine, [next_instance(round_)], "routine", hold=True)
+
+    def enqueue(round_: int) -> None:
+        ledger.add_scans(engine, [next_instance(round_) for _ in range(2)], "routine")
+
+    def close(_round: int) -> None:
+        studies.close_idle(engine, utcnow() + timedelta(seconds=60))
+
+    def decide(_round: int) -> None:
+        with engine.begin() as connection:
+            query = sa.select(scans_table.c.id).where(scans_table.c.status == "queued")
+            waiting = list(connection.execute(query).scalars())
+        if waiting:
+            finish(engine, waiting, [0.2] * len(waiting))
+
+    def repeat(step) -> None:  # noqa: ANN001
+        try:
+            for round_ in range(25):
+                step(round_)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=repeat, args=(s,)) for s in (receive, enqueue, close, decide)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert errors == []
+    assert held_in_closed_studies(engine) == 0
+    close(0)
+    decide(0)
+    assert reads.status_counts(engine) == {"done": 25 + 50}
+    assert {row["status"] for row in reads.list_studies(engine)} == {"classified"}

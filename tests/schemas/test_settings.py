@@ -64,6 +64,20 @@ def test_production_takes_strong_passwords_and_passwordless_urls() -> None:
     assert Settings(database_url="sqlite:///x.db", redis_url="redis://:short@h/0").redis_url
 
 
+def test_fhir_password_and_webhook_token_never_show() -> None:
+    settings = Settings(
+        fhir_url="https://triage:FHIRSECRETPW@fhir.hospital/base",
+        notify_url="https://hooks.example/services/T1/TOKENPATH?key=TOKENQUERY",
+    )
+    dumped = settings.model_dump()
+    assert dumped["fhir_url"] == "https://triage:***@fhir.hospital/base"
+    assert dumped["notify_url"] == "https://hooks.example/***"
+    shown = [repr(settings), str(settings), str(dumped), settings.model_dump_json()]
+    for secret in ("FHIRSECRETPW", "TOKENPATH", "TOKENQUERY"):
+        assert not any(secret in text for text in shown), secret
+    assert "FHIRSECRETPW" in settings.fhir_url  # what the sender uses is unchanged
+
+
 def test_passwords_never_show_in_repr_str_or_dumps() -> None:
     settings = Settings(database_url=DATABASE, redis_url=REDIS, notify_url="https://h/t/SECRET")
     dumped = settings.model_dump()

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from gateway.intake.receiver import (
     CANNOT_UNDERSTAND,
+    CONTRADICTS_STUDY,
     CT,
     OUT_OF_RESOURCES,
     SUCCESS,
@@ -268,3 +269,37 @@ def test_associations_over_the_limit_are_refused(settings: Settings) -> None:
         first.release()
     finally:
         running.stop(grace=5)
+
+
+def test_an_instance_of_another_patient_is_refused_with_the_reason(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pynetdicom import AE
+
+    monkeypatch.setenv("TRIAGE_DATABASE_URL", database_url)
+    settings = Settings()
+    upgrade_schema(engine_for(settings.resolved_database_url))
+    running = start_receiver(
+        settings, host="127.0.0.1", port=0, closer=StudyCloser(settings, interval=3600)
+    )
+    slices = [ct_instance("1.2.826.0.1.77.9", n, 60, size=64) for n in (1, 2, 3)]
+    for dataset, patient in zip(slices, ("PAT-A", "PAT-B", "PAT-C"), strict=True):
+        dataset.PatientID = patient
+    ae = AE(ae_title="SENDER")
+    ae.add_requested_context(CT, [EXPLICIT_LE])
+    try:
+        association = ae.associate("127.0.0.1", running.port, ae_title="TRIAGE")
+        responses = [association.send_c_store(dataset) for dataset in slices]
+        association.release()
+    finally:
+        running.stop(grace=5)
+    assert [int(response.Status) for response in responses] == [
+        SUCCESS,
+        CONTRADICTS_STUDY,
+        CONTRADICTS_STUDY,
+    ]
+    assert "PatientID contradicts" in responses[1].ErrorComment
+    assert "PAT-B" not in responses[1].ErrorComment
+    (study,) = _rows(settings, studies)
+    assert study.patient_id == "PAT-A" and study.contradicting == 2
+    assert [row.patient_id for row in _rows(settings, scans)] == ["PAT-A"]

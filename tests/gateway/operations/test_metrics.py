@@ -162,6 +162,7 @@ def study_row(study_id: str, now: datetime) -> dict:
         "top_scan_id": study_id,
         "model_version": "v1",
         "decisions": 1,
+        "contradicting": 2,
     }
 
 
@@ -207,6 +208,7 @@ def test_scrape_reports_queues_ledger_and_results_per_model_version(
     pending = by_label(samples, "triage_deliveries_pending", "channel")
     assert pending == {"dicom": 0, "key_image": 0, "hl7": 1, "fhir": 1, "webhook": 0}
     assert by_label(samples, "triage_results_total", "model_version") == {"v1": 2, "v2": 1}
+    assert samples[("triage_instances_contradicting_total", ())] == 2
 
 
 def test_each_scrape_reads_afresh(
@@ -271,4 +273,4 @@ def test_metrics_command_is_registered_with_its_options() -> None:
     command = typer.main.get_command(app).commands["metrics"]
     options = {name: param for param in command.params for name in param.opts}
     assert options["--port"].default == 9108
-    assert options["--host"].default == "0.0.0.0"
+    assert options["--host"].default == "127.0.0.1"  # no authentication: loopback unless asked

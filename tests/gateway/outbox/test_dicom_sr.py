@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom.uid import UID
 
 from gateway.outbox.dicom_sr import build_sr
-from gateway.outbox.key_image import build_key_image
+from gateway.outbox.key_image import build_key_image, key_image_reference
 from gateway.outbox.report import StudyReport
 from tests.gateway.outbox.conftest import make_report
 
@@ -24,7 +24,7 @@ def test_a_study_of_our_own_gets_a_valid_study_uid() -> None:
         top_sop_class_uid=None,
     )
     image = build_key_image(report, "TRIAGE")
-    sr = build_sr(report, "TRIAGE", key_image=image)
+    sr = build_sr(report, "TRIAGE", key_image=key_image_reference(report))
     assert UID(sr.StudyInstanceUID).is_valid and sr.StudyInstanceUID == image.StudyInstanceUID
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == image.SOPInstanceUID
@@ -44,8 +44,14 @@ def test_evidence_names_what_is_sent(report: StudyReport) -> None:
         }
 
     image = build_key_image(report, "TRIAGE")
+    named = key_image_reference(report)  # the SR names the key image before it is built
+    assert (named.series_uid, named.sop_uid, named.sop_class_uid) == (
+        image.SeriesInstanceUID,
+        image.SOPInstanceUID,
+        image.SOPClassUID,
+    )
     assert referenced(build_sr(report, "TRIAGE")) == {report.top_sop_uid}
-    assert referenced(build_sr(report, "TRIAGE", key_image=image)) == {
+    assert referenced(build_sr(report, "TRIAGE", key_image=key_image_reference(report))) == {
         report.top_sop_uid,
         image.SOPInstanceUID,
     }
