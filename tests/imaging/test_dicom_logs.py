@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.imaging.test_bad_inputs import dicom_file
+from tests.imaging.test_files import dicom_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "987654321.424242"  # in a UI element that pydicom's validation would quote
