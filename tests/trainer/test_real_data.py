@@ -1,17 +1,24 @@
-"""A short group-aware training on the real lung-CT slices (TRIAGE_REAL_DATA; skipped without)."""
+"""A short run of the whole pipeline on the real lung-CT slices (TRIAGE_REAL_DATA; skipped
+without): both validation designs on the card, the warnings true to the ranges, and
+predictions that barely move when only the site's look changes."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.realdata
 
 
-def test_short_group_aware_training_on_real_scans(tmp_path: Path) -> None:
+def test_short_pipeline_on_real_scans(tmp_path: Path) -> None:
     from schemas.model_card import read_card
+    from trainer.augment import site_variations
+    from trainer.data import load_scans
+    from trainer.estimate import TARGETS
+    from trainer.inference import load_model, probabilities
     from trainer.train import run_training
 
     data = Path(os.environ.get("TRIAGE_REAL_DATA", ""))
@@ -21,19 +28,24 @@ def test_short_group_aware_training_on_real_scans(tmp_path: Path) -> None:
     if not manifest.is_file():
         pytest.skip(f"no manifest with pseudo_case groups next to {data}")
     published = run_training(
-        data,
-        tmp_path / "models",
-        epochs=15,
-        candidates=["baseline_2conv", "ens_hog_pooled2"],  # + hog_linear, pooled2_aug
-        groups=manifest,
-        group_column="pseudo_case",
-        patience=6,
-    )
+        data, tmp_path / "models", epochs=2, candidates=["baseline_2conv", "hog_heads"],
+        groups=manifest, group_column="pseudo_case", folds=3,
+    )  # fmt: skip
     card = read_card(published)
-    assert not card.synthetic_data
-    assert card.metrics["folds"] == 4  # published: 4 copies cross-fitted over train + val
-    assert card.metrics["val"]["n"] + card.metrics["test"]["n"] == 719
-    assert card.metrics["test"]["class_weights"] == card.class_weights  # chosen out-of-fold
-    # unseen patients: the urgent flag still finds most urgent cases, and F1 beats chance
-    assert card.metrics["test"]["urgent_recall"] >= 0.85
-    assert card.metrics["test"]["macro_f1"] >= 0.45
+    unseen = card.expected_unseen
+    assert not card.synthetic_data and card.class_counts["all scans"] == [278, 75, 366]
+    temporal = unseen.designs["temporal (earlier patients -> later)"]
+    assert 0.2 * 719 < temporal["scans"] < 0.4 * 719  # the later 30 % of each class's patients
+    assert unseen.designs["nested group-aware"]["scans"] == 719
+    chosen = unseen.designs[unseen.design]
+    for key, bound, side in TARGETS:  # a warning exactly where the stated range misses
+        missed = chosen[key][side] < bound if side == "low" else chosen[key][side] > bound
+        assert missed == any(w.startswith(key.replace("_", " ")) for w in unseen.warnings), key
+    scans = load_scans(data)
+    model = load_model(published)
+    plain = probabilities(model, scans.images)
+    varied = probabilities(model, site_variations(scans.images, seed=0))
+    flag = plain[:, 2] >= card.urgent_threshold
+    moved = flag != (varied[:, 2] >= card.urgent_threshold)
+    assert moved.mean() < 0.25, f"{moved.mean():.0%} of urgent flags moved with the site's look"
+    assert np.abs(plain - varied).mean() < 0.2
