@@ -32,7 +32,6 @@ class CrossFitted:
     description: str
     out_of_fold: np.ndarray  # rows of the scans in the folds it covers
     build_model: Callable[[], object]  # the fold models merged (what is published)
-    refit: Callable[[], object]  # one model on every covered fold (what the nested scores)
     seconds: float = 0.0
     baseline: bool = False
 
@@ -98,7 +97,7 @@ def cross_fit(fits: FoldFits, candidate: Candidate, covered: list[int]) -> Cross
     name = f"{candidate.name}_x{len(models)}"
     return CrossFitted(
         candidate.name, candidate.description, out_of_fold,
-        lambda: candidate.merge(models, name), lambda: fits.without(candidate, outside),
+        lambda: candidate.merge(models, name),
         time.perf_counter() - started, candidate.baseline,
     )  # fmt: skip
 
@@ -112,7 +111,6 @@ def ensemble(members: list[CrossFitted], name: str) -> CrossFitted:
         "mean softmax of " + " and ".join(m.name for m in members),
         np.mean([m.out_of_fold for m in members], axis=0),
         lambda: average_models([m.build_model() for m in members], name),
-        lambda: average_models([m.refit() for m in members], f"{name}_refit"),
         sum(m.seconds for m in members),
     )
 

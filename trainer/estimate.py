@@ -1,8 +1,8 @@
 """What new patients should show: the pipeline re-run inside two validation designs.
 
 - nested (group-aware): for each fold of the patients, the whole pipeline (cross-fit every
-  candidate on the other folds, choose, select) runs without it, and its winner, trained on
-  all the other folds (the model the published run trains without that fold), scores it.
+  candidate on the other folds, choose, select) runs without it, and its winner (its fold
+  models merged, as published) scores it.
 - temporal: the pipeline runs on the earlier patients of each class (by file number) and its
   winner scores the later ones, as a hospital meets them.
 Which candidate wins is part of what is estimated; no choice sees the scans that score it.
@@ -49,11 +49,12 @@ class Scored:
     studies: dict = field(default_factory=dict)  # study -> (label, flagged)
     winners: list = field(default_factory=list)
     candidates: list = field(default_factory=list)  # per pipeline run: its candidate rows
+    held_out: dict = field(default_factory=dict)  # candidate -> (labels, predicted, flagged)
 
-    def add(self, outcome, images, labels, units, studies, refit: bool = False) -> None:  # noqa: ANN001
-        """Score held-out scans with a pipeline outcome's winner (its merged fold models, or
-        with `refit` the winner trained on all of the pipeline's scans) and its choices."""
-        model = outcome.selected.refit() if refit else outcome.selected.build_model()
+    def add(self, outcome, images, labels, units, studies) -> None:  # noqa: ANN001
+        """Score held-out scans with a pipeline outcome's winner (its fold models merged, as
+        published) and its choices; every other candidate too, at its own choices."""
+        model = outcome.selected.build_model()
         probabilities = predict_proba(model, to_model_input(images))
         choices = outcome.choices
         self.labels += list(labels)
@@ -69,6 +70,15 @@ class Scored:
                 self.studies[str(name)] = (int(label), bool(value >= rule.threshold))
         self.winners.append(outcome.selected.name)
         self.candidates.append(outcome.rows)
+        for name, item in outcome.fitted.items():  # every candidate on the same held-out scans
+            own = probabilities if name == outcome.selected.name else None
+            if own is None:
+                own = predict_proba(item.build_model(), to_model_input(images))
+            mine = outcome.every_choice[name]
+            kept = self.held_out.setdefault(name, ([], [], []))
+            kept[0].extend(labels)
+            kept[1].extend(predicted_classes(own, mine.class_weights))
+            kept[2].extend(own[:, URGENT_CLASS] >= mine.threshold)
 
 
 def nested(fits: FoldFits, candidates, with_ensemble, groups, studies, target) -> Scored:  # noqa: ANN001
@@ -80,7 +90,7 @@ def nested(fits: FoldFits, candidates, with_ensemble, groups, studies, target) -
         held = fits.fold == fold
         scored.add(
             outcome, fits.images[held], fits.labels[held], np.asarray(groups)[held],
-            None if studies is None else np.asarray(studies)[held], refit=True,
+            None if studies is None else np.asarray(studies)[held],
         )  # fmt: skip
     return scored
 
@@ -174,6 +184,7 @@ def summarise(scored: Scored) -> dict:
         if (labels == 0).any()
         else None,
         "candidates": _mean_rows(scored.candidates),
+        "held_out_candidates": _held_out_rows(scored.held_out),
     }
     result.update(_study_ranges(scored.studies, rng))
     return result
@@ -207,6 +218,23 @@ def _mean_rows(runs: list[list[dict]]) -> list[dict]:
                 for k in ("macro_f1", "urgent_recall", "urgent_precision")
             }
         )
+    return rows
+
+
+def _held_out_rows(held_out: dict) -> list[dict]:
+    """Each candidate's pooled numbers on the design's held-out scans, at its own choices."""
+    rows = []
+    for name, (labels, predicted, flagged) in held_out.items():
+        labels, flagged = np.asarray(labels, int), np.asarray(flagged, bool)
+        confusion = np.zeros((NUM_CLASSES, NUM_CLASSES))
+        np.add.at(confusion, (labels, np.asarray(predicted, int)), 1)
+        urgent = labels == URGENT_CLASS
+        hits = int((flagged & urgent).sum())
+        rows.append(
+            {"name": name, "macro_f1": round(float(_macro_f1(confusion)), 3),
+             "urgent_recall": round(hits / max(int(urgent.sum()), 1), 3),
+             "urgent_precision": round(hits / max(int(flagged.sum()), 1), 3)}
+        )  # fmt: skip
     return rows
 
 

@@ -7,7 +7,7 @@ It sees only the folds it is given (`covered`); the estimate scores the rest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,6 +26,8 @@ class Outcome:
     rows: list[dict]
     labels: np.ndarray  # of the covered scans, in order
     covered: np.ndarray  # mask over the FoldFits scans
+    fitted: dict[str, CrossFitted] = field(default_factory=dict)  # every candidate, by name
+    every_choice: dict[str, Choices] = field(default_factory=dict)  # each one's own choices
 
 
 def run_pipeline(
@@ -54,7 +56,8 @@ def run_pipeline(
     selected = next(item for item in fitted if item.name == winner)
     for row in rows:
         row["selected"] = row["name"] == winner
-    return Outcome(selected, choices[winner], rows, labels, mask)
+    fitted_by_name = {item.name: item for item in fitted}
+    return Outcome(selected, choices[winner], rows, labels, mask, fitted_by_name, choices)
 
 
 def candidate_row(item: CrossFitted, labels: np.ndarray, choices: Choices) -> dict:

@@ -132,7 +132,12 @@ def _candidates_markdown(card: ModelCard) -> list[str]:
                 f"{found['macro_f1']:.3f} / {found['urgent_recall']:.3f} / {found['urgent_precision']:.3f}"
             )  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Out-of-fold numbers at each candidate's own threshold and class weights."]
+    lines += [
+        "",
+        "First columns: out of fold on all patients; per design: on that design's held-out "
+        "scans (older records: out of fold inside the design's pipeline runs); each at the "
+        "candidate's own threshold and class weights.",
+    ]
     return lines
 
 

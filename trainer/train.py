@@ -140,10 +140,15 @@ def make_record(run: Run) -> dict:
     """A storable estimate: both designs' summaries and how they were made."""
     started = time.perf_counter()
     designs = estimate_designs(run)
+    return record_of(run, designs, time.perf_counter() - started)
+
+
+def record_of(run: Run, designs: list[dict], seconds: float) -> dict:
+    """The record of designs computed for `run` (by make_record, or piece by piece)."""
     return {
         "data_fingerprint": run.scans.fingerprint(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
         "designs": designs,
         "basis": (
             f"the whole pipeline ({len(run.candidates)} candidates"

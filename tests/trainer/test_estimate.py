@@ -66,3 +66,11 @@ def test_the_card_states_the_pessimistic_design_and_warns_on_misses() -> None:
     assert set(unseen.designs) == {"nested", "temporal"}
     fine = E.expected_unseen([_design("nested", 0.72, 0.96)], "b")
     assert fine.warnings == [] and fine.meets_target
+
+
+def test_every_candidate_is_scored_on_the_held_out_scans(fits) -> None:  # noqa: ANN001
+    groups = np.repeat(np.arange(16), 2)
+    summary = E.summarise(E.nested(fits, [prior(), reader()], True, groups, None, 0.95))
+    rows = {row["name"]: row for row in summary["held_out_candidates"]}
+    assert set(rows) == {"prior", "reader", "ensemble_best"}
+    assert rows["reader"]["macro_f1"] == 1.0 > rows["prior"]["macro_f1"]
