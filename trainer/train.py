@@ -64,8 +64,8 @@ def prepare(
     """Load the scans and their patients, deal the folds, name the candidates."""
     from trainer.fit import configure_tensorflow
 
-    if folds == 1:
-        raise ValueError("--folds must be 0 or at least 2")
+    if folds in (1, 2):  # the nested estimate cross-fits inside all folds but one
+        raise ValueError("--folds must be 0 (a quick run without an estimate) or at least 3")
     chosen, with_ensemble = select_candidates(candidates)
     scans = _as_scan_set(data)
     patients = patients_of(scans.images, groups, group_column)

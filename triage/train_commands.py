@@ -48,8 +48,8 @@ FoldsOption = Annotated[
     typer.Option(
         "--folds",
         min=0,
-        help="Cross-fit folds of the patients (also the nested estimate's); 0: a quick 2-fold "
-        "run without an estimate.",
+        help="Cross-fit folds of the patients (also the nested estimate's; at least 3); 0: a "
+        "quick 2-fold run without an estimate.",
     ),
 ]
 RecallOption = Annotated[
@@ -106,14 +106,15 @@ def estimate(
     from trainer.records import FOLDER, write_record
     from trainer.train import describe, make_record, prepare
 
+    if folds == 0:
+        _fail(ValueError("--folds 0 trains without an estimate: give at least 3 folds"))
     settings = get_settings()
     console = Console()
     recall = urgent_recall if urgent_recall is not None else settings.urgent_recall
     root = Path(out) if out is not None else settings.resolved_model_dir
     try:
         run = prepare(
-            data, groups, group_column, _names(candidates), folds or 2, epochs, seed, recall,
-            console,
+            data, groups, group_column, _names(candidates), folds, epochs, seed, recall, console,
         )  # fmt: skip
         record = make_record(run)
     except (ValueError, FileNotFoundError) as error:

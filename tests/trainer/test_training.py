@@ -167,3 +167,22 @@ def test_commands_refuse_bad_input_with_clear_errors(published, tmp_path: Path) 
     assert unknown.exit_code == 2 and "unknown candidate" in unknown.output
     no_column = runner.invoke(app, ["train", "--data", str(data), "--groups", str(data)])
     assert no_column.exit_code == 2 and "--group-column" in no_column.output
+
+
+def test_estimate_records_both_designs_where_train_finds_them(tmp_path: Path) -> None:
+    from trainer.synth import write_phantoms
+
+    data = write_phantoms(tmp_path / "scans.npz", 72, mix=(0.4, 0.3, 0.3), seed=11)
+    groups = tmp_path / "groups.csv"
+    groups.write_text("case,source_file\n" + "".join(f"{i // 2},s ({i}).png\n" for i in range(72)))
+    options = ["--data", str(data), "--groups", str(groups), "--group-column", "case",
+               "--epochs", "1", "--candidates", "baseline_1conv,hog_heads"]  # fmt: skip
+    runner = CliRunner()
+    too_few = runner.invoke(app, ["estimate", *options, "--folds", "2", "--out", str(tmp_path)])
+    assert too_few.exit_code == 2 and "at least 3" in too_few.output
+    result = runner.invoke(app, ["estimate", *options, "--out", str(tmp_path / "models")])
+    assert result.exit_code == 0, result.output
+    assert "nested group-aware: winners" in result.output and "recorded" in result.output
+    trained = runner.invoke(app, ["train", *options, "--out", str(tmp_path / "models")])
+    assert trained.exit_code == 0, trained.output
+    assert "running both designs" not in trained.output
