@@ -84,6 +84,7 @@ def card_markdown(card: ModelCard) -> str:
         lines += [f"- {key}: {value}" for key, value in card.reference.items()]
     lines += ["", "## Libraries", ""]
     lines += [f"- {name} {version}" for name, version in card.library_versions.items()]
+    lines += ["", "Plot: `confusion_out_of_fold.png` (the selected candidate, out of fold)."]
     return "\n".join([*lines, ""])
 
 

@@ -96,7 +96,7 @@ def run_training(
     from schemas.settings import get_settings
     from trainer.publish import publish, reserve_version
     from trainer.reference import reference_statistics
-    from trainer.report import candidate_table
+    from trainer.report import candidate_table, evaluate, plot_confusion
 
     started = time.perf_counter()
     console = _wide_console(console)
@@ -118,6 +118,8 @@ def run_training(
     card.reference = reference_statistics(
         run.scans.images, outcome.selected.out_of_fold, outcome.choices.threshold
     )
+    oof = evaluate(run.fits.labels, outcome.selected.out_of_fold, None, card.class_weights)
+    plot_confusion(oof["confusion_matrix"], staging / "confusion_out_of_fold.png", "out of fold")
     card.training_seconds = round(time.perf_counter() - started, 1)
     published = publish(model, staging, card)
     for line in summary_lines(card):

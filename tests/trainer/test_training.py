@@ -42,7 +42,8 @@ def test_train_selects_by_macro_f1_and_states_both_designs(published) -> None:  
     root, _ = published
     model_dir = resolve_model_dir(root)
     card = read_card(model_dir)
-    assert {"model.keras", "card.json", "card.md"} <= {p.name for p in model_dir.iterdir()}
+    files = {p.name for p in model_dir.iterdir()}
+    assert {"model.keras", "card.json", "card.md", "confusion_out_of_fold.png"} <= files
     assert card.synthetic_data and "SYNTHETIC" in (model_dir / "card.md").read_text()
     names = [row["name"] for row in card.candidates]
     assert names == ["baseline_1conv", "hog_heads", "ensemble_best"]
