@@ -93,7 +93,7 @@ def publish_model(model_root: Path, console) -> Path:  # noqa: ANN001 - rich Con
         console.print("publishing a model: the default recipe on the real dev scans ...")
         return run_training(
             str(found[0]), out=model_root, seed=0, groups=found[1],
-            group_column="pseudo_case", console=quiet,
+            group_column="pseudo_case", folds=0, console=quiet,  # serving, not its estimate
         )  # fmt: skip
     return publish_baseline(model_root, console)
 

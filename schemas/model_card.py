@@ -71,6 +71,21 @@ class ExpectedUnseen(BaseModel):
         default=None, description="Whether the low end of urgent recall reaches the target."
     )
     details: dict[str, Any] = Field(default_factory=dict)
+    design: str = Field(
+        default="", description="The validation design the ranges come from (the pessimistic)."
+    )
+    study_urgent_flagged: EstimateRange | None = Field(
+        default=None, description="Share of urgent studies that reach the worklist."
+    )
+    study_healthy_flagged: EstimateRange | None = Field(
+        default=None, description="Share of healthy studies flagged urgent."
+    )
+    designs: dict[str, Any] = Field(
+        default_factory=dict, description="Every validation design's ranges, by name."
+    )
+    warnings: list[str] = Field(
+        default_factory=list, description="Targets the stated ranges do not reach."
+    )
 
 
 class StudyDecision(BaseModel):
@@ -119,6 +134,12 @@ class ModelCard(BaseModel):
         default=None,
         description="How slices combine into a study decision; None (older cards): the max "
         "slice P(2) against the slice threshold.",
+    )
+    reference: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Training distribution a drift monitor can compare with, without labels: "
+        "P(urgent) histogram of out-of-fold scans, per-scan mean intensity and contrast, "
+        "share flagged urgent.",
     )
     expected_unseen: ExpectedUnseen | None = Field(
         default=None,

@@ -1,105 +1,126 @@
-"""Cross-fit the selected recipe on the training and validation patients together.
+"""Cross-fitting: every candidate trained on the other folds of the patients, once per fold.
 
-The candidates are compared on a validation split, so each is trained on 60 % of the patients.
-Once a recipe is chosen, the model to publish can learn from more of them without touching the
-test split: the training and validation images are dealt into K folds (whole patient groups
-when known), one copy of the recipe is trained per fold on the other K-1 folds (balanced by
-augmentation, early stopping on its own fold), and the published model averages the K copies'
-softmax. Every training and validation image is then predicted once by the copy that did not
-learn from it; these out-of-fold probabilities (all the urgent cases of 80 % of the patients,
-not 20 %) set the urgent threshold. The test split is scored afterwards, as before.
+The scans are dealt into folds by patient group (trainer.data.deal_groups). `FoldFits` trains
+a candidate on the scans outside a set of folds, on the balanced training set of just those
+scans (trainer.balance: only training scans are ever copied), and keeps the model: the
+published pipeline needs the models without one fold each, the nested estimate the models
+without two folds each (the fit without folds {i, j} serves the estimate of both i and j).
+`cross_fit` returns a candidate's out-of-fold scores and its merged fold models.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from imaging.canonical import to_model_input
-from trainer.balance import balance_by_augmentation
-from trainer.candidates import NUM_CLASSES, Candidate
-from trainer.data import DataError, deal_groups
-from trainer.fit import average_models, fit_candidate, predict_proba
+from trainer.balance import balance_by_augmentation, class_counts
+from trainer.candidates import Candidate
+from trainer.data import DataError
+from trainer.fit import predict_proba
+from trainer.networks import NUM_CLASSES
 
 
 @dataclass
-class CrossFit:
-    """The averaged model, the out-of-fold probabilities of its images, and the histories."""
+class CrossFitted:
+    """A candidate's out-of-fold softmax over some folds, and how to build its model."""
 
-    model: object
-    out_of_fold: np.ndarray
-    folds: int
-    histories: list[dict[str, list[float]]] = field(default_factory=list)
+    name: str
+    description: str
+    out_of_fold: np.ndarray  # rows of the scans in the folds it covers
+    build_model: Callable[[], object]  # the fold models merged (what is published)
     seconds: float = 0.0
+    baseline: bool = False
 
 
-def fold_of_images(
-    labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int
-) -> np.ndarray:
-    """The fold (0..folds-1) of every image: stratified by class; groups never span folds."""
-    labels = np.asarray(labels)
+@dataclass
+class FoldFits:
+    """Models of candidates trained without given folds, trained once each."""
+
+    images: np.ndarray  # uint8 (N, 64, 64)
+    labels: np.ndarray
+    fold: np.ndarray  # fold of every scan
+    seed: int = 0
+    epochs: int | None = None  # None: each candidate's own schedule
+    progress: Callable[[str], None] | None = None
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    _models: dict = field(default_factory=dict)
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(int(f) for f in np.unique(self.fold))
+
+    def without(self, candidate: Candidate, excluded: frozenset[int]):  # noqa: ANN201
+        """`candidate` trained on the balanced scans of every fold not in `excluded`."""
+        key = (candidate.name, excluded)
+        if key not in self._models:
+            started = time.perf_counter()
+            rest = ~np.isin(self.fold, list(excluded))
+            if len(np.unique(self.labels[rest])) < NUM_CLASSES:
+                raise DataError(
+                    f"the scans outside fold(s) {sorted(excluded)} lack a class: use fewer folds"
+                )
+            seed = self.seed + 97 * sum(2**f for f in excluded)
+            images, labels = balance_by_augmentation(self.images[rest], self.labels[rest], seed)
+            name = "without fold(s) " + ",".join(str(f + 1) for f in sorted(excluded))
+            self.counts[f"{name}: training scans"] = class_counts(self.labels[rest])
+            self.counts[f"{name}: balanced"] = class_counts(labels)
+            if self.progress is not None:
+                self.progress(f"{candidate.name} {name}")
+            self._models[key] = candidate.fit(images, labels, seed, self.epochs)
+            self.seconds[candidate.name] = self.seconds.get(candidate.name, 0.0) + (
+                time.perf_counter() - started
+            )
+        return self._models[key]
+
+
+def cross_fit(fits: FoldFits, candidate: Candidate, covered: list[int]) -> CrossFitted:
+    """Out-of-fold scores of `candidate` on the scans of the `covered` folds, each scored by
+    the model trained on the other covered folds (folds outside `covered` are never used)."""
+    started = time.perf_counter()
+    if len(covered) < 2:
+        raise DataError(f"cross-fitting needs at least 2 folds, got {len(covered)}")
+    outside = frozenset(fits.folds) - frozenset(covered)
+    inside = np.isin(fits.fold, covered)
+    out_of_fold = np.zeros((int(inside.sum()), NUM_CLASSES), np.float32)
+    position = np.cumsum(inside) - 1
+    models = []
+    for fold in covered:
+        model = fits.without(candidate, outside | {fold})
+        held = fits.fold == fold
+        out_of_fold[position[held]] = predict_proba(model, to_model_input(fits.images[held]))
+        models.append(model)
+    name = f"{candidate.name}_x{len(models)}"
+    return CrossFitted(
+        candidate.name, candidate.description, out_of_fold,
+        lambda: candidate.merge(models, name),
+        time.perf_counter() - started, candidate.baseline,
+    )  # fmt: skip
+
+
+def ensemble(members: list[CrossFitted], name: str) -> CrossFitted:
+    """The mean softmax of cross-fitted candidates (no further training)."""
+    from trainer.fit import average_models
+
+    return CrossFitted(
+        name,
+        "mean softmax of " + " and ".join(m.name for m in members),
+        np.mean([m.out_of_fold for m in members], axis=0),
+        lambda: average_models([m.build_model() for m in members], name),
+        sum(m.seconds for m in members),
+    )
+
+
+def fold_of_scans(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """The fold (0..folds-1) of every scan: whole groups, stratified by class."""
+    from trainer.data import deal_groups
+
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    if groups is not None:
-        if len(np.unique(groups)) < folds:
-            raise DataError(f"{folds} cross-fit folds need at least {folds} patient groups")
-        return deal_groups(labels, groups, (1.0,) * folds, seed)
-    from sklearn.model_selection import StratifiedKFold
-
-    if np.bincount(labels, minlength=NUM_CLASSES).min() < folds:
-        raise DataError(f"{folds} cross-fit folds need at least {folds} images of every class")
-    fold = np.zeros(len(labels), dtype=int)
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    for index, (_, held_out) in enumerate(splitter.split(labels, labels)):
-        fold[held_out] = index
-    return fold
-
-
-def cross_fit(
-    recipe: list[Candidate],
-    name: str,
-    images: np.ndarray,
-    labels: np.ndarray,
-    groups: np.ndarray | None,
-    folds: int,
-    epochs: int,
-    seed: int,
-    patience: int = 10,
-    progress=None,  # noqa: ANN001 - rich.progress.Progress
-) -> CrossFit:
-    """Train `recipe` (one candidate, or an ensemble's members) once per fold on uint8 images;
-    the averaged model is called `name`."""
-    started = time.perf_counter()
-    fold = fold_of_images(labels, groups, folds, seed)
-    out_of_fold = np.zeros((len(labels), NUM_CLASSES), dtype=np.float32)
-    members, histories = [], []
-    for index in range(folds):
-        held_out, rest = fold == index, fold != index
-        if len(np.unique(labels[rest])) < NUM_CLASSES or not held_out.any():
-            raise DataError(
-                f"cross-fit fold {index + 1} of {folds} leaves a class out of its training part; "
-                "use fewer --folds, or --folds 0"
-            )
-        train_images, train_labels = balance_by_augmentation(
-            images[rest], labels[rest], seed + index
-        )
-        train = (to_model_input(train_images), train_labels)
-        original = (to_model_input(images[rest]), labels[rest])  # for class-weighted losses
-        val = (to_model_input(images[held_out]), labels[held_out])
-        fold_models = []
-        for candidate in recipe:
-            label = f"{candidate.name} fold {index + 1}/{folds}"
-            result = fit_candidate(
-                candidate, train, val, epochs, seed + index, progress, patience, label,
-                original=original,
-            )  # fmt: skip
-            result.model.name = f"{candidate.name}_fold{index + 1}"  # unique in the average
-            fold_models.append(result.model)
-            histories += result.histories
-        fold_model = average_models(fold_models, f"fold_{index}")
-        out_of_fold[held_out] = predict_proba(fold_model, val[0])
-        members += fold_models
-    model = average_models(members, f"{name}_x{folds}")
-    return CrossFit(model, out_of_fold, folds, histories, time.perf_counter() - started)
+    if len(np.unique(groups)) < folds:
+        raise DataError(f"{folds} folds need at least {folds} patient groups")
+    return deal_groups(labels, groups, (1.0,) * folds, seed)

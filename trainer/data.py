@@ -106,35 +106,6 @@ def load_groups(csv_path: str | Path, column: str, expected_rows: int) -> np.nda
     return np.asarray(groups)
 
 
-def split_indices(
-    labels: np.ndarray, groups: np.ndarray | None = None, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """Stratified 60/20/20 train/val/test indices; with groups, no group spans two splits."""
-    labels = np.asarray(labels)
-    if groups is not None:
-        return _group_split(labels, np.asarray(groups), seed)
-    from sklearn.model_selection import StratifiedKFold
-
-    if np.bincount(labels, minlength=NUM_CLASSES).min() < 5:
-        raise DataError("a stratified 60/20/20 split needs at least 5 images of every class")
-    everything = np.arange(len(labels))
-    train_val, test = next(
-        StratifiedKFold(5, shuffle=True, random_state=seed).split(everything, labels)
-    )
-    train, val = next(
-        StratifiedKFold(4, shuffle=True, random_state=seed).split(train_val, labels[train_val])
-    )
-    return {"train": train_val[train], "val": train_val[val], "test": np.sort(test)}
-
-
-def _group_split(labels: np.ndarray, groups: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    names = np.unique(groups)
-    if len(names) < 5:
-        raise DataError(f"group-aware 60/20/20 split needs at least 5 groups, got {len(names)}")
-    part_of_image = deal_groups(labels, groups, (0.6, 0.2, 0.2), seed)
-    return {name: np.flatnonzero(part_of_image == i) for i, name in enumerate(SPLITS)}
-
-
 def deal_groups(
     labels: np.ndarray, groups: np.ndarray, shares: tuple[float, ...], seed: int
 ) -> np.ndarray:

@@ -1,27 +1,33 @@
-"""Train one candidate: batches (augmented on the fly if asked), early stopping, progress bar."""
+"""Train one Keras network for a fixed number of epochs, and the helpers every model needs.
+
+No early stopping: stopping on held-out scans would make a choice on the scans that score
+the model. The number of epochs is part of the candidate's recipe.
+"""
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from trainer.candidates import NUM_CLASSES, Candidate
+from trainer.networks import NUM_CLASSES
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-BATCH_SIZE = 32
+BATCH_SIZE = 64
 PREDICT_BATCH = 256
 
 
-@dataclass
-class FitResult:
-    """A trained model (an ensemble: its members averaged) and the per-epoch histories."""
+@dataclass(frozen=True)
+class Schedule:
+    """How a network is trained: epochs, optimiser, on-the-fly augmentation and mixup."""
 
-    model: object
-    histories: list[dict[str, list[float]]] = field(default_factory=list)
-    seconds: float = 0.0
+    epochs: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay; 0: plain Adam
+    augment: bool = False  # trainer.augment.augment_batch on every training batch
+    mixup: float = 0.0  # Beta(a, a) mixing of pairs of training scans; 0: none
+    label_smoothing: float = 0.0
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -46,98 +52,67 @@ def predict_proba(model, images: np.ndarray, batch_size: int = PREDICT_BATCH) ->
     return np.concatenate(outputs) if outputs else np.zeros((0, NUM_CLASSES), np.float32)
 
 
-def fit_candidate(
-    candidate: Candidate,
-    train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray] | None,
-    epochs: int,
-    seed: int,
-    progress=None,  # noqa: ANN001 - rich.progress.Progress
-    patience: int = 10,
-    label: str | None = None,
-    original: tuple[np.ndarray, np.ndarray] | None = None,
-) -> FitResult:
-    """Train `candidate` on float images and integer labels, with early stopping on `val`
-    (best weights restored); without `val`, for exactly `epochs` epochs. `train` is the
-    balanced training set; a candidate with a class-weighted loss trains on `original`, the
-    training split before balancing, instead."""
+def train_network(build, images: np.ndarray, labels: np.ndarray, schedule: Schedule, seed: int):  # noqa: ANN001, ANN201
+    """A network from `build()` trained on float images and integer labels (balanced set)."""
     import keras
 
-    class_weight = None
-    if candidate.class_weighted_loss:
-        if original is None:
-            raise ValueError(f"{candidate.name} trains on the unbalanced split: pass `original`")
-        train, class_weight = original, inverse_share_weights(original[1])
-    started = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    model = candidate.build()
+    model = build()
+    if schedule.weight_decay:
+        optimizer = keras.optimizers.AdamW(schedule.learning_rate, schedule.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule.learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(candidate.learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=candidate.label_smoothing),
-        metrics=["accuracy"],
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=schedule.label_smoothing),
     )
-    callbacks = []
-    if val is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=patience, restore_best_weights=True
-            )
-        )
-    if progress is not None:
-        callbacks.append(_progress_callback(progress, label or candidate.name, epochs))
-    history = model.fit(
-        _training_batches(train, candidate.augment, seed),
+    model.fit(
+        _training_batches(images, labels, schedule, seed),
+        epochs=schedule.epochs,
         shuffle=False,
-        validation_data=None
-        if val is None
-        else (val[0], keras.utils.to_categorical(val[1], NUM_CLASSES)),
-        epochs=epochs,
-        callbacks=callbacks,
-        class_weight=class_weight,
         verbose=0,
     )
-    histories = [{key: [float(v) for v in values] for key, values in history.history.items()}]
-    return FitResult(model, histories, time.perf_counter() - started)
+    return model
 
 
-def inverse_share_weights(labels: np.ndarray) -> dict[int, float]:
-    """Loss weight per present class, n / (classes x its count): every class weighs the same
-    (scikit-learn's "balanced" class weights)."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(labels)
-    weights = compute_class_weight("balanced", classes=present, y=labels)
-    return {int(c): float(w) for c, w in zip(present, weights, strict=True)}
-
-
-def _training_batches(train: tuple[np.ndarray, np.ndarray], augment: str, seed: int):  # noqa: ANN202
+def _training_batches(images: np.ndarray, labels: np.ndarray, schedule: Schedule, seed: int):  # noqa: ANN202
     import keras
     import tensorflow as tf
 
-    from trainer.augment import add_black_bars, augment_batch, augmentation_layers
+    from trainer.augment import augment_batch, augmentation_layers
 
-    images, labels = train
     dataset = tf.data.Dataset.from_tensor_slices(
-        (images.astype(np.float32), keras.utils.to_categorical(labels, NUM_CLASSES))
+        (
+            images.astype(np.float32),
+            keras.utils.to_categorical(labels, NUM_CLASSES).astype(np.float32),
+        )
     )
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(BATCH_SIZE)
-    if augment not in ("full", "bars", ""):
-        raise ValueError(f"unknown augmentation {augment!r}: use 'full', 'bars' or ''")
-    if augment:
-        generator = tf.random.Generator.from_seed(seed)
-        if augment == "full":
-            layers = augmentation_layers(seed)
-            dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
-        else:
-            dataset = dataset.map(lambda x, y: (add_black_bars(x, generator), y))
+    generator = tf.random.Generator.from_seed(seed)
+    if schedule.augment:
+        layers = augmentation_layers(seed)
+        dataset = dataset.map(lambda x, y: (augment_batch(x, layers, generator), y))
+    if schedule.mixup:
+        dataset = dataset.map(lambda x, y: _mixup(x, y, schedule.mixup, generator))
     return dataset.prefetch(2)
 
 
-def combine_results(candidate: Candidate, members: list[FitResult]) -> FitResult:
-    """An ensemble of already trained candidates: mean softmax, no further training."""
-    histories = [history for member in members for history in member.histories]
-    return FitResult(average_models([m.model for m in members], candidate.name), histories, 0.0)
+def _mixup(images, targets, alpha: float, generator):  # noqa: ANN001, ANN202 - TF tensors
+    """Each scan mixed with another of the batch, weight ~ Beta(alpha, alpha) (Zhang 2018)."""
+    import tensorflow as tf
+
+    count = tf.shape(images)[0]
+    seeds = generator.make_seeds(2)
+    first = tf.random.stateless_gamma([count], seeds[:, 0], alpha)
+    second = tf.random.stateless_gamma([count], seeds[:, 1], alpha)
+    weight = first / (first + second + 1e-9)
+    order = tf.argsort(generator.uniform([count]))
+    mixed = weight[:, None, None, None] * images + (1 - weight[:, None, None, None]) * tf.gather(
+        images, order
+    )
+    mixed_targets = weight[:, None] * targets + (1 - weight[:, None]) * tf.gather(targets, order)
+    return mixed, mixed_targets
 
 
 def average_models(members: list, name: str):  # noqa: ANN201
@@ -146,29 +121,8 @@ def average_models(members: list, name: str):  # noqa: ANN201
 
     if len(members) == 1:
         return members[0]
-
     inputs = keras.Input(members[0].input_shape[1:])
+    for index, member in enumerate(members):
+        member.name = f"{name}_member{index}"  # unique names inside the average
     outputs = keras.layers.Average()([member(inputs) for member in members])
     return keras.Model(inputs, outputs, name=name)
-
-
-def _progress_callback(progress, label: str, epochs: int):  # noqa: ANN001, ANN202
-    """Keras' LambdaCallback driving one rich progress task, one step per epoch."""
-    import keras
-
-    task = progress.add_task(label, total=epochs, status="")
-
-    def on_epoch_end(epoch: int, logs: dict | None) -> None:
-        logs = logs or {}
-        status = (
-            f"loss {logs.get('loss', float('nan')):.3f} "
-            f"val_loss {logs.get('val_loss', float('nan')):.3f} "
-            f"val_acc {logs.get('val_accuracy', float('nan')):.3f}"
-        )
-        progress.update(task, advance=1, status=status)
-
-    def on_train_end(logs: dict | None) -> None:
-        done = next(item for item in progress.tasks if item.id == task).completed
-        progress.update(task, total=done)
-
-    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end, on_train_end=on_train_end)

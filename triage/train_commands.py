@@ -32,6 +32,34 @@ GroupColumnOption = Annotated[
 ]
 
 
+CandidatesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--candidates",
+        help="Comma-separated candidate names (default: all of them and ensemble_best); the "
+        "one with the best out-of-fold macro F1 is published.",
+    ),
+]
+EpochsOption = Annotated[
+    int | None,
+    typer.Option("--epochs", min=1, help="Epochs per network (default: each candidate's own)."),
+]
+FoldsOption = Annotated[
+    int,
+    typer.Option(
+        "--folds",
+        min=0,
+        help="Cross-fit folds of the patients (also the nested estimate's; at least 3); 0: a "
+        "quick 2-fold run without an estimate.",
+    ),
+]
+RecallOption = Annotated[
+    float | None,
+    typer.Option("--urgent-recall", help="Target urgent recall (default TRIAGE_URGENT_RECALL)."),
+]
+SeedOption = Annotated[int, typer.Option("--seed", help="Seed for folds, balancing, weights.")]
+
+
 def train(
     data: DataOption,
     out: Annotated[
@@ -39,50 +67,21 @@ def train(
     ] = None,
     groups: GroupsOption = None,
     group_column: GroupColumnOption = None,
-    epochs: Annotated[
-        int, typer.Option("--epochs", min=1, help="Most epochs per CNN (hog_heads: unused).")
-    ] = 60,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for split, balancing and weights.")] = 0,
-    candidates: Annotated[
-        str | None,
-        typer.Option(
-            "--candidates",
-            help="Comma-separated candidate names (default: hog_heads, which is published "
-            "alone with its nested estimate; CNN names are compared on a validation split).",
-        ),
-    ] = None,
-    urgent_recall: Annotated[
-        float | None,
-        typer.Option("--urgent-recall", help="Target class-2 recall for the urgent threshold."),
-    ] = None,
-    folds: Annotated[
-        int,
-        typer.Option(
-            "--folds",
-            min=0,
-            help="Publish the mean of this many copies of the selected candidate, cross-fitted "
-            "over its folds (hog_heads: linear heads over all patients; CNNs: over train+val). "
-            "0: one copy (hog_heads: one head fitted on everything; CNNs: as trained).",
-        ),
-    ] = 4,
+    epochs: EpochsOption = None,
+    seed: SeedOption = 0,
+    candidates: CandidatesOption = None,
+    urgent_recall: RecallOption = None,
+    folds: FoldsOption = 3,
 ) -> None:
-    """Train and publish: by default the hog_heads recipe, every choice made inside group
-    folds, with what new patients should show (`expected_unseen`) on its card."""
+    """Train every candidate, publish the best by out-of-fold macro F1, with what new patients
+    should show (`expected_unseen`, from a recorded estimate or both designs run now)."""
     from trainer.train import run_training
 
-    names = [name.strip() for name in candidates.split(",")] if candidates else None
     try:
         run_training(
-            data,
-            out=out,
-            epochs=epochs,
-            seed=seed,
-            candidates=names,
-            groups=groups,
-            group_column=group_column,
-            urgent_recall=urgent_recall,
-            folds=folds,
-        )
+            data, out=out, epochs=epochs, seed=seed, candidates=_names(candidates),
+            groups=groups, group_column=group_column, urgent_recall=urgent_recall, folds=folds,
+        )  # fmt: skip
     except ValueError as error:
         _fail(error)
 
@@ -91,74 +90,48 @@ def estimate(
     data: DataOption,
     groups: GroupsOption = None,
     group_column: GroupColumnOption = None,
-    urgent_recall: Annotated[
-        float | None,
-        typer.Option(
-            "--urgent-recall", help="Target urgent recall (default TRIAGE_URGENT_RECALL)."
-        ),
-    ] = None,
-    folds: Annotated[
-        int, typer.Option("--folds", min=0, help="As for `triage train` (heads per model).")
-    ] = 4,
-    deals: Annotated[
-        int, typer.Option("--deals", min=1, help="Deals of the patients into outer folds.")
-    ] = 3,
+    epochs: EpochsOption = None,
+    seed: SeedOption = 0,
+    candidates: CandidatesOption = None,
+    urgent_recall: RecallOption = None,
+    folds: FoldsOption = 3,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Folder to record it in (default: trainer/estimates/)."),
+        typer.Option("--out", help="Model root to record it in (default: TRIAGE_MODEL_DIR)."),
     ] = None,
 ) -> None:
-    """Nested group cross-validation of the default recipe (hog_heads): what new patients
-    should show. `triage train` on the same data reuses the recorded estimate."""
-    import json
-
+    """Both validation designs of the training pipeline (nested group-aware, temporal):
+    recorded under MODEL_ROOT/estimates/, where `triage train` with the same settings finds it."""
     from schemas.settings import get_settings
-    from trainer.data import load_groups, load_scans
-    from trainer.fit import configure_tensorflow
-    from trainer.heads import scan_features
-    from trainer.train_heads import ESTIMATES_DIR, compute_estimate, estimate_key, joined_groups
+    from trainer.estimate import expected_unseen
+    from trainer.records import FOLDER, write_record
+    from trainer.train import describe, make_record, prepare
 
-    if folds == 1:
-        _fail(ValueError("--folds must be 0 or at least 2"))
-    if groups is not None and not group_column:
-        _fail(ValueError("--groups needs --group-column naming the group column"))
+    if folds == 0:
+        _fail(ValueError("--folds 0 trains without an estimate: give at least 3 folds"))
+    settings = get_settings()
+    console = Console()
+    recall = urgent_recall if urgent_recall is not None else settings.urgent_recall
+    root = Path(out) if out is not None else settings.resolved_model_dir
     try:
-        scans = load_scans(data, require_labels=True)
-        group_ids = load_groups(groups, group_column, len(scans.images)) if groups else None
+        run = prepare(
+            data, groups, group_column, _names(candidates), folds, epochs, seed, recall, console,
+        )  # fmt: skip
+        record = make_record(run)
     except (ValueError, FileNotFoundError) as error:
         _fail(error)
-    recall = urgent_recall if urgent_recall is not None else get_settings().urgent_recall
-    configure_tensorflow()
-    console = Console()
-    joined = joined_groups(scans.images, group_ids, console)
-    features = scan_features(scans.images, scans.labels, joined, studies=group_ids)
-    fingerprint = scans.fingerprint()
-    record = compute_estimate(features, fingerprint, recall, folds, seeds=tuple(range(deals)))
-    folder = Path(out) if out is not None else ESTIMATES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / estimate_key(fingerprint, group_ids is not None, recall, folds)
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    _print_estimate(console, record, path)
-
-
-def _print_estimate(console: Console, record: dict, path: Path) -> None:
-    """The pooled range, one line per deal, and where the record was written."""
-    from trainer.heads import describe_range
-
-    console.print(f"expected on new patients: {describe_range(record['expected_unseen'])}")
-    for deal in record["expected_unseen"]["per_deal"]:
-        console.print(
-            f"  deal {deal['seed']}: macro F1 {deal['macro_f1']:.3f}, urgent recall "
-            f"{deal['urgent_recall']:.3f}, precision {deal['urgent_precision']:.3f}, healthy "
-            f"flagged {deal['healthy_flagged']:.1%}"
-            + (
-                f"; studies: recall {deal['study_recall']:.3f}, precision "
-                f"{deal['study_precision']:.3f}"
-                if "study_recall" in deal
-                else ""
-            )
-        )
+    path = write_record(root / FOLDER, run.key(), record)
+    for design in record["designs"]:
+        console.print(f"{design['design']}: winners {design['winners']}")
+    unseen = expected_unseen(record["designs"], record["basis"])
+    console.print(f"expected on new patients: {describe(unseen)} ({unseen.design})")
+    for warning in unseen.warnings:
+        console.print(f"WARNING: {warning}", markup=False)
     console.print(f"recorded {path} ({record['seconds']:.0f} s)")
+
+
+def _names(candidates: str | None) -> list[str] | None:
+    return [name.strip() for name in candidates.split(",")] if candidates else None
 
 
 def predict(

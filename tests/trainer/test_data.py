@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer.data import DataError, load_groups, load_scans, split_indices
+from trainer.data import DataError, deal_groups, load_groups, load_scans
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -169,32 +169,16 @@ def test_groups_csv_is_checked(tmp_path: Path) -> None:
         load_groups(path, "patient", 3)
 
 
-def test_stratified_split_is_60_20_20_and_reproducible() -> None:
-    labels = np.repeat([0, 1, 2], [300, 100, 100])
-    splits = split_indices(labels, seed=1)
-    assert [len(splits[s]) for s in ("train", "val", "test")] == [300, 100, 100]
-    assert np.bincount(labels[splits["train"]]).tolist() == [180, 60, 60]
-    assert np.bincount(labels[splits["val"]]).tolist() == [60, 20, 20]
-    assert np.bincount(labels[splits["test"]]).tolist() == [60, 20, 20]
-    again = split_indices(labels, seed=1)
-    assert all(np.array_equal(splits[s], again[s]) for s in splits)
-    covered = np.sort(np.concatenate(list(splits.values())))
-    assert np.array_equal(covered, np.arange(500))
-
-
-def test_group_aware_split_keeps_every_group_in_one_split() -> None:
+def test_dealt_groups_never_span_two_parts_and_every_part_has_every_class() -> None:
     rng = np.random.default_rng(0)
     group_labels = rng.choice(3, size=60, p=[0.5, 0.2, 0.3])
     sizes = rng.integers(2, 12, size=60)
     groups = np.repeat(np.arange(60), sizes).astype(str)
     labels = np.repeat(group_labels, sizes)
-    splits = split_indices(labels, groups, seed=3)
-    members = {name: set(groups[index]) for name, index in splits.items()}
-    assert not members["train"] & members["val"]
-    assert not members["train"] & members["test"]
-    assert not members["val"] & members["test"]
-    assert sum(len(index) for index in splits.values()) == len(labels)
-    for index in splits.values():  # stratified: every class present in every split
-        assert set(labels[index]) == {0, 1, 2}
-    shares = [len(splits[name]) / len(labels) for name in ("train", "val", "test")]
-    assert shares[0] == pytest.approx(0.6, abs=0.1)
+    part = deal_groups(labels, groups, (1.0, 1.0, 1.0), seed=3)
+    members = [set(groups[part == k]) for k in range(3)]
+    assert not members[0] & members[1] and not members[0] & members[2]
+    assert not members[1] & members[2]
+    for k in range(3):  # stratified: every class present in every part
+        assert set(labels[part == k]) == {0, 1, 2}
+        assert np.mean(part == k) == pytest.approx(1 / 3, abs=0.1)
