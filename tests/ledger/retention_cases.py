@@ -115,7 +115,7 @@ def make_cases(engine: Engine, plain: int = 3, slices: int = 4) -> Cases:
     row = studies.study_row(engine, acknowledged)
     assert (
         row is not None
-        and worklist.acknowledge(engine, str(row["study_uid"], "tester")) is not None
+        and worklist.acknowledge(engine, str(row["study_uid"]), "tester") is not None
     )
     open_case = add_study(engine, slices, 0.9)
     escalate(engine, open_case)

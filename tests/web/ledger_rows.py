@@ -30,7 +30,9 @@ def decided_study(
             accession=accession, patient_id="PAT-1", modality="CT", instance_number=number,
             slice_position=float(number), patient_name=patient_name, study_date="20261202",
         )  # fmt: skip
-        ref = StudyRef(study_uid, accession, "PAT-1", patient_name, "20261202")
+        ref = StudyRef(
+            study_uid, accession, "PAT-1", patient_name=patient_name, study_date="20261202"
+        )
         pixels = bytes(range(256)) * 16
         new.append(scan_ledger.NewScan(str(uuid.uuid4()), pixels, accession, "f", ref, identity))
     ids = scan_ledger.add_scans(engine, new, "routine").new

@@ -29,7 +29,7 @@ from testkit.services import free_port, wait_until
 from tests.gateway.intake.test_receiver import EXPLICIT_LE, ct_instance
 
 pytestmark = pytest.mark.timeout(240)
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CAP = 1 << 20  # TRIAGE_MAX_FILE_BYTES for these receivers
 PEERS = 25
 

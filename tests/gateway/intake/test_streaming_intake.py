@@ -18,7 +18,7 @@ from ledger.statements import scans, studies
 from schemas.settings import get_settings
 from tests.fixtures_model import brightness_scans
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def ledger_counts() -> tuple[int, int]:

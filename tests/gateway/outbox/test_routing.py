@@ -22,7 +22,7 @@ def test_nothing_configured_sends_nothing() -> None:
 def test_every_channel_configured() -> None:
     plan = routing(Settings(**EVERYTHING))
     assert plan.channels(urgent=False) == ("dicom", "fhir")
-    assert plan.channels(urgent=True) == ("dicom", "fhir", "hl7", "webhook")
+    assert plan.channels(urgent=True) == ("dicom", "fhir", "key_image", "hl7", "webhook")
 
 
 def test_hl7_for_every_study_when_asked() -> None:
