@@ -7,8 +7,8 @@
   winner scores the later ones, as a hospital meets them.
 Which candidate wins is part of what is estimated; no choice sees the scans that score it.
 Each design's range: RESAMPLES draws of UNSEEN_PATIENTS patients (with replacement) from its
-held-out predictions, the INTERVAL range; studies likewise. The card states the pessimistic
-design's ranges and warns where a range misses a target (TARGETS).
+held-out predictions, the INTERVAL range; studies likewise. The card states, target by target,
+the pessimistic design's range, and warns where a range misses a target (TARGETS).
 """
 
 from __future__ import annotations
@@ -239,40 +239,32 @@ def _held_out_rows(held_out: dict) -> list[dict]:
 
 
 def expected_unseen(designs: list[dict], basis: str) -> ExpectedUnseen:
-    """The card's promise: the pessimistic design's ranges (the one lower on more of the
-    targets' bounds, macro F1 breaking ties), every design kept, a warning per missed target."""
-
-    def lower_count(design: dict) -> tuple[int, float]:
-        worse = sum(
-            all(
-                design.get(k, {}).get("low", 1) <= other.get(k, {}).get("low", 1)
-                for other in designs
-            )
-            for k in KEYS
-            if k != "study_healthy_flagged"
-        )
-        return worse, -design["macro_f1"]["low"]
-
-    chosen = max(designs, key=lower_count)
+    """The card's promise, target by target the pessimistic design's range (the lower low end
+    where a target is a floor, the higher high end where it is a ceiling), which design each
+    came from, every design kept, and a warning per missed target. `design` names the design
+    that gave the macro F1 range."""
+    worst = {key: _worst(designs, key, side) for key, _, side in TARGETS}
+    worst = {key: design for key, design in worst.items() if design is not None}
     warnings = []
     for key, bound, side in TARGETS:
-        if key not in chosen:
+        if key not in worst:
             continue
-        value = chosen[key][side]
-        if (side == "low" and value < bound) or (side == "high" and value > bound):
+        stated = worst[key][key]
+        if (side == "low" and stated[side] < bound) or (side == "high" and stated[side] > bound):
             warnings.append(
-                f"{key.replace('_', ' ')}: the {chosen['design']} range "
-                f"({chosen[key]['low']:.2f}-{chosen[key]['high']:.2f}) misses the target "
+                f"{key.replace('_', ' ')}: the {worst[key]['design']} range "
+                f"({stated['low']:.2f}-{stated['high']:.2f}) misses the target "
                 f"{'>=' if side == 'low' else '<='} {bound}"
             )
+    sources = ", ".join(f"{key} from {design['design']}" for key, design in worst.items())
     return ExpectedUnseen(
-        macro_f1=EstimateRange(**chosen["macro_f1"]),
-        urgent_recall=EstimateRange(**chosen["urgent_recall"]),
-        urgent_precision=EstimateRange(**chosen["urgent_precision"]),
-        study_urgent_flagged=_optional_range(chosen.get("study_urgent_flagged")),
-        study_healthy_flagged=_optional_range(chosen.get("study_healthy_flagged")),
-        basis=f"{chosen['design']} (the pessimistic of {len(designs)} design(s)); {basis}",
-        design=chosen["design"],
+        macro_f1=EstimateRange(**worst["macro_f1"]["macro_f1"]),
+        urgent_recall=EstimateRange(**worst["urgent_recall"]["urgent_recall"]),
+        urgent_precision=EstimateRange(**worst["urgent_precision"]["urgent_precision"]),
+        study_urgent_flagged=_optional_range(_stated(worst, "study_urgent_flagged")),
+        study_healthy_flagged=_optional_range(_stated(worst, "study_healthy_flagged")),
+        basis=f"the pessimistic of {len(designs)} design(s), target by target ({sources}); {basis}",
+        design=worst["macro_f1"]["design"],
         nested=True,
         confidence=INTERVAL,
         patients=UNSEEN_PATIENTS,
@@ -281,6 +273,19 @@ def expected_unseen(designs: list[dict], basis: str) -> ExpectedUnseen:
         designs={d["design"]: d for d in designs},
         warnings=warnings,
     )
+
+
+def _worst(designs: list[dict], key: str, side: str) -> dict | None:
+    """The design whose range for `key` is worse for a target on that `side`."""
+    having = [design for design in designs if design.get(key)]
+    if not having:
+        return None
+    pick = min if side == "low" else max
+    return pick(having, key=lambda design: design[key][side])
+
+
+def _stated(worst: dict[str, dict], key: str) -> dict | None:
+    return worst[key][key] if key in worst else None
 
 
 def _optional_range(value: dict | None) -> EstimateRange | None:

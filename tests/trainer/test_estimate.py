@@ -64,6 +64,11 @@ def test_the_card_states_the_pessimistic_design_and_warns_on_misses() -> None:
     assert unseen.meets_target is False
     assert [w.split(":")[0] for w in unseen.warnings] == ["macro f1", "urgent recall"]
     assert set(unseen.designs) == {"nested", "temporal"}
+    mixed = E.expected_unseen(  # each target from the design worse on it
+        [_design("nested", 0.55, 0.96), _design("temporal", 0.72, 0.90)], "b"
+    )
+    assert mixed.macro_f1.low == 0.55 and mixed.urgent_recall.low == 0.90
+    assert "macro_f1 from nested" in mixed.basis and "urgent_recall from temporal" in mixed.basis
     fine = E.expected_unseen([_design("nested", 0.72, 0.96)], "b")
     assert fine.warnings == [] and fine.meets_target
 
