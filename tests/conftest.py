@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
 
+from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.settings import get_settings
 from testkit.services import PostgresServer, RedisServer, create_database, postgres_bin_dir
 from tests.fixtures_model import model_root, published_model_root  # noqa: F401 - fixtures
@@ -71,3 +73,12 @@ def database_url(request: pytest.FixtureRequest, triage_env: Path) -> str:
         triage_env.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{triage_env / 'test.db'}"
     return create_database(request.getfixturevalue("postgres_admin_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """The ledger on `database_url`, migrated to the newest schema; disposed afterwards."""
+    engine = create_ledger_engine(database_url)
+    upgrade_schema(engine)
+    yield engine
+    engine.dispose()

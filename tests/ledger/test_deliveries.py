@@ -5,12 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from ledger import deliveries, studies
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.deliveries import Routing
 from ledger.statements import deliveries as table
 from schemas.model_card import ModelCard
@@ -18,14 +16,6 @@ from schemas.tables import utcnow
 
 CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
 ROUTING = Routing(every=("dicom", "fhir"), urgent_only=("hl7",))
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def decided(engine, p2s: list[float], routing: Routing = ROUTING) -> list[str]:  # noqa: ANN001

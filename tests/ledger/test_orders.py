@@ -5,13 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from imaging.identity import DicomIdentity
 from ledger import deliveries, orders, reads, studies, worklist
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.deliveries import Routing
 from ledger.orders import ReceivedOrder, lane_of
 from ledger.statements import scans as scans_table
@@ -22,14 +20,6 @@ from schemas.tables import utcnow
 
 CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
 ROUTING = Routing(every=("hl7",))
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def order(accession: str, control: str = "NW", code: str | None = "S", number: int = 1):  # noqa: ANN201

@@ -9,18 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from ledger import retention
-from ledger.database import create_ledger_engine, upgrade_schema
 from tests.ledger.retention_cases import make_cases, scans_of, snapshot
 
 KEEP = 30
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def _largest_deletes(engine) -> list[int]:  # noqa: ANN001

@@ -13,16 +13,7 @@ import sqlalchemy as sa
 
 from ledger import reads
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from tests.fixtures_model import brightness_scans
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - sqlalchemy Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def add(engine, count: int) -> list[str]:  # noqa: ANN001

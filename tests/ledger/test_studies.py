@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from imaging.identity import DicomIdentity
 from ledger import reads, studies, worklist
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.statements import scans as scans_table
 from ledger.statements import studies as studies_table
 from ledger.studies import StudyRef
@@ -21,14 +20,6 @@ from schemas.model_card import ModelCard, StudyRule
 from schemas.tables import utcnow
 
 CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def instance(study_uid: str, number: int, sop: str | None = None) -> ledger.NewScan:

@@ -5,21 +5,10 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
-
 from ledger import reads, worklist
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.messages import Escalation
 from tests.ledger.test_studies import finish, instance
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - sqlalchemy Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def add(engine, count: int) -> list[str]:  # noqa: ANN001

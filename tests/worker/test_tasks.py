@@ -14,20 +14,11 @@ import sqlalchemy.exc
 
 from ledger import reads, worklist
 from ledger import scans as ledger
-from ledger.database import create_ledger_engine, upgrade_schema
 from schemas.messages import Escalation
 from schemas.settings import get_settings
 from tests.fixtures_model import BRIGHTNESS_MODEL_VERSION, brightness_scans
 from worker.model import current_model
 from worker.tasks import classify, classify_scans
-
-
-@pytest.fixture
-def engine(database_url: str):  # noqa: ANN201 - sqlalchemy Engine
-    engine = create_ledger_engine(database_url)
-    upgrade_schema(engine)
-    yield engine
-    engine.dispose()
 
 
 def add(engine, means: list[int], priority: str = "routine") -> list[str]:  # noqa: ANN001
