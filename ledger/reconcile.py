@@ -16,8 +16,8 @@ the urgent worker (`celery -A worker worker -Q urgent -B`). Each run reads ids a
 - re-sends escalations of urgent results missing from the worklist when the `urgent` queue is
   empty (the message was lost); the worklist insert is idempotent;
 - pages again worklist cases whose page never went out (`notified_at` unset for longer than
-  one reconcile period: the urgent worker died between worklist and page, or the webhook
-  failed);
+  one reconcile period: the urgent worker died between the worklist row and recording the
+  page; the webhook is an outbox delivery, re-sent with the other due rows);
 - has the key image of an urgent study rendered (`render`) when it decides the study itself
   (it runs where no model does), and again, at most once per reconcile period, for a key image
   still waiting for its saliency map (the render job was lost, or its worker died).
