@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -30,10 +29,10 @@ from gateway.intake.receiver import (
 from gateway.intake.study_closer import StudyCloser
 from ledger.database import engine_for, upgrade_schema
 from ledger.statements import scan_pixels, scans, studies
-from schemas.messages import Priority
 from schemas.settings import Settings
 from schemas.tables import utcnow
 from tests.fixtures_model import brightness_scans
+from tests.gateway.intake.conftest import Published
 
 EXPLICIT_LE, IMPLICIT_LE = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2"
 RLE, JPEG_LS = "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"
@@ -88,22 +87,6 @@ def send(
         return [int(association.send_c_store(dataset).Status) for dataset in datasets]
     finally:
         association.release()
-
-
-@dataclass
-class Published:
-    calls: list[tuple[list[str], Priority]] = field(default_factory=list)
-
-    def __call__(self, scan_ids: Sequence[str], priority: Priority, _settings: Settings) -> int:
-        self.calls.append((list(scan_ids), priority))
-        return 1
-
-
-@pytest.fixture
-def settings(triage_env: object) -> Settings:
-    settings = Settings()
-    upgrade_schema(engine_for(settings.resolved_database_url))
-    return settings
 
 
 @pytest.fixture

@@ -7,37 +7,20 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from gateway.intake.study_closer import StudyCloser
 from ledger import scans as ledger
-from ledger.database import engine_for, upgrade_schema
+from ledger.database import engine_for
 from ledger.statements import scans, studies
 from ledger.studies import StudyRef
 from schemas.messages import Priority
 from schemas.settings import Settings
 from schemas.tables import utcnow
 from testkit.services import wait_until
-
-
-@dataclass
-class Published:
-    calls: list[tuple[list[str], Priority]] = field(default_factory=list)
-
-    def __call__(self, scan_ids: Sequence[str], priority: Priority, _settings: Settings) -> int:
-        self.calls.append((list(scan_ids), priority))
-        return 1
-
-
-@pytest.fixture
-def settings(triage_env: object) -> Settings:
-    settings = Settings()
-    upgrade_schema(engine_for(settings.resolved_database_url))
-    return settings
+from tests.gateway.intake.conftest import Published
 
 
 def receive(settings: Settings, study_uid: str, count: int, priority: str = "routine") -> list[str]:
