@@ -16,6 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from testkit.services import free_port, wait_until
 from tests.conftest import REQUIRE_SERVICES
@@ -32,10 +39,6 @@ DOCS = REPO_ROOT / "docs"
 
 def _browser_or_skip() -> None:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip)")
     if missing:
         message = f"the browser test needs {', '.join(missing)} (apt-get install chromium chromium-driver)"
         if REQUIRE_SERVICES:
@@ -113,12 +116,42 @@ def enqueue_hostile_urgent_study(pipeline: Pipeline, folder: Path) -> None:
 
 
 def log_in(driver, url: str, password: str = PASSWORD) -> None:  # noqa: ANN001
-    from selenium.webdriver.common.by import By
-
     driver.get(f"{url}/login")
-    driver.find_element(By.NAME, "username").send_keys("alice")
+    waiting(driver).until(lambda d: d.find_element(By.NAME, "username")).send_keys("alice")
     driver.find_element(By.NAME, "password").send_keys(password)
-    driver.find_element(By.ID, "login").click()
+    click(driver, By.ID, "login")
+
+
+def waiting(driver):  # noqa: ANN001, ANN201
+    """A wait that re-finds: the live worklist re-renders (SSE) and a click loads a new page,
+    so an element found a moment ago may be gone or stale."""
+    return WebDriverWait(
+        driver, 90, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+    )
+
+
+def click(driver, by: str, value: str) -> None:  # noqa: ANN001
+    """Click the element once it is there, found afresh if an update replaced it."""
+
+    def clicked(d) -> bool:  # noqa: ANN001
+        d.find_element(by, value).click()
+        return True
+
+    waiting(driver).until(clicked)
+
+
+def shows(driver, by: str, value: str, expected: str, exact: bool = False) -> None:  # noqa: ANN001
+    """Wait until the element's text holds (or, `exact`, is) `expected`; fail naming both."""
+    seen: list[str] = [""]
+
+    def holds(d) -> bool:  # noqa: ANN001
+        seen[0] = d.find_element(by, value).text
+        return seen[0] == expected if exact else expected in seen[0]
+
+    try:
+        waiting(driver).until(holds)
+    except TimeoutException:
+        pytest.fail(f"{value} never showed {expected!r}; it shows {seen[0]!r}")
 
 
 def post_without_csrf(driver, path: str) -> int:  # noqa: ANN001
@@ -132,57 +165,53 @@ def post_without_csrf(driver, path: str) -> int:  # noqa: ANN001
 
 
 def test_a_clinician_works_the_live_worklist_in_chromium(web, browser, tmp_path: Path) -> None:  # noqa: ANN001
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     pipeline, url = web
-    wait = WebDriverWait(browser, 90)
     log_in(browser, url, password="not the password")
-    assert "wrong user name or password" in browser.find_element(By.ID, "login-error").text
+    shows(browser, By.ID, "login-error", "wrong user name or password")
     log_in(browser, url)
-    wait.until(lambda d: d.find_elements(By.ID, "whoami"))
-    assert "No open urgent studies" in browser.find_element(By.ID, "worklist").text
-    wait.until(lambda d: d.find_element(By.ID, "live-state").text == "live")
+    waiting(browser).until(lambda d: d.find_elements(By.ID, "whoami"))
+    shows(browser, By.ID, "worklist", "No open urgent studies")
+    shows(browser, By.ID, "live-state", "live", exact=True)
     browser.execute_script("window.notReloaded = true;")
 
     enqueue_hostile_urgent_study(pipeline, tmp_path / "incoming")
     row = f'tr.case[data-study="{STUDY_UID}"]'
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    waiting(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
     assert browser.execute_script("return window.notReloaded === true;")  # live, no reload
     DOCS.mkdir(exist_ok=True)
     browser.save_screenshot(str(DOCS / "web-worklist.png"))
 
-    browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
-    wait.until(lambda d: d.find_elements(By.ID, "patient-name"))
-    assert browser.find_element(By.ID, "patient-name").text == HOSTILE_NAME  # text, not markup
+    click(browser, By.CSS_SELECTOR, f"{row} a")
+    shows(browser, By.ID, "patient-name", HOSTILE_NAME, exact=True)  # text, not markup
     assert browser.execute_script("return window.pwned === undefined;")
-    assert "not a diagnosis" in browser.find_element(By.ID, "statement").text
-    browser.find_element(By.ID, "ack").click()
-    wait.until(lambda d: d.find_elements(By.ID, "acknowledged"))
-    assert "alice" in browser.find_element(By.ID, "acknowledged").text
-    browser.find_element(By.ID, "urgent-yes").click()
-    browser.find_element(By.CSS_SELECTOR, "#finding-class option[value='2']").click()
-    browser.find_element(By.ID, "comment").send_keys("confirmed <b>PE</b>")
-    browser.find_element(By.ID, "save-finding").click()
-    wait.until(lambda d: "confirmed <b>PE</b>" in d.find_element(By.ID, "findings").text)
-    assert "alice" in browser.find_element(By.ID, "findings").text
+    shows(browser, By.ID, "statement", "not a diagnosis")
+    click(browser, By.ID, "ack")
+    shows(browser, By.ID, "acknowledged", "alice")
+    click(browser, By.ID, "urgent-yes")
+    click(browser, By.CSS_SELECTOR, "#finding-class option[value='2']")
+    waiting(browser).until(lambda d: d.find_element(By.ID, "comment")).send_keys(
+        "confirmed <b>PE</b>"
+    )
+    click(browser, By.ID, "save-finding")
+    shows(browser, By.ID, "findings", "confirmed <b>PE</b>")
+    shows(browser, By.ID, "findings", "alice")
     browser.set_window_size(1280, 1500)  # the whole study page
     browser.save_screenshot(str(DOCS / "web-study.png"))
     browser.set_window_size(1280, 900)
 
     assert post_without_csrf(browser, f"/studies/{STUDY_UID}/findings") == 403
     browser.get(f"{url}/?tab=acknowledged")
-    assert STUDY_UID in browser.find_element(By.ID, "worklist").text
+    shows(browser, By.ID, "worklist", STUDY_UID)
     browser.get(f"{url}/performance")
-    assert browser.find_element(By.CSS_SELECTOR, "#agreement td.ppv").text == "1.00"
+    shows(browser, By.CSS_SELECTOR, "#agreement td.ppv", "1.00", exact=True)
     browser.save_screenshot(str(DOCS / "web-performance.png"))
     browser.get(f"{url}/operations")
-    assert "403" in browser.find_element(By.TAG_NAME, "h1").text
+    shows(browser, By.TAG_NAME, "h1", "403")
     assert post_without_csrf(browser, "/operations/deliveries/any/retry") == 403
 
     cli(pipeline, "users", "disable", "alice")
     browser.get(f"{url}/")
-    assert browser.current_url.endswith("/login")
+    waiting(browser).until(lambda d: d.current_url.endswith("/login"))
 
     trail = json.loads(cli(pipeline, "audit", "--json").stdout)
     actions = [(row["who"], row["action"]) for row in trail]

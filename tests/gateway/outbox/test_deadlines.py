@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -56,16 +57,27 @@ class DripPeer:
                 for byte in self.answer:
                     connection.sendall(bytes([byte]))
                     self.dripped += 1
-                    connection.settimeout(self.interval)
-                    try:  # the sender's close shows as EOF (or a reset) here
-                        if connection.recv(1) == b"":
-                            self.cut_early = True
-                            break
-                    except TimeoutError:
-                        continue
+                    if _closed_within(connection, self.interval):
+                        self.cut_early = True
+                        break
             except OSError:
                 self.cut_early = True
         self.done.set()
+
+
+def _closed_within(connection: socket.socket, seconds: float) -> bool:
+    """Whether the sender closed the connection (EOF) within `seconds`; waits them out in
+    full, whatever else it sends meanwhile (a request body arriving after its headers must
+    not speed the drip up)."""
+    ends = time.monotonic() + seconds
+    while (left := ends - time.monotonic()) > 0:
+        connection.settimeout(left)
+        try:
+            if connection.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            return False
+    return False
 
 
 @pytest.fixture
