@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger import audit
-from ledger.orders import cancelled_studies
+from ledger.orders import CANCEL_REASON, cancelled_studies, study_is_cancelled
 from ledger.statements import chunks, deliveries, scans, studies
 from schemas.queues import DELIVER_TIME_LIMIT_S
 from schemas.tables import as_utc, utcnow
@@ -181,15 +181,13 @@ def due(engine: Engine, now: datetime, limit: int) -> list[str]:
 
 def claim(engine: Engine, delivery_id: str) -> dict[str, Any] | None:
     """Take a pending, due delivery (attempts + 1, leased for CLAIM_LEASE_S); None if it is
-    delivered, failed, or not due (another sender has it, or its backoff runs)."""
+    delivered, failed, or not due (another sender has it, or its backoff runs). A delivery
+    whose study's order is cancelled fails here instead."""
     now = utcnow()
+    pending = (deliveries.c.id == delivery_id, deliveries.c.status == "pending")
     taken = (
         deliveries.update()
-        .where(
-            deliveries.c.id == delivery_id,
-            deliveries.c.status == "pending",
-            deliveries.c.next_attempt_at <= now,
-        )
+        .where(*pending, deliveries.c.next_attempt_at <= now)
         .values(
             attempts=deliveries.c.attempts + 1,
             next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S),
@@ -197,6 +195,11 @@ def claim(engine: Engine, delivery_id: str) -> dict[str, Any] | None:
         .returning(*deliveries.c)
     )
     with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(*pending, study_is_cancelled(deliveries.c.study_id))
+            .values(status="failed", last_error=CANCEL_REASON)
+        )  # written by a decision in the instant its order's cancel was applied: never sent
         row = connection.execute(taken).first()
     return None if row is None else dict(row._mapping)
 

@@ -178,6 +178,19 @@ def test_a_decision_after_the_cancel_writes_no_deliveries(engine) -> None:  # no
     assert deliveries.list_deliveries(engine) == []
 
 
+def test_a_delivery_written_as_its_cancel_was_applied_is_never_sent(engine) -> None:  # noqa: ANN001
+    """PostgreSQL, read committed: the decision checked for a cancel before the CA was
+    committed, the cancel's update did not see the decision's uncommitted rows. The end state
+    of that race, made in order here: the sender's claim must stop the row."""
+    decided = ledger.add_scans(engine, instances("RACE", 1), "routine").new
+    finish(engine, decided, 0.9, ROUTING)  # a pending HL7 delivery
+    orders.record_message(engine, "M10", "ORM^O01", [order("RACE", control="CA")])
+    (row,) = deliveries.list_deliveries(engine)
+    assert deliveries.claim(engine, row["id"]) is None
+    (row,) = deliveries.list_deliveries(engine)
+    assert (row["status"], row["last_error"]) == ("failed", "order cancelled")
+
+
 def test_the_worklist_puts_stat_studies_ahead_of_routine_urgent_ones(engine) -> None:  # noqa: ANN001
     routine = ledger.add_scans(engine, instances("R1", 1), "routine").new
     orders.record_message(engine, "M8", "ORM^O01", [order("S1")])
