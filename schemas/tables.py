@@ -175,6 +175,9 @@ class Result(Base):
     classified_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+    # what the model saw, for drift without labels (imaging.statistics); None before 0008
+    mean_intensity: Mapped[float | None] = mapped_column(Float)
+    contrast: Mapped[float | None] = mapped_column(Float)
 
 
 class UrgentCase(Base):

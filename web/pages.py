@@ -243,9 +243,14 @@ def performance_page(
     )
     streaks = performance.days_outside(marked)
     alerts = {version: days for version, days in streaks.items() if days >= performance.DRIFT_DAYS}
+    inputs = performance.with_input_bands(
+        performance.input_distribution(engine), performance.input_bands(engine)
+    )
     return render(
         request, "performance.html", principal, agreement=marked, alerts=alerts,
         drift=performance.output_distribution(engine), drift_days=performance.DRIFT_DAYS,
+        inputs=inputs, input_alerts=performance.latest_judged(inputs),
+        min_scans_judged=performance.MIN_SCANS_JUDGED,
     )  # fmt: skip
 
 
