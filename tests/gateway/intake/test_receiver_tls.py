@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.intake.receiver import Receiver, start_receiver
+from gateway.intake.receiver import VERIFICATION, Receiver, start_receiver
 from gateway.intake.study_closer import StudyCloser
 from gateway.tls import TlsSettingsError
 from ledger.database import engine_for
@@ -124,6 +126,78 @@ def test_a_silent_connection_does_not_hold_up_the_handshakes_of_others(
     finally:
         running.stop(grace=5)
     assert len(rows(settings, scans)) == 1
+
+
+def echo_request_pdus() -> tuple[bytes, bytes]:
+    """(an A-ASSOCIATE-RQ for verification, a C-ECHO-RQ's P-DATA followed by an
+    A-RELEASE-RQ), encoded by pynetdicom."""
+    from pynetdicom.dimse_messages import C_ECHO_RQ
+    from pynetdicom.dimse_primitives import C_ECHO
+    from pynetdicom.pdu import A_ASSOCIATE_RQ, A_RELEASE_RQ, P_DATA_TF
+    from pynetdicom.pdu_primitives import (
+        A_ASSOCIATE,
+        A_RELEASE,
+        ImplementationClassUIDNotification,
+        MaximumLengthNotification,
+    )
+    from pynetdicom.presentation import build_context
+
+    request = A_ASSOCIATE()
+    request.application_context_name = "1.2.840.10008.3.1.1.1"
+    request.calling_ae_title, request.called_ae_title = "SENDER", "TRIAGE"
+    context = build_context(VERIFICATION, ["1.2.840.10008.1.2"])
+    context.context_id = 1
+    request.presentation_context_definition_list = [context]
+    maximum, implementation = MaximumLengthNotification(), ImplementationClassUIDNotification()
+    maximum.maximum_length_received = 16382
+    implementation.implementation_class_uid = "1.2.826.0.1.3680043.9.1"
+    request.user_information = [maximum, implementation]
+    echo, message = C_ECHO(), C_ECHO_RQ()
+    echo.MessageID, echo.AffectedSOPClassUID = 1, VERIFICATION
+    message.primitive_to_message(echo)
+    pdus = [A_ASSOCIATE_RQ(), P_DATA_TF(), A_RELEASE_RQ()]
+    for pdu, primitive in zip(
+        pdus, [request, next(message.encode_msg(1, 16382)), A_RELEASE()], strict=True
+    ):
+        pdu.from_primitive(primitive)
+    return pdus[0].encode(), pdus[1].encode() + pdus[2].encode()
+
+
+def read_pdu_type(sock: socket.socket) -> int:
+    """Read one whole PDU; its type (TimeoutError when none comes within the socket's timeout)."""
+    kind, length = struct.unpack(">BxL", read_exactly(sock, 6))
+    read_exactly(sock, length)
+    return kind
+
+
+def read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("closed by the receiver")
+        data += chunk
+    return data
+
+
+def test_pdus_that_share_a_tls_record_are_all_read(
+    mutual_receiver: Receiver, certificates: Certificates
+) -> None:
+    """A sender that writes a C-ECHO-RQ and its A-RELEASE-RQ at once (one TLS record): the
+    release, decrypted along with the echo and invisible to `select`, is answered at once,
+    not when the peer's silence times out."""
+    request, echo_and_release = echo_request_pdus()
+    client = ssl.create_default_context(cafile=str(certificates.server.ca))
+    client.load_cert_chain(certificates.client.cert, certificates.client.key)
+    with (
+        socket.create_connection(("127.0.0.1", mutual_receiver.port), timeout=10) as raw,
+        client.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+    ):
+        sock.sendall(request)
+        assert read_pdu_type(sock) == 0x02  # A-ASSOCIATE-AC
+        sock.sendall(echo_and_release)
+        answers = [read_pdu_type(sock), read_pdu_type(sock)]
+    assert answers == [0x04, 0x06]  # the C-ECHO-RSP, the A-RELEASE-RP
 
 
 def test_tls_without_client_certificates_accepts_an_anonymous_sender(
