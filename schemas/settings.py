@@ -311,6 +311,21 @@ class Settings(BaseSettings):
             return [title.strip() for title in value.split(",") if title.strip()]
         return value
 
+    @field_validator(
+        "dicom_tls_cert",
+        "dicom_tls_key",
+        "dicom_tls_ca",
+        "dicom_destination_tls_ca",
+        "dicom_destination_tls_cert",
+        "dicom_destination_tls_key",
+        "dicom_destination_tls_hostname",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`TRIAGE_DICOM_TLS_CA=` (left empty in an .env file) means unset, not the folder `.`."""
+        return None if value == "" else value
+
     @field_validator("fhir_url")
     @classmethod
     def _fhir_http_only(cls, url: str | None) -> str | None:

@@ -120,6 +120,13 @@ def test_tls_settings_come_in_pairs(fields: dict[str, str], named: str) -> None:
         Settings(**fields)
 
 
+def test_an_empty_tls_setting_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIAGE_DICOM_TLS_CA", "")
+    monkeypatch.setenv("TRIAGE_DICOM_DESTINATION_TLS_CA", "")
+    settings = Settings()
+    assert settings.dicom_tls_ca is None and destination_tls(settings) is None
+
+
 def test_a_destination_file_that_cannot_serve_is_named(
     certificates: Certificates, tmp_path: Path
 ) -> None:
