@@ -290,12 +290,16 @@ def start_receiver(
     closer: StudyCloser | None = None,
     context: StoreContext | None = None,
 ) -> Receiver:
-    """Listen for associations (in threads, behind the guard) and close idle studies in the
-    background. Received data sets are written to a file as they arrive."""
+    """Listen for associations (in threads, behind the guard; over TLS when the settings
+    give a certificate: gateway/tls.py) and close idle studies in the background. Received
+    data sets are written to a file as they arrive. TlsSettingsError, before listening, when
+    a TLS setting names a file that cannot serve."""
     from pynetdicom import _config, evt
 
     from gateway.intake.guarded_server import GuardedServer
+    from gateway.tls import receiver_context
 
+    tls = receiver_context(settings)
     quiet_pynetdicom()
     _config.STORE_RECV_CHUNKED_DATASET = True
     ae = application_entity(settings)
@@ -307,7 +311,7 @@ def start_receiver(
     ]
     guard = guard_for(settings)
     address = (host, settings.dicom_port if port is None else port)
-    server = GuardedServer.start(ae, address, handlers, guard)
+    server = GuardedServer.start(ae, address, handlers, guard, tls)
     stop_background = threading.Event()
     guard.watch(stop_background)
     closer_thread = (closer or StudyCloser(settings)).start(stop_background)

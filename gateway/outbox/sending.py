@@ -21,6 +21,7 @@ from gateway.outbox.report import (
     StudyReport,
     hl7_message_id,
 )
+from gateway.tls import ClientTls
 from imaging.canonical import SCAN_SIZE
 from ledger.deliveries import report_facts
 from schemas.settings import Settings
@@ -98,7 +99,10 @@ def _send_sr(report: StudyReport, settings: Settings) -> None:
     from gateway.outbox.dicom_sr import build_sr
 
     sr = build_sr(report, settings.dicom_ae_title, key_image=_key_image_reference(report))
-    send_cstore([sr], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+    send_cstore(
+        [sr], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S,
+        _pacs_tls(settings),
+    )  # fmt: skip
 
 
 def _key_image_reference(report: StudyReport) -> KeyImageReference | None:
@@ -119,7 +123,21 @@ def _send_key_image(report: StudyReport, settings: Settings) -> None:
     if report.saliency is None:
         raise NotReady("the key image's saliency map is not stored yet")
     image = build_key_image(report, settings.dicom_ae_title)
-    send_cstore([image], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+    send_cstore(
+        [image], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S,
+        _pacs_tls(settings),
+    )  # fmt: skip
+
+
+def _pacs_tls(settings: Settings) -> ClientTls | None:
+    """The PACS's TLS, read for each delivery (renewed files are used without a restart); a
+    file that cannot serve is a retryable failure naming its setting (an operator fixes it)."""
+    from gateway.tls import TlsSettingsError, destination_tls
+
+    try:
+        return destination_tls(settings)
+    except TlsSettingsError as error:
+        raise DeliveryError(str(error), retryable=True) from None
 
 
 def _send_hl7(report: StudyReport, settings: Settings) -> None:
