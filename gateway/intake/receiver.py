@@ -150,7 +150,8 @@ def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
 
 
 def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN401 - pynetdicom Event
-    """Decode the instance, record it in the ledger, answer; see the module's statuses."""
+    """Answer success unread what we do not triage (another SOP class, an object of ours);
+    else decode the instance, record it in the ledger, answer; see the module's statuses."""
     source = f"instance-{next(context.numbers)}"
     sop_class = str(event.request.AffectedSOPClassUID)
     if sop_class not in TRIAGED_CLASSES:
@@ -245,7 +246,8 @@ def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom 
     """Our AE: every storage context (the triaged classes in the syntaxes we decode, the rest
     in any), verification, the allow-list, the association cap
     (counting associations that sent their request: see `gateway.intake.guard` for the rest)."""
-    from pynetdicom import AE
+    from pydicom.uid import AllTransferSyntaxes
+    from pynetdicom import AE, AllStoragePresentationContexts
 
     class ReceiverAE(AE):
         @property
@@ -258,9 +260,6 @@ def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom 
                 for association in super().active_associations
                 if not association.is_acceptor or association.requestor.primitive is not None
             ]
-
-    from pydicom.uid import AllTransferSyntaxes
-    from pynetdicom import AllStoragePresentationContexts
 
     ae = ReceiverAE(ae_title=settings.dicom_ae_title)
     decoded = offered_syntaxes()
