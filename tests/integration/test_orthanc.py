@@ -149,14 +149,19 @@ def test_orthanc_forwards_a_study_and_gets_its_results_back_into_it(archive) -> 
         assert PATIENT[keyword] not in log and PATIENT[keyword].split("^")[0] not in log
 
 
-def test_orthanc_accepts_c_store_only_from_triage(archive, tmp_path: Path) -> None:  # noqa: ANN001
-    _, orthanc, _ = archive
-    path = tmp_path / "slice.dcm"
-    path.write_bytes(hospital_study()[0])
-    storescu(orthanc.dicom_port, [path], calling="OTHER", called="ORTHANC")
-    assert orthanc.get("/instances") == []  # refused: not a modality Orthanc knows
-    storescu(orthanc.dicom_port, [path], calling="TRIAGE", called="ORTHANC")
-    assert len(orthanc.get("/instances")) == 1  # triage's AE title from triage's host
+def test_orthanc_accepts_c_store_only_from_triage(tmp_path: Path) -> None:
+    orthanc = OrthancServer(
+        tmp_path / "orthanc", {"triage": Modality("TRIAGE", "127.0.0.1", free_port())}
+    ).start()
+    try:
+        path = tmp_path / "slice.dcm"
+        path.write_bytes(hospital_study()[0])
+        storescu(orthanc.dicom_port, [path], calling="OTHER", called="ORTHANC")
+        assert orthanc.get("/instances") == []  # refused: not a modality Orthanc knows
+        storescu(orthanc.dicom_port, [path], calling="TRIAGE", called="ORTHANC")
+        assert len(orthanc.get("/instances")) == 1  # triage's AE title from triage's host
+    finally:
+        orthanc.stop()
 
 
 def _delivered(engine) -> int:  # noqa: ANN001
