@@ -100,6 +100,9 @@ class Study(Base):
     patient_issuer: Mapped[str | None] = mapped_column(String(64))  # IssuerOfPatientID
     patient_name: Mapped[str | None] = mapped_column(String(256))  # as received (never escaped)
     study_date: Mapped[str | None] = mapped_column(String(16))  # DICOM DA as received
+    # the patient and study modules of its first instance as received, DICOM JSON with their
+    # character set (imaging/patient_modules.py): copied into every object we send back
+    patient_modules: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     status: Mapped[str] = mapped_column(String(16), default="receiving")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

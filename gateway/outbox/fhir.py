@@ -12,7 +12,8 @@
 Both carry `identifier` = our system URI + `<study_id>/<decision>` (the Observation with a
 `/observation` suffix), and each entry's `request.ifNoneExist` is `identifier=system|value`,
 so a resend creates nothing new. The accession is a second identifier of type ACSN; the
-patient is referred to by identifier (the id as received; we hold no assigning authority).
+patient is referred to by identifier (the id as received; we hold no assigning authority),
+with the name the study came with as its display (`gateway.outbox.patient`).
 Full URLs are urn:uuid UUIDs derived from the decision, so the bundle is the same on resend.
 
 `post_fhir` POSTs it with urllib: 2xx delivered; 5xx, 408, 429, a time-out or a refused
@@ -32,6 +33,7 @@ import uuid
 from typing import Any
 
 from gateway.outbox.deadline import Deadline, http_opener
+from gateway.outbox.patient import patient_display
 from gateway.outbox.report import (
     DISCLAIMER,
     DeliveryError,
@@ -77,10 +79,14 @@ def conclusion(report: StudyReport) -> str:
 
 
 def _subject(report: StudyReport) -> dict[str, Any] | None:
-    """The patient reference by identifier (the id as received), or None without one."""
+    """The patient reference by identifier (the id as received), with the patient's name as
+    its display where the study came with one; None without an id."""
     if not report.patient_id:
         return None
-    return {"type": "Patient", "identifier": {"value": report.patient_id}}
+    subject: dict[str, Any] = {"type": "Patient", "identifier": {"value": report.patient_id}}
+    if display := patient_display(report):
+        subject["display"] = display
+    return subject
 
 
 def _p_urgent_component(report: StudyReport) -> dict[str, Any]:

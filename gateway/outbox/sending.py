@@ -88,6 +88,7 @@ def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport
         ),
         placer_order_number=facts.get("placer_order_number"),
         filler_order_number=facts.get("filler_order_number"),
+        patient_modules=facts.get("patient_modules"),
     )
 
 
