@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ledger import audit, deliveries, performance, reads, worklist
+from ledger import audit, deliveries, output_drift, performance, reads, worklist
 from ledger.failures import failed_scans
 from ledger.findings import FindingError, NewFinding, add_finding
 from ledger.study_views import StudyFilter, studies_page, study_view
@@ -246,11 +246,14 @@ def performance_page(
     inputs = performance.with_input_bands(
         performance.input_distribution(engine), performance.input_bands(engine)
     )
+    outputs = output_drift.output_by_day(engine, output_drift.output_references(engine))
     return render(
         request, "performance.html", principal, agreement=marked, alerts=alerts,
         drift=performance.output_distribution(engine), drift_days=performance.DRIFT_DAYS,
         inputs=inputs, input_alerts=performance.latest_judged(inputs),
         min_scans_judged=performance.MIN_SCANS_JUDGED,
+        outputs=outputs, output_alerts=output_drift.latest_judged(outputs),
+        psi_alert=output_drift.PSI_ALERT, min_output_scans=output_drift.MIN_SCANS_JUDGED,
     )  # fmt: skip
 
 

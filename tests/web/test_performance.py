@@ -1,5 +1,5 @@
-"""Performance from findings and drift against the card's band, and input drift against the
-card's reference: the page and /metrics."""
+"""Performance from findings and drift against the card's band, and input and output drift
+against the card's reference: the page and /metrics."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from ledger import performance
+from ledger import output_drift, performance
 from ledger import scans as scan_ledger
 from ledger.findings import NewFinding, add_finding
 from ledger.statements import models, studies
 from schemas.tables import utcnow
+from tests.ledger.test_output_drift import REFERENCE as OUTPUT_REFERENCE
+from tests.ledger.test_output_drift import classified, like_the_reference
 from tests.web.conftest import log_in
 from tests.web.ledger_rows import decided_study
 from tests.web.test_api import bearer
@@ -109,3 +111,23 @@ def test_a_day_too_small_to_judge_is_shown_without_an_alert(client, engine) -> N
     assert "Input drift" not in page
     scraped = client.get("/metrics", headers=bearer(engine, "prometheus", "operator")).text
     assert "triage_input_drift_alert{" not in scraped
+
+
+def test_a_day_of_urgent_looking_scans_raises_the_output_alert(client, engine) -> None:  # noqa: ANN001
+    classified(engine, like_the_reference(output_drift.MIN_SCANS_JUDGED, seed=2), "v1", 1)
+    classified(engine, [0.95] * output_drift.MIN_SCANS_JUDGED, "v2")
+    with engine.begin() as connection:  # v2's card states the same output reference
+        connection.execute(
+            models.update()
+            .where(models.c.version == "v2")
+            .values(card={"version": "v2", "reference": OUTPUT_REFERENCE})
+        )
+    log_in(client, "alice")
+    page = client.get("/performance").text
+    today = utcnow().date().isoformat()
+    assert f"Output drift: the P(urgent) of the scans model v2 classified on {today}" in page
+    assert "Output drift: the P(urgent) of the scans model v1" not in page
+    scraped = client.get("/metrics", headers=bearer(engine, "prometheus", "operator")).text
+    assert 'triage_output_drift_alert{model_version="v1"} 0.0' in scraped
+    assert 'triage_output_drift_alert{model_version="v2"} 1.0' in scraped
+    assert 'triage_output_stability_index{model_version="v2"}' in scraped
