@@ -224,6 +224,12 @@ class Settings(BaseSettings):
         description="DICOMweb base URL of a PACS that prefers STOW-RS (http:// or https://, e.g."
         " https://pacs/dicom-web): the SR and key image are POSTed to its /studies.",
     )
+    dicomweb_max_request_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest STOW-RS request body `triage web` reads (each instance within"
+        " TRIAGE_MAX_FILE_BYTES); a longer one ends with 413.",
+    )
     dicomweb_token: str | None = Field(
         None, repr=False, description="Bearer token for TRIAGE_DICOMWEB_DESTINATION."
     )
