@@ -5,7 +5,7 @@ called by `ledger.studies`), one per configured channel, and carry the key the r
 idempotent on. A sender claims a due row, and marks it delivered, or due again later with the
 reason (exponential backoff, capped), or failed when the receiver refuses the content.
 
-A key image (channel `key_image`, urgent studies) needs the study's saliency map, which a model
+A key image (channel `key_image`, or `dicomweb_key` by STOW-RS; urgent studies) needs the study's saliency map, which a model
 worker renders after the decision: its row is written `waiting`, turns `pending` in the
 transaction that stores the map (`ledger.studies.store_saliency`), and is never retried with
 backoff while it waits; the reconciler has the map rendered again for a row left waiting.
@@ -32,6 +32,8 @@ BACKOFF_CAP_S = 60
 # a claimed row is due again after this if its sender died: longer than a deliver job may run
 CLAIM_LEASE_S = DELIVER_TIME_LIMIT_S + 30
 KEY_IMAGE = "key_image"  # the channel whose row waits for the study's saliency map
+DICOMWEB_KEY_IMAGE = "dicomweb_key"  # the same key image, by STOW-RS
+KEY_IMAGE_CHANNELS = (KEY_IMAGE, DICOMWEB_KEY_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def add_for_decisions(
             "decision": decision,
             "channel": channel,
             "idempotency_key": idempotency_key(study_id, decision, channel),
-            "status": "waiting" if channel == KEY_IMAGE else "pending",
+            "status": "waiting" if channel in KEY_IMAGE_CHANNELS else "pending",
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
@@ -105,7 +107,7 @@ def key_images_due(engine: Engine, study_id: str) -> list[str]:
     """Ids of the study's pending key-image deliveries (to send now)."""
     query = sa.select(deliveries.c.id).where(
         deliveries.c.study_id == study_id,
-        deliveries.c.channel == KEY_IMAGE,
+        deliveries.c.channel.in_(KEY_IMAGE_CHANNELS),
         deliveries.c.status == "pending",
     )
     with engine.begin() as connection:

@@ -219,6 +219,26 @@ class Settings(BaseSettings):
         description="The name the PACS's certificate must carry, when it is not the"
         " destination's host (a PACS reached by IP address with a certificate for its name).",
     )
+    dicomweb_destination: str | None = Field(
+        None,
+        description="DICOMweb base URL of a PACS that prefers STOW-RS (http:// or https://, e.g."
+        " https://pacs/dicom-web): the SR and key image are POSTed to its /studies.",
+    )
+    dicomweb_max_request_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest STOW-RS request body `triage web` reads (each instance within"
+        " TRIAGE_MAX_FILE_BYTES); a longer one ends with 413.",
+    )
+    dicomweb_token: str | None = Field(
+        None, repr=False, description="Bearer token for TRIAGE_DICOMWEB_DESTINATION."
+    )
+    dicomweb_username: str | None = Field(
+        None, min_length=1, description="Basic-auth user for TRIAGE_DICOMWEB_DESTINATION."
+    )
+    dicomweb_password: str | None = Field(
+        None, repr=False, description="Basic-auth password of TRIAGE_DICOMWEB_USERNAME."
+    )
     hl7_destination: str | None = Field(
         None, pattern=r"^[^:\s]+:\d{1,5}$", description="RIS MLLP listener: host:port."
     )
@@ -332,6 +352,26 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url
+
+    @field_validator("dicomweb_destination")
+    @classmethod
+    def _dicomweb_http_only(cls, url: str | None) -> str | None:
+        """The STOW-RS base must be an http:// or https:// URL with a host; '' means unset."""
+        if url is None or url == "":
+            return None
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("TRIAGE_DICOMWEB_DESTINATION must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _dicomweb_one_auth(self) -> Settings:
+        """Either a bearer token or a user and password for the DICOMweb PACS, not both."""
+        if self.dicomweb_token and (self.dicomweb_username or self.dicomweb_password):
+            raise ValueError("TRIAGE_DICOMWEB_TOKEN and TRIAGE_DICOMWEB_USERNAME: set one only")
+        if (self.dicomweb_username is None) != (self.dicomweb_password is None):
+            raise ValueError("TRIAGE_DICOMWEB_USERNAME and TRIAGE_DICOMWEB_PASSWORD go together")
+        return self
 
     @field_validator("notify_url")
     @classmethod

@@ -53,7 +53,7 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
-CHANNELS = ("dicom", "key_image", "hl7", "fhir", "webhook")
+CHANNELS = ("dicom", "key_image", "dicomweb", "dicomweb_key", "hl7", "fhir", "webhook")
 # waiting: a key image whose saliency map is not stored yet (the reconciler has it rendered)
 DELIVERY_STATUSES = ("pending", "waiting", "delivered", "failed")
 ROLES = ("clinician", "operator", "admin")

@@ -2,7 +2,7 @@
 
 Debian's `orthanc` (and `orthanc-dicomweb`, loaded as a plugin when installed) started from a
 JSON configuration of its own, no daemon, no system paths: storage in the given directory,
-HTTP and DICOM on loopback, C-STORE accepted only from the modalities it names (AE title and
+HTTP (with DICOMweb at /dicom-web, basic auth for the `users` given) and DICOM on loopback, C-STORE accepted only from the modalities it names (AE title and
 host checked). The REST helpers are the few calls the tests make.
 """
 
@@ -46,6 +46,11 @@ class OrthancServer:
     http_port: int = field(default_factory=free_port)
     dicom_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    users: dict[str, str] = field(default_factory=dict)  # HTTP basic auth when given
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return next(iter(self.users.items())) if self.users else None
 
     @property
     def url(self) -> str:
@@ -59,7 +64,9 @@ class OrthancServer:
             "Plugins": [str(DICOMWEB_PLUGIN)] if DICOMWEB_PLUGIN.exists() else [],
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(self.users),
+            "RegisteredUsers": self.users,
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "DicomAet": self.ae_title,
             "DicomPort": self.dicom_port,
             "DicomCheckCalledAet": True,
@@ -107,13 +114,13 @@ class OrthancServer:
     # -- REST -----------------------------------------------------------------------------
 
     def get(self, path: str) -> Any:  # noqa: ANN401 - JSON
-        response = httpx.get(self.url + path, timeout=30)
+        response = httpx.get(self.url + path, timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.json()
 
     def upload(self, dicom: bytes) -> str:
         """POST /instances: store one instance; its Orthanc id."""
-        response = httpx.post(self.url + "/instances", content=dicom, timeout=30)
+        response = httpx.post(self.url + "/instances", content=dicom, timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.json()["ID"]
 
@@ -121,7 +128,9 @@ class OrthancServer:
         """POST /modalities/{modality}/store, synchronously: the whole response (a refused
         job is HTTP 500 with Orthanc's reason)."""
         body = {"Resources": [resource], "Synchronous": True}
-        return httpx.post(f"{self.url}/modalities/{modality}/store", json=body, timeout=120)
+        return httpx.post(
+            f"{self.url}/modalities/{modality}/store", json=body, timeout=120, auth=self.auth
+        )
 
     def study_instances(self, study: str) -> list[dict[str, Any]]:
         """Every instance of a study (Orthanc id), with its simplified tags."""
@@ -131,6 +140,6 @@ class OrthancServer:
         ]
 
     def file(self, instance: str) -> bytes:
-        response = httpx.get(f"{self.url}/instances/{instance}/file", timeout=30)
+        response = httpx.get(f"{self.url}/instances/{instance}/file", timeout=30, auth=self.auth)
         response.raise_for_status()
         return response.content

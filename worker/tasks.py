@@ -29,7 +29,7 @@ from gateway.broker.publish import (
     publish_jobs,
     publish_key_image_renders,
 )
-from gateway.outbox.routing import routing
+from gateway.outbox.routing import routing, sends_key_images
 from imaging.canonical import SCAN_SIZE
 from imaging.statistics import input_statistics
 from ledger import deliveries, worklist
@@ -208,7 +208,7 @@ def _publish_after_decisions(
     publish lost here is re-sent by the reconciler (escalations, due rows, waiting images)."""
     publish_escalations(escalations, settings)
     publish_deliveries(deliveries.pending_for_scans(engine, scan_ids), settings)
-    if settings.dicom_destination:
+    if sends_key_images(settings):
         urgent = sorted({e.study_id for e in escalations if e.study_id is not None})
         publish_key_image_renders(urgent, settings)
 

@@ -150,16 +150,22 @@ def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
 
 
 def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN401 - pynetdicom Event
-    """Answer success unread what we do not triage (another SOP class, an object of ours);
-    else decode the instance, record it in the ledger, answer; see the module's statuses."""
+    """The C-STORE handler: the instance as it arrived (written to a file), stored."""
     source = f"instance-{next(context.numbers)}"
     sop_class = str(event.request.AffectedSOPClassUID)
+    return store_instance(Path(event.dataset_path), sop_class, source, context)
+
+
+def store_instance(path: Path, sop_class: str, source: str, context: StoreContext) -> int | Any:  # noqa: ANN401
+    """Answer success unread what we do not triage (another SOP class, an object of ours);
+    else decode the instance, record it in the ledger, answer; see the module's statuses.
+    The one path of every instance received (C-STORE here, STOW-RS in gateway.intake.stow)."""
     if sop_class not in TRIAGED_CLASSES:
         return context.ignore(source, NOT_TRIAGED, _class_name(sop_class))
     try:
-        if is_our_own(Path(event.dataset_path)):
+        if is_our_own(path):
             return context.ignore(source, OUR_OWN, _class_name(sop_class))
-        intake = decode_instance(event, source, context.settings)
+        intake = decode_instance(path, source, context.settings)
     except ScanError as error:
         log.warning("%s refused: %s", source, error.reason)
         return CANNOT_UNDERSTAND
@@ -188,10 +194,9 @@ def is_our_own(path: Path) -> bool:
         return False
 
 
-def decode_instance(event: Any, source: str, settings: Settings) -> Intake:  # noqa: ANN401
+def decode_instance(path: Path, source: str, settings: Settings) -> Intake:
     """The received data set (written to a file as it arrived) -> an intake of its frames,
     with their DICOM identity."""
-    path = Path(event.dataset_path)
     size = path.stat().st_size
     if size > settings.max_file_bytes:
         raise ScanError(

@@ -2,7 +2,8 @@
 
 Orthanc forwards a study (CT slices, a dose report, UTF-8 patient name) to `triage receive`
 through its REST `/modalities/{id}/store`; workers decide it; triage sends its SR and key image
-back by C-STORE, into the original study, with the patient and study unchanged. Orthanc then
+back by C-STORE (and, in a second run, by STOW-RS to Orthanc's DICOMweb API with basic
+auth), into the original study, with the patient and study unchanged. Orthanc then
 forwards the study again, now holding our SR and key image: the job succeeds, nothing new is
 classified, and the study still holds one triage SR. Orthanc accepts C-STORE only from
 triage's AE title and host. Real Redis, SQLite, worker processes with the brightness model.
@@ -72,21 +73,26 @@ def hospital_study() -> list[bytes]:
     return files
 
 
-@pytest.fixture
-def archive(
-    pipeline_factory, tmp_path: Path
+def _archive(
+    pipeline_factory,
+    tmp_path: Path,
+    stow_rs: bool,  # noqa: ANN001
 ) -> Iterator[tuple[Pipeline, OrthancServer, ReceiverProcess]]:
     """Orthanc knowing triage (AE title, host, receiver port) as its only storing modality; the
-    receiver and the routine, urgent and deliveries workers sending results back to it."""
+    receiver and the routine, urgent and deliveries workers sending results back to it, by
+    C-STORE, or with `stow_rs` by STOW-RS to its DICOMweb API (basic auth)."""
     receiver_port = free_port()
     orthanc = OrthancServer(
-        tmp_path / "orthanc", {"triage": Modality("TRIAGE", "127.0.0.1", receiver_port)}
+        tmp_path / "orthanc",
+        {"triage": Modality("TRIAGE", "127.0.0.1", receiver_port)},
+        users={"triage": "stow-pw"} if stow_rs else {},
     ).start()
-    env = {
-        "TRIAGE_STUDY_IDLE_SECONDS": "1",
-        "TRIAGE_DICOM_ALLOWED_AES": "ORTHANC,SENDER",
-        "TRIAGE_DICOM_DESTINATION": f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
-    }
+    env = {"TRIAGE_STUDY_IDLE_SECONDS": "1", "TRIAGE_DICOM_ALLOWED_AES": "ORTHANC,SENDER"}
+    if stow_rs:
+        env["TRIAGE_DICOMWEB_DESTINATION"] = f"{orthanc.url}/dicom-web"
+        env["TRIAGE_DICOMWEB_USERNAME"], env["TRIAGE_DICOMWEB_PASSWORD"] = "triage", "stow-pw"
+    else:
+        env["TRIAGE_DICOM_DESTINATION"] = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
     pipeline = pipeline_factory(f"sqlite:///{tmp_path / 'ledger.db'}", batch_size=8, env=env)
     pipeline.start_worker("urgent", "urgent")
     pipeline.start_worker("stat,scans", "routine")
@@ -97,6 +103,16 @@ def archive(
     finally:
         receiver.kill()
         orthanc.stop()
+
+
+@pytest.fixture
+def archive(pipeline_factory, tmp_path: Path) -> Iterator:  # noqa: ANN001
+    yield from _archive(pipeline_factory, tmp_path, stow_rs=False)
+
+
+@pytest.fixture
+def stow_archive(pipeline_factory, tmp_path: Path) -> Iterator:  # noqa: ANN001
+    yield from _archive(pipeline_factory, tmp_path, stow_rs=True)
 
 
 def ours(orthanc: OrthancServer, study: str) -> list[dict]:
@@ -147,6 +163,27 @@ def test_orthanc_forwards_a_study_and_gets_its_results_back_into_it(archive) -> 
     assert log.count("ignored (our own object") == 1
     for keyword in ("PatientName", "PatientID", "AccessionNumber"):
         assert PATIENT[keyword] not in log and PATIENT[keyword].split("^")[0] not in log
+
+
+def test_results_reach_orthanc_by_stow_rs_into_the_original_study(stow_archive) -> None:  # noqa: ANN001
+    _, orthanc, _ = stow_archive
+    uploaded = [orthanc.upload(data) for data in hospital_study()]
+    study = orthanc.get(f"/instances/{uploaded[0]}/study")["ID"]
+    forwarded = orthanc.store_to("triage", study)
+    assert forwarded.status_code == 200, forwarded.text
+    engine = engine_for(get_settings().resolved_database_url)
+    wait_for(lambda: _delivered(engine) == 2, "the SR and key image STOW-RS'd to Orthanc", 150)
+    with engine.connect() as connection:
+        channels = connection.execute(sa.select(Delivery.channel, Delivery.status)).all()
+    assert sorted(channels) == [("dicomweb", "delivered"), ("dicomweb_key", "delivered")]
+    results = ours(orthanc, study)  # read back through Orthanc's REST API, in the study
+    assert sorted(tags["SOPClassUID"] for tags in results) == sorted(
+        [ComprehensiveSR, SecondaryCapture]
+    )
+    for tags in results:
+        assert tags["StudyInstanceUID"] == STUDY_UID
+        assert tags["PatientID"] == PATIENT["PatientID"]
+        assert tags["PatientName"] == PATIENT["PatientName"]
 
 
 def test_orthanc_accepts_c_store_only_from_triage(tmp_path: Path) -> None:
