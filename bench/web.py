@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from bench.latency import percentiles
-from bench.services import free_port, wait_until
+from testkit.services import free_port, wait_until
 from ledger.accounts import add_token, add_user
 from ledger.database import create_ledger_engine, upgrade_schema
 from ledger.statements import results, scans, studies, urgent_cases
