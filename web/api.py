@@ -7,6 +7,7 @@ session's CSRF token in the X-CSRF-Token header for writes.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -172,3 +173,18 @@ def post_retry(
     ):
         raise HTTPException(status_code=404, detail="no such delivery waiting")
     return {"delivery_id": delivery_id, "status": "pending"}
+
+
+@router.get("/workers")
+def get_workers(
+    request: Request,
+    principal: Annotated[Principal, Depends(permitted(Action.view_operations))],
+) -> dict[str, Any]:
+    """The Celery workers answering on the broker and the queues each consumes, and those
+    seen before that answer no more (`alive` false); 503 when the broker does not answer."""
+    from web.operations import workers_or_reason
+
+    workers, reason = workers_or_reason(request.app.state.settings)
+    if workers is None:
+        raise HTTPException(status_code=503, detail=reason)
+    return {"workers": [asdict(worker) for worker in workers]}

@@ -205,14 +205,16 @@ def record_finding(
 def operations_page(
     request: Request, principal: Annotated[Principal, Depends(permitted(Action.view_operations))]
 ) -> Response:
-    from web.operations import snapshot_or_reason
+    from web.operations import snapshot_or_reason, workers_or_reason
 
     engine = request.app.state.engine
     snapshot, reason = snapshot_or_reason(request.app.state.settings)
+    workers, workers_reason = workers_or_reason(request.app.state.settings)
     outbox = [row for row in deliveries.list_deliveries(engine) if row["status"] != "delivered"]
     return render(
         request, "operations.html", principal, snapshot=snapshot, reason=reason,
-        outbox=outbox, failed=failed_scans(engine),
+        workers=workers, workers_reason=workers_reason, outbox=outbox,
+        failed=failed_scans(engine),
     )  # fmt: skip
 
 
