@@ -38,7 +38,7 @@ FULL = (10_000, 500, 10_240, 1_500)  # pipeline and backlog, naive peer, ceiling
 QUICK = (300, 20, 1_024, 300)
 CAPACITY_QUICK = {"jobs": 4, "repeats": 1, "messages": 50, "model_scans": 1024}
 WEB_FULL = (100_000, 5_000, 200)  # studies, open urgent, requests a measurement
-WEB_QUICK = (10_000, 500, 50)
+WEB_QUICK = (2_000, 200, 20)
 SIZES = ("scans", "naive_scans", "ceiling_scans", "network_scans")
 
 

@@ -85,5 +85,5 @@ def open_and_run(stack: ExitStack, options: argparse.Namespace) -> dict:
     """`python -m bench.web --with-workers`: a bench environment of its own (Redis,
     PostgreSQL, a published model, phantoms), then the stage."""
     return run_with_workers(
-        options, open_environment(stack, FEED_SCANS, Console(), options.model_dir)
+        options, open_environment(stack, FEED_SCANS, Console(stderr=True), options.model_dir)
     )
