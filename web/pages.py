@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ledger import audit, deliveries, output_drift, performance, reads, worklist
@@ -24,7 +24,7 @@ from web.permissions import Action, allowed
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
-WORKLIST_ROWS = 200  # most urgent first; the rest are counted (the API lists them all)
+WORKLIST_ROWS = 100  # a page of the worklist, most urgent first
 FormText = Annotated[str | None, Form()]
 
 
@@ -70,8 +70,9 @@ def worklist_page(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    return render(request, "worklist.html", principal, **_worklist(request, tab))
+    return render(request, "worklist.html", principal, **_worklist(request, tab, page))
 
 
 @router.get("/worklist/rows", response_class=HTMLResponse)
@@ -79,21 +80,18 @@ def worklist_rows(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    return render(request, "worklist_rows.html", principal, **_worklist(request, tab))
+    return render(request, "worklist_rows.html", principal, **_worklist(request, tab, page))
 
 
-def _worklist(request: Request, tab: str) -> dict[str, Any]:
-    """The first WORKLIST_ROWS entries of the tab, and how many there are in all."""
-    engine = request.app.state.engine
-    acknowledged = tab == "acknowledged"
-    cases = reads.worklist(engine, acknowledged_only=acknowledged, limit=WORKLIST_ROWS)
-    total = (
-        len(cases)
-        if len(cases) < WORKLIST_ROWS
-        else reads.worklist_size(engine, acknowledged_only=acknowledged)
+def _worklist(request: Request, tab: str, page: int) -> dict[str, Any]:
+    """One page of the tab's entries (most urgent first), how many there are, how many pages."""
+    cases, total = reads.worklist_page(
+        request.app.state.engine, tab == "acknowledged", page, WORKLIST_ROWS
     )
-    return {"cases": cases, "tab": tab, "total": total}
+    pages = max(1, -(-total // WORKLIST_ROWS))
+    return {"cases": cases, "tab": tab, "total": total, "page": page, "pages": pages}
 
 
 def _day(text: str | None) -> datetime | None:
@@ -207,14 +205,16 @@ def record_finding(
 def operations_page(
     request: Request, principal: Annotated[Principal, Depends(permitted(Action.view_operations))]
 ) -> Response:
-    from web.operations import snapshot_or_reason
+    from web.operations import snapshot_or_reason, workers_or_reason
 
     engine = request.app.state.engine
     snapshot, reason = snapshot_or_reason(request.app.state.settings)
+    workers, workers_reason = workers_or_reason(request.app.state.settings)
     outbox = [row for row in deliveries.list_deliveries(engine) if row["status"] != "delivered"]
     return render(
         request, "operations.html", principal, snapshot=snapshot, reason=reason,
-        outbox=outbox, failed=failed_scans(engine),
+        workers=workers, workers_reason=workers_reason, outbox=outbox,
+        failed=failed_scans(engine),
     )  # fmt: skip
 
 
