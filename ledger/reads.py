@@ -193,12 +193,14 @@ def worklist_page(
 
 def worklist_version(engine: Engine) -> str:
     """A short text that changes whenever the worklist does (a case added, re-decided or
-    acknowledged): what the live page polls cheaply before it re-reads the list."""
+    acknowledged, an order that cancels a study or moves it ahead): what the live page polls
+    cheaply before it re-reads the list."""
     query = sa.select(
         sa.func.count(),
         sa.func.count(urgent_cases.c.acknowledged_at),
         sa.func.max(urgent_cases.c.classified_at),
         sa.func.max(urgent_cases.c.acknowledged_at),
+        sa.select(sa.func.max(orders.c.id)).scalar_subquery(),
     ).select_from(urgent_cases)
     with engine.begin() as connection:
         row = connection.execute(query).one()

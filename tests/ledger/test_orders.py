@@ -157,11 +157,13 @@ def test_a_cancelled_decided_study_sends_nothing_and_leaves_the_worklist(engine)
     worklist.add_urgent_cases(engine, escalations)
     assert len(reads.worklist(engine)) == 2
     assert ledger_backlog(engine, utcnow()).open_urgent_cases == 2
+    listed = reads.worklist_version(engine)
     orders.record_message(engine, "M6", "OMI^O23", [order("GONE", control="OC")])
     applied = orders.apply_to_studies(engine, ["GONE"])
     assert applied.cancelled_deliveries == 1 and applied.cancelled_scans == []
     assert [case["accession"] for case in reads.worklist(engine)] == ["KEEP"]
     assert ledger_backlog(engine, utcnow()).open_urgent_cases == 1  # `triage stats`, metrics
+    assert reads.worklist_version(engine) != listed  # the live page re-reads its list
     by_study = {row["study_uid"]: row for row in deliveries.list_deliveries(engine)}
     states = sorted((row["status"], row["last_error"]) for row in by_study.values())
     assert states == [("failed", "order cancelled"), ("pending", None)]
