@@ -17,10 +17,8 @@ Our SOPInstanceUIDs are derived from the decision, so a resent instance is store
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 from pydicom import Dataset
 
 from gateway.outbox.cstore import status_retryable
-from gateway.outbox.deadline import Deadline, http_opener
+from gateway.outbox.deadline import http_exchange
 from gateway.outbox.report import DeliveryError
 
 DICOM_JSON = "application/dicom+json"
@@ -114,29 +112,6 @@ def judge(status: int, answer: bytes) -> None:
     raise DeliveryError(f"DICOMweb PACS answered {status}", retryable=retryable)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        return None  # urllib then raises HTTPError with the 3xx
-
-
-def _exchange(request: urllib.request.Request, deadline: Deadline, timeout: float) -> tuple:
-    """(HTTP status, answer body up to MAX_ANSWER)."""
-    opener = http_opener(deadline, _NoRedirect())
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            return response.status, response.read(MAX_ANSWER)
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.read(MAX_ANSWER)
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        if deadline.passed:
-            raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True) from None
-        cause = getattr(error, "reason", error)
-        raise DeliveryError(
-            f"DICOMweb PACS unreachable: {type(cause).__name__}", retryable=True
-        ) from None
-
-
 def post_stow(
     base_url: str, datasets: Iterable[Dataset], auth: StowAuth, timeout: float = 30.0
 ) -> None:
@@ -151,8 +126,4 @@ def post_stow(
     request = urllib.request.Request(
         base_url.rstrip("/") + "/studies", data=body, method="POST", headers=headers
     )
-    with Deadline(timeout) as deadline:
-        status, answer = _exchange(request, deadline, timeout)
-    if deadline.passed:
-        raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True)
-    judge(status, answer)
+    judge(*http_exchange(request, timeout, "DICOMweb PACS", MAX_ANSWER))

@@ -24,15 +24,13 @@ Environment proxies are not used: the FHIR server is on the hospital network.
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
 
-from gateway.outbox.deadline import Deadline, http_opener
+from gateway.outbox.deadline import http_exchange
 from gateway.outbox.patient import patient_display
 from gateway.outbox.report import (
     DISCLAIMER,
@@ -205,33 +203,6 @@ def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) 
     return json.loads(bundle.model_dump_json())
 
 
-def _post(request: urllib.request.Request, deadline: Deadline, timeout: float) -> int:
-    """The HTTP status of the answer, its body read (up to MAX_BODY)."""
-    try:
-        with _opener(deadline).open(request, timeout=timeout) as response:
-            response.read(MAX_BODY)
-            return response.status
-    except urllib.error.HTTPError as error:
-        error.close()
-        return error.code
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        if deadline.passed:
-            raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True) from None
-        cause = getattr(error, "reason", error)
-        raise DeliveryError(
-            f"FHIR server unreachable: {type(cause).__name__}", retryable=True
-        ) from None
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        return None  # urllib then raises HTTPError with the 3xx
-
-
-def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
-    return http_opener(deadline, _NoRedirect())
-
-
 def post_fhir(url: str, payload: dict[str, Any], timeout: float = 30.0) -> None:
     """POST the bundle to the FHIR server's base URL; DeliveryError unless it answers 2xx
     within `timeout` for the whole exchange (a dripped answer is cut, never counted)."""
@@ -244,10 +215,7 @@ def post_fhir(url: str, payload: dict[str, Any], timeout: float = 30.0) -> None:
         method="POST",
         headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
     )
-    with Deadline(timeout) as deadline:
-        status = _post(request, deadline, timeout)
-    if deadline.passed:
-        raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True)
+    status, _answer = http_exchange(request, timeout, "FHIR server", MAX_BODY)
     if 200 <= status < 300:
         return
     if 300 <= status < 400:
