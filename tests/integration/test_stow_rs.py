@@ -8,9 +8,6 @@ over STOW-RS adds nothing and decides nothing again."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +16,9 @@ import pytest
 
 from gateway.outbox.dicomweb import multipart_related
 from testkit.dcmtk import storescu
-from testkit.services import free_port, wait_until
+from testkit.services import free_port
 from tests.gateway.intake.test_receiver import ct_instance
-from tests.integration.conftest import REPO_ROOT, Pipeline
+from tests.integration.conftest import Pipeline, web_process
 from tests.integration.test_dicom_receiver import (
     URGENT,
     ReceiverProcess,
@@ -42,24 +39,8 @@ def web(pipeline_factory, tmp_path: Path) -> Iterator[tuple[Pipeline, str]]:  # 
     pipeline = pipeline_factory(f"sqlite:///{tmp_path / 'ledger.db'}", batch_size=8, env=env)
     pipeline.start_worker("urgent", "urgent")
     pipeline.start_worker("stat,scans", "routine")
-    port = free_port()
-    log = (tmp_path / "web.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "triage", "web", "--port", str(port)],
-        env=pipeline.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200,
-            "triage web",
-            timeout=60,
-        )
+    with web_process(pipeline, tmp_path / "web.log") as url:
         yield pipeline, url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
 
 
 def part10(dataset) -> bytes:  # noqa: ANN001
