@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -36,6 +37,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
 FULL = (10_000, 500, 10_240, 1_500)  # pipeline and backlog, naive peer, ceiling, network
 QUICK = (300, 20, 1_024, 300)
+LATE_STAGES = ("network", "capacity", "web")  # guarded: a failure is reported, the rest kept
 CAPACITY_QUICK = {"jobs": 4, "repeats": 1, "messages": 50, "model_scans": 1024}
 WEB_FULL = (100_000, 5_000, 200)  # studies, open urgent, requests a measurement
 WEB_QUICK = (2_000, 200, 20)
@@ -109,9 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["versions"] = report.library_versions(postgres_version(env.postgres_admin_url))
     results["seconds"] = round(time.perf_counter() - started, 1)
     report.write(results, options.out, console)
-    failed = [name for name in ("network", "capacity", "web") if "error" in results[name]]
+    failed = {name: results[name]["error"] for name in LATE_STAGES if "error" in results[name]}
     if failed:
-        raise SystemExit(f"stages failed (the others are in {options.out}): {', '.join(failed)}")
+        reasons = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        raise SystemExit(f"stages failed (the others are in {options.out}): {reasons}")
     return results
 
 
@@ -122,7 +125,9 @@ def guarded(name: str, console: Console, stage, *args, **kwargs) -> dict:  # noq
         return stage(*args, **kwargs)
     except Exception as error:  # noqa: BLE001 - reported, and the run fails at the end
         console.print_exception()
-        return {"error": f"{type(error).__name__}: {error}"}
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        place = f"{Path(where.filename).name}:{where.lineno} in {where.name}"
+        return {"error": f"{type(error).__name__}: {error} (at {place})"}
 
 
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
