@@ -31,6 +31,15 @@ from typing import Any
 HOSTS = (1, 4, 16, 64)
 MAX_CONNECTIONS = 100  # PostgreSQL's default
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+TICK_US = 1e6 / CLK_TCK  # the kernel counts CPU time in clock ticks: smaller is unmeasured
+
+
+def at_least_a_tick(total_cpu_us: float, units: int) -> tuple[float, bool]:
+    """CPU µs per unit from a total over `units` units, raised to one clock tick over all of
+    them when the counters moved less (a quick run can see no tick at all, and the projection
+    divides by the cost); True where raised: the capacity from it is then a lower bound."""
+    per_unit, floor = total_cpu_us / units, TICK_US / units
+    return (per_unit, False) if per_unit >= floor else (floor, True)
 
 
 def model_rate_per_core(model_dir: Path, scans: int, repeats: int) -> dict[str, Any]:
@@ -65,21 +74,26 @@ def postmaster_pid(admin_url: str) -> int:
 
 
 def postgres_cpu_s(postmaster: int) -> float:
-    """CPU seconds of the cluster: the postmaster, its live children, and (in the postmaster's
-    cutime/cstime) every backend that has exited and been reaped."""
+    """CPU seconds of the cluster: the postmaster's live children, then the postmaster itself
+    (its cutime/cstime hold every backend that has exited and been reaped). Children are read
+    first: one reaped between the two reads is counted twice (a cost too high, a capacity too
+    low) rather than missed (one run in three read a tenth of the cost that way)."""
     from testkit.workers import proc_stat
+
+    def cpu_ticks(fields: list[str]) -> int:
+        return sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
 
     total = 0
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == postmaster:
             continue
         try:
             fields = proc_stat(int(entry.name))
         except OSError:
             continue
-        if int(entry.name) == postmaster or int(fields[1]) == postmaster:
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total / CLK_TCK
+        if int(fields[1]) == postmaster:
+            total += cpu_ticks(fields)
+    return (total + cpu_ticks(proc_stat(postmaster))) / CLK_TCK
 
 
 def ledger_costs(env: Any, jobs: int, batch: int, repeats: int) -> dict[str, Any]:  # noqa: ANN401
@@ -100,15 +114,27 @@ def ledger_costs(env: Any, jobs: int, batch: int, repeats: int) -> dict[str, Any
         timing = run_backend(url, jobs, batch)
         client = time.process_time() - client
         server = postgres_cpu_s(postmaster) - server
+        server_us, below_resolution = at_least_a_tick(server * 1e6, scans)
         runs.append({
             "enqueue_wall_us": timing["enqueue"],
             "job_wall_us": timing["job"],
             "client_cpu_us": client * 1e6 / scans,
-            "server_cpu_us": server * 1e6 / scans,
+            "server_cpu_us": server_us,
+            "server_cpu_below_resolution": below_resolution,
         })  # fmt: skip
-    result: dict[str, Any] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    result = medians(runs)
     result["runs"] = runs
     return result
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric key's median over the runs; a flag key is true if it was in any run."""
+    return {
+        key: any(run[key] for run in runs)
+        if isinstance(value, bool)
+        else statistics.median(run[key] for run in runs)
+        for key, value in runs[0].items()
+    }
 
 
 def redis_cpu_s(client: Any) -> float:  # noqa: ANN401 - redis.Redis
@@ -167,13 +193,15 @@ def broker_costs(
         consume(str(settings.redis_url), messages)
         after, consume_client = redis_cpu_s(client), time.process_time()
         idle_s = idle_rate * (time.perf_counter() - started)
+        per_job, below_resolution = at_least_a_tick((after - before - idle_s) * 1e6, messages)
         runs.append({
-            "redis_cpu_us_per_job": (after - before - idle_s) * 1e6 / messages,
+            "redis_cpu_us_per_job": per_job,
+            "redis_cpu_below_resolution": below_resolution,
             "redis_publish_us_per_job": (published - before) * 1e6 / messages,
             "publish_client_cpu_us_per_job": (publish_client - client_cpu) * 1e6 / messages,
             "consume_client_cpu_us_per_job": (consume_client - publish_client) * 1e6 / messages,
         })  # fmt: skip
-    result: dict[str, Any] = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    result = medians(runs)
     result.update(idle_cpu_us_per_s=idle_rate * 1e6, messages=messages, batch=batch, runs=runs)
     return result
 

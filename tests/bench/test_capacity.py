@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.capacity import costs_from, project
+from bench.capacity import TICK_US, at_least_a_tick, costs_from, medians, project
 
 COSTS = {
     "model_scans_per_s_per_core": 4000.0,  # 250 µs per scan
@@ -77,3 +77,27 @@ def test_costs_from_measurements_charges_job_wall_time_and_broker_client_to_work
         "pg_server_cpu_us_per_scan": 300.0,
         "redis_cpu_us_per_scan": pytest.approx(1.0),
     }
+
+
+@pytest.mark.parametrize("total_us", [0.0, -3_000.0, TICK_US / 2])
+def test_a_cost_under_one_clock_tick_is_raised_to_a_tick_and_flagged(total_us: float) -> None:
+    """A quick run's Redis or PostgreSQL can move its CPU counters by no tick at all (CI saw
+    a ZeroDivisionError in the projection): the cost becomes one tick over the units."""
+    per_unit, raised = at_least_a_tick(total_us, 50)
+    assert raised
+    assert per_unit == pytest.approx(TICK_US / 50)
+    (row,) = project(dict(COSTS, redis_cpu_us_per_scan=per_unit / 256), hosts=(1,))
+    assert row["redis_capacity"] > 0
+
+
+def test_a_cost_of_many_ticks_is_kept_as_measured() -> None:
+    assert at_least_a_tick(7 * TICK_US, 50) == (pytest.approx(7 * TICK_US / 50), False)
+
+
+def test_medians_take_numbers_median_and_flags_any() -> None:
+    runs = [
+        {"cost": 1.0, "raised": False},
+        {"cost": 5.0, "raised": True},
+        {"cost": 2.0, "raised": False},
+    ]
+    assert medians(runs) == {"cost": 2.0, "raised": True}
