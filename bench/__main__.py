@@ -4,12 +4,14 @@ Two columns: production settings (PostgreSQL fsync and synchronous_commit on, Re
 appendfsync everysec: bench/profiles.py) hold the top-level keys; fast settings (fsync off, no
 AOF) go under `fast_settings`. Each column serves two models: the default published recipe and
 baseline_2conv (`*_baseline_*` keys). Then the network stage (`network`: bench/network.py) and
-the capacity model (`capacity`: bench/capacity.py).
+the capacity model (`capacity`: bench/capacity.py), and the web stage (`web`: pages and API on
+a ledger of 100,000 studies, 5,000 open urgent, 50 live streams, workers running: bench/web.py).
 
 python -m bench                 # the full run: 10,000 scans, about 20 minutes on 2 cores
 python -m bench --quick         # a few hundred scans, for a smoke check
 python -m bench --scans 2000 --naive-scans 200 --model-dir ~/.triage/models
 python -m bench --receive-only  # just the DICOM receive stage (`receive` in results.json)
+python -m bench --web-only      # just the web stage (`web` in results.json: bench/web.py)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,7 +37,10 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 BACKENDS = ("sqlite", "postgresql")
 FULL = (10_000, 500, 10_240, 1_500)  # pipeline and backlog, naive peer, ceiling, network
 QUICK = (300, 20, 1_024, 300)
+LATE_STAGES = ("network", "capacity", "web")  # guarded: a failure is reported, the rest kept
 CAPACITY_QUICK = {"jobs": 4, "repeats": 1, "messages": 50, "model_scans": 1024}
+WEB_FULL = (100_000, 5_000, 200)  # studies, open urgent, requests a measurement
+WEB_QUICK = (2_000, 200, 20)
 SIZES = ("scans", "naive_scans", "ceiling_scans", "network_scans")
 
 
@@ -56,6 +62,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--receive-only", action="store_true", help="only the DICOM receive stage; updates the "
         "`receive` key of the results file"
+    )  # fmt: skip
+    parser.add_argument(
+        "--web-only", action="store_true", help="only the web stage; updates the `web` key of "
+        "the results file"
     )  # fmt: skip
     options = parser.parse_args(argv)
     defaults = QUICK if options.quick else FULL
@@ -87,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     console = Console()
     if options.receive_only:
         return receive_only(options, console)
+    if options.web_only:
+        return web_only(options, console)
     batch_size = options.batch_size or get_settings().batch_size
     started = time.perf_counter()
     with ExitStack() as stack:
@@ -99,9 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
         results["versions"] = report.library_versions(postgres_version(env.postgres_admin_url))
     results["seconds"] = round(time.perf_counter() - started, 1)
     report.write(results, options.out, console)
-    failed = [name for name in ("network", "capacity") if "error" in results[name]]
+    failed = {name: results[name]["error"] for name in LATE_STAGES if "error" in results[name]}
     if failed:
-        raise SystemExit(f"stages failed (the others are in {options.out}): {', '.join(failed)}")
+        reasons = "; ".join(f"{name}: {error}" for name, error in failed.items())
+        raise SystemExit(f"stages failed (the others are in {options.out}): {reasons}")
     return results
 
 
@@ -112,7 +125,9 @@ def guarded(name: str, console: Console, stage, *args, **kwargs) -> dict:  # noq
         return stage(*args, **kwargs)
     except Exception as error:  # noqa: BLE001 - reported, and the run fails at the end
         console.print_exception()
-        return {"error": f"{type(error).__name__}: {error}"}
+        where = traceback.extract_tb(error.__traceback__)[-1]
+        place = f"{Path(where.filename).name}:{where.lineno} in {where.name}"
+        return {"error": f"{type(error).__name__}: {error} (at {place})"}
 
 
 def run_stages(env, options: argparse.Namespace, batch_size: int, console: Console) -> dict:  # noqa: ANN001
@@ -145,6 +160,7 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
     capacity = guarded(
         "capacity", console, measure_in, env, console, **(CAPACITY_QUICK if options.quick else {})
     )
+    web = guarded("web", console, web_stage, env, options, console)
     production["ratios"]["pipeline_over_naive"] = (
         production["pipeline_scans_per_s"]["sqlite"] / naive_rate
     )
@@ -170,6 +186,7 @@ def run_stages(env, options: argparse.Namespace, batch_size: int, console: Conso
         "receive": received,
         "network": network,
         "capacity": capacity,
+        "web": web,
     }
 
 
@@ -273,6 +290,43 @@ def receive_only(options: argparse.Namespace, console: Console) -> dict:
     results["receive"] = received
     options.out.write_text(json.dumps(results, indent=2) + "\n")
     console.print_json(data=received)
+    return results
+
+
+def web_stage(env, options: argparse.Namespace, console: Console) -> dict:  # noqa: ANN001
+    """The web stage on each database, workers classifying meanwhile (bench/web.py)."""
+    from bench.web import parse as web_options
+    from bench.web_workers import run_with_workers
+
+    studies, urgent, requests = WEB_QUICK if options.quick else WEB_FULL
+    measured = {}
+    for backend in BACKENDS:
+        console.print(f"web on {backend}: {studies:,} studies, {urgent:,} open urgent, "
+                      "50 streams, workers running ...")  # fmt: skip
+        chosen = web_options(
+            ["--studies", str(studies), "--urgent", str(urgent), "--requests", str(requests),
+             "--with-workers", *(["--postgres"] if backend == "postgresql" else [])]
+        )  # fmt: skip
+        measured[backend] = run_with_workers(chosen, env)
+    return measured
+
+
+def web_only(options: argparse.Namespace, console: Console) -> dict:
+    """The web stage alone; its numbers replace the `web` key of the results file, the other
+    keys stay."""
+    from bench.environment import open_environment
+    from bench.web_workers import FEED_SCANS
+
+    with ExitStack() as stack:
+        env = open_environment(stack, FEED_SCANS, console, options.model_dir)
+        if env.postgres_admin_url is None:
+            raise SystemExit("the benchmark needs PostgreSQL (apt-get install postgresql)")
+        apply_profile(PRODUCTION, env.postgres_admin_url, env.redis_url)
+        measured = web_stage(env, options, console)
+    results = json.loads(options.out.read_text()) if options.out.exists() else {}
+    results["web"] = measured
+    options.out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print_json(data=measured)
     return results
 
 

@@ -10,6 +10,8 @@
                  key image by C-STORE, HL7 ORU over MLLP, FHIR, the webhook)
     operations/  what operators read: the snapshot of queues and ledger (monitor.py) and the
                  Prometheus endpoint (metrics.py)
+    tls.py       DICOM TLS for both directions: the receiver's and the sender's SSLContexts
+                 (BCP 195), from the settings
 
 The edge reads and writes the database through `ledger/` only, and publishes jobs without
 importing the worker (the names are the contract in `schemas/queues.py`).

@@ -34,6 +34,7 @@ from imaging.canonical import (
     check_geometry,
 )
 from imaging.identity import DicomIdentity
+from imaging.patient_modules import modules_json
 
 log = logging.getLogger(__name__)
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -89,7 +90,8 @@ def decode_dataset(
 
 
 def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 - Dataset
-    """Study, series and instance UIDs, accession, patient id, modality and position.
+    """Study, series and instance UIDs, accession, patient id, modality and position, and
+    the patient and study modules as received.
 
     A malformed InstanceNumber or ImagePositionPatient, or a UID longer than 64 characters
     or outside the UID grammar, refuses the instance (naming the element, never its value);
@@ -113,6 +115,7 @@ def dicom_identity(dataset: Any, source: str) -> DicomIdentity:  # noqa: ANN401 
         patient_issuer=text("IssuerOfPatientID", 64),
         patient_name=text("PatientName", 256),
         study_date=text("StudyDate", 16),
+        modules=modules_json(dataset, source),
     )
 
 

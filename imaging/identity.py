@@ -24,3 +24,10 @@ class DicomIdentity:
     patient_issuer: str | None = None  # IssuerOfPatientID: whose PatientID it is
     patient_name: str | None = None  # PatientName as received (shown only, never trusted)
     study_date: str | None = None
+    # the patient and study modules as received, DICOM JSON (imaging/patient_modules.py)
+    modules: str | None = None
+
+
+# The Manufacturer (0008,0070) of every object triage sends back (SR, key image): an instance
+# that carries it is one of ours coming back with its study, never a slice to triage.
+OUR_MANUFACTURER = "triage"

@@ -14,6 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ledger.orders import not_cancelled
 from ledger.statements import scans, studies, urgent_cases
 from ledger.worklist import unlisted_urgent
 from schemas.messages import Priority
@@ -41,7 +42,12 @@ def ledger_backlog(engine: Engine, now: datetime) -> LedgerBacklog:
         for priority in Priority
     }
     queries[URGENT_QUEUE] = unlisted_urgent(sa.func.count(), sa.func.min(studies.c.classified_at))
-    open_cases = sa.select(sa.func.count()).where(urgent_cases.c.acknowledged_at.is_(None))
+    open_cases = (
+        sa.select(sa.func.count())
+        .select_from(urgent_cases)
+        .join(studies, studies.c.id == urgent_cases.c.study_id)
+        .where(urgent_cases.c.acknowledged_at.is_(None), not_cancelled(studies.c.accession))
+    )  # what the worklist shows: a cancelled order's study has left it
     with engine.begin() as connection:
         waiting = {}
         for queue, query in queries.items():

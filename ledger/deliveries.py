@@ -5,7 +5,7 @@ called by `ledger.studies`), one per configured channel, and carry the key the r
 idempotent on. A sender claims a due row, and marks it delivered, or due again later with the
 reason (exponential backoff, capped), or failed when the receiver refuses the content.
 
-A key image (channel `key_image`, urgent studies) needs the study's saliency map, which a model
+A key image (channel `key_image`, or `dicomweb_key` by STOW-RS; urgent studies) needs the study's saliency map, which a model
 worker renders after the decision: its row is written `waiting`, turns `pending` in the
 transaction that stores the map (`ledger.studies.store_saliency`), and is never retried with
 backoff while it waits; the reconciler has the map rendered again for a row left waiting.
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ledger import audit
-from ledger.orders import cancelled_studies
+from ledger.orders import CANCEL_REASON, cancelled_studies, study_is_cancelled
 from ledger.statements import chunks, deliveries, scans, studies
 from schemas.queues import DELIVER_TIME_LIMIT_S
 from schemas.tables import as_utc, utcnow
@@ -32,6 +32,8 @@ BACKOFF_CAP_S = 60
 # a claimed row is due again after this if its sender died: longer than a deliver job may run
 CLAIM_LEASE_S = DELIVER_TIME_LIMIT_S + 30
 KEY_IMAGE = "key_image"  # the channel whose row waits for the study's saliency map
+DICOMWEB_KEY_IMAGE = "dicomweb_key"  # the same key image, by STOW-RS
+KEY_IMAGE_CHANNELS = (KEY_IMAGE, DICOMWEB_KEY_IMAGE)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def add_for_decisions(
             "decision": decision,
             "channel": channel,
             "idempotency_key": idempotency_key(study_id, decision, channel),
-            "status": "waiting" if channel == KEY_IMAGE else "pending",
+            "status": "waiting" if channel in KEY_IMAGE_CHANNELS else "pending",
             "attempts": 0,
             "created_at": now,
             "next_attempt_at": now,
@@ -105,7 +107,7 @@ def key_images_due(engine: Engine, study_id: str) -> list[str]:
     """Ids of the study's pending key-image deliveries (to send now)."""
     query = sa.select(deliveries.c.id).where(
         deliveries.c.study_id == study_id,
-        deliveries.c.channel == KEY_IMAGE,
+        deliveries.c.channel.in_(KEY_IMAGE_CHANNELS),
         deliveries.c.status == "pending",
     )
     with engine.begin() as connection:
@@ -181,15 +183,13 @@ def due(engine: Engine, now: datetime, limit: int) -> list[str]:
 
 def claim(engine: Engine, delivery_id: str) -> dict[str, Any] | None:
     """Take a pending, due delivery (attempts + 1, leased for CLAIM_LEASE_S); None if it is
-    delivered, failed, or not due (another sender has it, or its backoff runs)."""
+    delivered, failed, or not due (another sender has it, or its backoff runs). A delivery
+    whose study's order is cancelled fails here instead."""
     now = utcnow()
+    pending = (deliveries.c.id == delivery_id, deliveries.c.status == "pending")
     taken = (
         deliveries.update()
-        .where(
-            deliveries.c.id == delivery_id,
-            deliveries.c.status == "pending",
-            deliveries.c.next_attempt_at <= now,
-        )
+        .where(*pending, deliveries.c.next_attempt_at <= now)
         .values(
             attempts=deliveries.c.attempts + 1,
             next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S),
@@ -197,6 +197,11 @@ def claim(engine: Engine, delivery_id: str) -> dict[str, Any] | None:
         .returning(*deliveries.c)
     )
     with engine.begin() as connection:
+        connection.execute(
+            deliveries.update()
+            .where(*pending, study_is_cancelled(deliveries.c.study_id))
+            .values(status="failed", last_error=CANCEL_REASON)
+        )  # written by a decision in the instant its order's cancel was applied: never sent
         row = connection.execute(taken).first()
     return None if row is None else dict(row._mapping)
 

@@ -286,6 +286,16 @@ def _cancel(connection: Connection, study_ids: Sequence[str], reason: str) -> Ap
     return applied
 
 
+def study_is_cancelled(study_id: sa.ColumnElement[Any]) -> sa.Exists:
+    """True where the study `study_id` names (a column of the outer query) has a cancelled
+    order."""
+    return (
+        sa.select(studies.c.id)
+        .where(studies.c.id == study_id, is_cancelled(studies.c.accession))
+        .exists()
+    )
+
+
 def cancelled_studies(connection: Connection, study_ids: Sequence[str]) -> set[str]:
     """Those of these studies whose order is cancelled now (their decisions are not sent)."""
     found: set[str] = set()

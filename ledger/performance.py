@@ -2,7 +2,9 @@
 
 With labels (the readers' current findings): PPV of urgent flags, agreement by the reader's
 class, and sensitivity where readers also reviewed studies the model did not flag. Without
-labels (drift): the daily distribution of study P(2) and the share flagged urgent.
+labels (drift): the daily distribution of study P(2) and the share flagged urgent, and of
+what the workers saw (each scan's mean intensity and contrast, `imaging.statistics`) against
+the interquartile range of the training scans the card states (`reference`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from sqlalchemy.engine import Engine
 
 from ledger.findings import current_findings
 from ledger.reads import fetch_rows
-from ledger.statements import models, studies
+from ledger.statements import models, results, studies
 from schemas.tables import utcnow
 
 P2_BINS = 10  # histogram bins of P(2) over [0, 1]
 DRIFT_DAYS = 7  # this many latest days in a row outside the card's band: drift
+INPUT_STATISTICS = ("mean_intensity", "contrast")  # per scan, as results and cards hold them
+INPUT_BAND = ("0.25", "0.75")  # the card's reference quantiles that bound a day's median
+# a day with fewer scans is shown but not judged: the median of 20 scans drawn from the
+# reference falls outside its interquartile range on about 1 day in 80 by chance alone
+MIN_SCANS_JUDGED = 20
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -101,14 +108,19 @@ def output_distribution(engine: Engine, days: int = 30) -> list[dict[str, Any]]:
     return entries
 
 
+def _cards(engine: Engine) -> list[tuple[str, dict[str, Any]]]:
+    """Every registered model version with its card as stored (JSON)."""
+    with engine.begin() as connection:
+        rows = connection.execute(sa.select(models.c.version, models.c.card)).all()
+    return [(version, card or {}) for version, card in rows]
+
+
 def reference_bands(engine: Engine) -> dict[str, tuple[float, float]]:
     """Per model version, the range of urgent-flag precision its card expects on new
     patients (`expected_unseen.urgent_precision`); versions whose card has none are left out."""
-    with engine.begin() as connection:
-        rows = connection.execute(sa.select(models.c.version, models.c.card)).all()
     bands = {}
-    for version, card in rows:
-        expected = ((card or {}).get("expected_unseen") or {}).get("urgent_precision") or {}
+    for version, card in _cards(engine):
+        expected = (card.get("expected_unseen") or {}).get("urgent_precision") or {}
         if "low" in expected and "high" in expected:
             bands[version] = (float(expected["low"]), float(expected["high"]))
     return bands
@@ -137,3 +149,73 @@ def days_outside(marked: list[dict[str, Any]]) -> dict[str, int]:
         version = row["model_version"]
         streaks[version] = streaks.get(version, 0) + 1 if row["outside"] else 0
     return streaks
+
+
+def input_distribution(engine: Engine, days: int = 30) -> list[dict[str, Any]]:
+    """One entry per (model version, day) over the last `days`: the scans classified with
+    input statistics and, per statistic, the quartiles of its per-scan values."""
+    since = utcnow() - timedelta(days=days)
+    query = sa.select(
+        results.c.model_version, results.c.classified_at, *(results.c[n] for n in INPUT_STATISTICS)
+    ).where(
+        results.c.classified_at >= since.astimezone(UTC),
+        *(results.c[name].is_not(None) for name in INPUT_STATISTICS),
+    )
+    groups: dict[tuple[str, date], list[dict[str, Any]]] = defaultdict(list)
+    for row in fetch_rows(engine, query):
+        groups[(row["model_version"] or "-", row["classified_at"].date())].append(row)
+    entries = []
+    for (version, day), rows in sorted(groups.items()):
+        entry: dict[str, Any] = {
+            "model_version": version,
+            "day": day.isoformat(),
+            "scans": len(rows),
+        }
+        for name in INPUT_STATISTICS:
+            quartiles = np.quantile([row[name] for row in rows], [0.25, 0.5, 0.75])
+            entry[name] = {"quartiles": [float(q) for q in quartiles]}
+        entries.append(entry)
+    return entries
+
+
+def input_bands(engine: Engine) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per model version and input statistic, the INPUT_BAND quantiles of the training scans'
+    per-scan values its card states (`reference`); versions whose card has none are left out."""
+    low, high = INPUT_BAND
+    bands: dict[str, dict[str, tuple[float, float]]] = {}
+    for version, card in _cards(engine):
+        reference = card.get("reference") or {}
+        for name in INPUT_STATISTICS:
+            quantiles = (reference.get(name) or {}).get("quantiles") or {}
+            if low in quantiles and high in quantiles:
+                band = (float(quantiles[low]), float(quantiles[high]))
+                bands.setdefault(version, {})[name] = band
+    return bands
+
+
+def with_input_bands(
+    entries: list[dict[str, Any]], bands: dict[str, dict[str, tuple[float, float]]]
+) -> list[dict[str, Any]]:
+    """`input_distribution` entries with, per statistic, the version's band and whether the
+    day's median is outside it; `judged` days (MIN_SCANS_JUDGED scans or more) only."""
+    marked = []
+    for entry in entries:
+        judged = entry["scans"] >= MIN_SCANS_JUDGED
+        checked: dict[str, Any] = {"judged": judged}
+        for name in INPUT_STATISTICS:
+            band = bands.get(entry["model_version"], {}).get(name)
+            median = entry[name]["quartiles"][1]
+            outside = judged and band is not None and not band[0] <= median <= band[1]
+            checked[name] = {**entry[name], "band": band, "outside": outside}
+        marked.append({**entry, **checked})
+    return marked
+
+
+def latest_judged(marked: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model version, its latest judged day with a band (`with_input_bands` entries): what
+    the input drift alert and its gauges report."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in sorted(marked, key=lambda entry: entry["day"]):  # oldest first: the last wins
+        if entry["judged"] and any(entry[name]["band"] for name in INPUT_STATISTICS):
+            latest[entry["model_version"]] = entry
+    return latest

@@ -61,30 +61,54 @@ def _worklist_filter(include_acknowledged: bool, acknowledged_only: bool) -> lis
     return []
 
 
+def _open_cases(include_acknowledged: bool, acknowledged_only: bool) -> sa.Select:
+    """SELECT the worklist's cases with these choices (their studies joined, cancelled
+    orders left out), no columns yet."""
+    return (
+        sa.select()
+        .select_from(urgent_cases)
+        .join(studies, studies.c.id == urgent_cases.c.study_id)
+        .where(
+            *_worklist_filter(include_acknowledged, acknowledged_only),
+            not_cancelled(studies.c.accession),
+        )
+    )
+
+
+MOST_URGENT_FIRST = (
+    (studies.c.priority == Priority.stat.value).desc(),
+    urgent_cases.c.p2.desc(),
+    urgent_cases.c.classified_at,
+    urgent_cases.c.scan_id,
+)
+
+
 def worklist_size(
     engine: Engine, include_acknowledged: bool = False, acknowledged_only: bool = False
 ) -> int:
     """How many entries `worklist` with these choices has (without a limit)."""
-    chosen = _worklist_filter(include_acknowledged, acknowledged_only)
-    query = (
-        sa.select(sa.func.count())
-        .select_from(urgent_cases)
-        .join(studies, studies.c.id == urgent_cases.c.study_id)
-        .where(*chosen, not_cancelled(studies.c.accession))
-    )
+    query = _open_cases(include_acknowledged, acknowledged_only).add_columns(sa.func.count())
     with engine.begin() as connection:
         return connection.execute(query).scalar_one()
 
 
-def worklist(
-    engine: Engine,
-    include_acknowledged: bool = False,
-    acknowledged_only: bool = False,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
-    """Urgent studies, most urgent first (stat before routine, then highest study P(class 2),
-    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`);
-    the first `limit` of them when given. A study whose order is cancelled is not listed."""
+def _chosen_keys(
+    include_acknowledged: bool, acknowledged_only: bool, limit: int, offset: int
+) -> sa.Subquery:
+    """The scan ids of the cases a page of `worklist` lists, and how many there are in all
+    (a window count: one pass over the open cases, on the narrow columns the order needs)."""
+    return (
+        _open_cases(include_acknowledged, acknowledged_only)
+        .add_columns(urgent_cases.c.scan_id, sa.func.count().over().label("total"))
+        .order_by(*MOST_URGENT_FIRST)
+        .limit(limit)
+        .offset(offset or None)
+        .subquery()
+    )
+
+
+def _entry_columns() -> tuple[sa.ColumnElement[Any], ...]:
+    """What a worklist entry shows (its study's slice count read per entry)."""
     of_study = scans.alias("of_study")
     slices = (
         sa.select(sa.func.count())
@@ -92,55 +116,91 @@ def worklist(
         .correlate(studies)
         .scalar_subquery()
     )
-    query = (
-        sa.select(
-            studies.c.study_uid,
-            sa.func.coalesce(studies.c.accession, scans.c.accession).label("accession"),
-            urgent_cases.c.p2,
-            slices.label("slices"),
-            urgent_cases.c.scan_id,
-            urgent_cases.c.study_id,
-            studies.c.received_at,
-            urgent_cases.c.classified_at,
-            urgent_cases.c.escalated_at,
-            urgent_cases.c.notified_at,
-            urgent_cases.c.acknowledged_at,
-            urgent_cases.c.acknowledged_by,
-            urgent_cases.c.model_version,
-            studies.c.priority,
-        )
-        .join(studies, studies.c.id == urgent_cases.c.study_id)
-        .join(scans, scans.c.id == urgent_cases.c.scan_id)
-        .where(
-            *_worklist_filter(include_acknowledged, acknowledged_only),
-            not_cancelled(studies.c.accession),
-        )
-        .order_by(
-            (studies.c.priority == Priority.stat.value).desc(),
-            urgent_cases.c.p2.desc(),
-            urgent_cases.c.classified_at,
-            urgent_cases.c.scan_id,
-        )
+    return (
+        studies.c.study_uid,
+        sa.func.coalesce(studies.c.accession, scans.c.accession).label("accession"),
+        urgent_cases.c.p2,
+        slices.label("slices"),
+        urgent_cases.c.scan_id,
+        urgent_cases.c.study_id,
+        studies.c.received_at,
+        urgent_cases.c.classified_at,
+        urgent_cases.c.escalated_at,
+        urgent_cases.c.notified_at,
+        urgent_cases.c.acknowledged_at,
+        urgent_cases.c.acknowledged_by,
+        urgent_cases.c.model_version,
+        studies.c.priority,
     )
-    if limit is not None:
-        query = query.limit(limit)
+
+
+def _worklist_with_total(
+    engine: Engine,
+    include_acknowledged: bool,
+    acknowledged_only: bool,
+    limit: int | None,
+    offset: int,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The chosen entries in full and the count of all (None when the page is past the end).
+    One statement; with a limit, full rows and slice counts are read for that page only."""
+    if limit is None and not offset:
+        query = _open_cases(include_acknowledged, acknowledged_only).add_columns(
+            *_entry_columns(), sa.literal(None).label("total")
+        )
+    else:
+        chosen = _chosen_keys(include_acknowledged, acknowledged_only, limit, offset)
+        query = (
+            sa.select(*_entry_columns(), chosen.c.total)
+            .select_from(chosen)
+            .join(urgent_cases, urgent_cases.c.scan_id == chosen.c.scan_id)
+            .join(studies, studies.c.id == urgent_cases.c.study_id)
+        )
+    query = query.join(scans, scans.c.id == urgent_cases.c.scan_id).order_by(*MOST_URGENT_FIRST)
     now = utcnow()
-    cases = []
-    for row in fetch_rows(engine, query):
+    cases = fetch_rows(engine, query)
+    totals = [row.pop("total") for row in cases]
+    for row in cases:
         row["acknowledged"] = row["acknowledged_at"] is not None
         row["waited_s"] = ((row["acknowledged_at"] or now) - row["received_at"]).total_seconds()
-        cases.append(row)
-    return cases
+    if limit is None and not offset:
+        return cases, len(cases)
+    return cases, totals[0] if totals else None
+
+
+def worklist(
+    engine: Engine,
+    include_acknowledged: bool = False,
+    acknowledged_only: bool = False,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Urgent studies, most urgent first (stat before routine, then highest study P(class 2),
+    then longest waiting): one entry per exam with its most suspicious slice (`scan_id`);
+    `limit` of them from `offset` when given. A study whose order is cancelled is not listed."""
+    return _worklist_with_total(engine, include_acknowledged, acknowledged_only, limit, offset)[0]
+
+
+def worklist_page(
+    engine: Engine, acknowledged_only: bool = False, page: int = 1, per_page: int = 100
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the worklist (most urgent first) and how many entries it has in all."""
+    offset = (max(page, 1) - 1) * per_page
+    cases, total = _worklist_with_total(engine, False, acknowledged_only, per_page, offset)
+    if total is None:  # past the last page (or none at all): count on their own
+        total = 0 if page == 1 else worklist_size(engine, acknowledged_only=acknowledged_only)
+    return cases, total
 
 
 def worklist_version(engine: Engine) -> str:
     """A short text that changes whenever the worklist does (a case added, re-decided or
-    acknowledged): what the live page polls cheaply before it re-reads the list."""
+    acknowledged, an order that cancels a study or moves it ahead): what the live page polls
+    cheaply before it re-reads the list."""
     query = sa.select(
         sa.func.count(),
         sa.func.count(urgent_cases.c.acknowledged_at),
         sa.func.max(urgent_cases.c.classified_at),
         sa.func.max(urgent_cases.c.acknowledged_at),
+        sa.select(sa.func.max(orders.c.id)).scalar_subquery(),
     ).select_from(urgent_cases)
     with engine.begin() as connection:
         row = connection.execute(query).one()

@@ -67,12 +67,15 @@ class Claim:
 
 @dataclass(frozen=True)
 class ScoredScan:
-    """One classified scan: softmax, the model's predicted class and its urgent flag."""
+    """One classified scan: softmax, the model's predicted class and its urgent flag, and what
+    the model saw (`imaging.statistics`: mean intensity and contrast, for drift)."""
 
     scan_id: str
     probabilities: tuple[float, float, float]
     predicted: int
     urgent: bool
+    mean_intensity: float | None = None
+    contrast: float | None = None
 
 
 @dataclass(frozen=True)
@@ -327,6 +330,8 @@ def _result_row(item: ScoredScan, model_version: str, classified_at: datetime) -
         "urgent": item.urgent,
         "model_version": model_version,
         "classified_at": classified_at,
+        "mean_intensity": item.mean_intensity,
+        "contrast": item.contrast,
     }
 
 

@@ -40,6 +40,7 @@ class StudyRef:
     patient_issuer: str | None = None
     patient_name: str | None = None
     study_date: str | None = None
+    patient_modules: str | None = None  # DICOM JSON, imaging/patient_modules.py
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ def open_studies(
     """Make sure a row exists for each study; refuse refs that contradict theirs.
 
     New studies are `receiving` when `hold` (a DICOM association adds to them), else
-    `queued`, and keep the patient of their first ref. A ref whose PatientID, or (where both
+    `queued`, and keep the patient of their first ref (and its patient and study modules,
+    copied into every object we send back). A ref whose PatientID, or (where both
     are present) IssuerOfPatientID or AccessionNumber, differs from its study's is refused
     and counted on the study (`contradicting`): one study, one patient. An existing study
     that takes a slice and was decided or closed is re-opened the same way; one still
@@ -175,6 +177,7 @@ def _new_study_row(
         "patient_issuer": ref.patient_issuer,
         "patient_name": ref.patient_name,
         "study_date": ref.study_date,
+        "patient_modules": ref.patient_modules,
         "priority": priority.value,
         "status": status,
         "received_at": now,

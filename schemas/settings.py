@@ -184,6 +184,61 @@ class Settings(BaseSettings):
         pattern=r"^[^@\s]{1,16}@[^:\s]+:\d{1,5}$",
         description="PACS for the SR and key image: AET@host:port.",
     )
+    dicom_tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate (chain) `triage receive` presents; set: the receiver speaks"
+        " DICOM TLS only (TLS 1.2+, BCP 195 suites), with TRIAGE_DICOM_TLS_KEY.",
+    )
+    dicom_tls_key: Path | None = Field(
+        None, description="The unencrypted PEM private key of TRIAGE_DICOM_TLS_CERT."
+    )
+    dicom_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA certificates; set: a sender must present a client certificate one"
+        " of them signed (mutual TLS).",
+    )
+    dicom_destination_tls_ca: Path | None = Field(
+        None,
+        description="PEM CA certificates the PACS's certificate must be signed by; set: the SR"
+        " and key image go to TRIAGE_DICOM_DESTINATION over DICOM TLS.",
+    )
+    dicom_destination_tls_cert: Path | None = Field(
+        None, description="Our PEM client certificate for the PACS (mutual TLS), with _KEY."
+    )
+    dicom_destination_tls_key: Path | None = Field(
+        None, description="The unencrypted PEM private key of TRIAGE_DICOM_DESTINATION_TLS_CERT."
+    )
+    dicom_destination_tls_check_hostname: bool = Field(
+        True,
+        description="The PACS's certificate must name its host (or IP address); false: any"
+        " certificate the CA signed is accepted.",
+    )
+    dicom_destination_tls_hostname: str | None = Field(
+        None,
+        min_length=1,
+        description="The name the PACS's certificate must carry, when it is not the"
+        " destination's host (a PACS reached by IP address with a certificate for its name).",
+    )
+    dicomweb_destination: str | None = Field(
+        None,
+        description="DICOMweb base URL of a PACS that prefers STOW-RS (http:// or https://, e.g."
+        " https://pacs/dicom-web): the SR and key image are POSTed to its /studies.",
+    )
+    dicomweb_max_request_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024,
+        description="Largest STOW-RS request body `triage web` reads (each instance within"
+        " TRIAGE_MAX_FILE_BYTES); a longer one ends with 413.",
+    )
+    dicomweb_token: str | None = Field(
+        None, repr=False, description="Bearer token for TRIAGE_DICOMWEB_DESTINATION."
+    )
+    dicomweb_username: str | None = Field(
+        None, min_length=1, description="Basic-auth user for TRIAGE_DICOMWEB_DESTINATION."
+    )
+    dicomweb_password: str | None = Field(
+        None, repr=False, description="Basic-auth password of TRIAGE_DICOMWEB_USERNAME."
+    )
     hl7_destination: str | None = Field(
         None, pattern=r"^[^:\s]+:\d{1,5}$", description="RIS MLLP listener: host:port."
     )
@@ -276,12 +331,47 @@ class Settings(BaseSettings):
             return [title.strip() for title in value.split(",") if title.strip()]
         return value
 
+    @field_validator(
+        "dicom_tls_cert",
+        "dicom_tls_key",
+        "dicom_tls_ca",
+        "dicom_destination_tls_ca",
+        "dicom_destination_tls_cert",
+        "dicom_destination_tls_key",
+        "dicom_destination_tls_hostname",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`TRIAGE_DICOM_TLS_CA=` (left empty in an .env file) means unset, not the folder `.`."""
+        return None if value == "" else value
+
     @field_validator("fhir_url")
     @classmethod
     def _fhir_http_only(cls, url: str | None) -> str | None:
         if url is not None and not url.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return url
+
+    @field_validator("dicomweb_destination")
+    @classmethod
+    def _dicomweb_http_only(cls, url: str | None) -> str | None:
+        """The STOW-RS base must be an http:// or https:// URL with a host; '' means unset."""
+        if url is None or url == "":
+            return None
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("TRIAGE_DICOMWEB_DESTINATION must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _dicomweb_one_auth(self) -> Settings:
+        """Either a bearer token or a user and password for the DICOMweb PACS, not both."""
+        if self.dicomweb_token and (self.dicomweb_username or self.dicomweb_password):
+            raise ValueError("TRIAGE_DICOMWEB_TOKEN and TRIAGE_DICOMWEB_USERNAME: set one only")
+        if (self.dicomweb_username is None) != (self.dicomweb_password is None):
+            raise ValueError("TRIAGE_DICOMWEB_USERNAME and TRIAGE_DICOMWEB_PASSWORD go together")
+        return self
 
     @field_validator("notify_url")
     @classmethod
@@ -301,6 +391,27 @@ class Settings(BaseSettings):
     @field_serializer("notify_url")
     def _mask_webhook(self, url: str | None) -> str | None:
         return hide_url_secrets(url)
+
+    @model_validator(mode="after")
+    def _tls_files_in_pairs(self) -> Settings:
+        """A key needs its certificate and the reverse; a CA of the receiver needs its
+        certificate, our client certificate for the PACS needs the PACS's CA (whether the
+        files serve is checked where the contexts are built: gateway/tls.py)."""
+        pairs = (
+            ("TRIAGE_DICOM_TLS_KEY", self.dicom_tls_key, "TRIAGE_DICOM_TLS_CERT", self.dicom_tls_cert),
+            ("TRIAGE_DICOM_TLS_CERT", self.dicom_tls_cert, "TRIAGE_DICOM_TLS_KEY", self.dicom_tls_key),
+            ("TRIAGE_DICOM_TLS_CA", self.dicom_tls_ca, "TRIAGE_DICOM_TLS_CERT", self.dicom_tls_cert),
+            ("TRIAGE_DICOM_DESTINATION_TLS_KEY", self.dicom_destination_tls_key,
+             "TRIAGE_DICOM_DESTINATION_TLS_CERT", self.dicom_destination_tls_cert),
+            ("TRIAGE_DICOM_DESTINATION_TLS_CERT", self.dicom_destination_tls_cert,
+             "TRIAGE_DICOM_DESTINATION_TLS_KEY", self.dicom_destination_tls_key),
+            ("TRIAGE_DICOM_DESTINATION_TLS_CERT", self.dicom_destination_tls_cert,
+             "TRIAGE_DICOM_DESTINATION_TLS_CA", self.dicom_destination_tls_ca),
+        )  # fmt: skip
+        for name, value, needed, other in pairs:
+            if value is not None and other is None:
+                raise ValueError(f"{name} is set: it needs {needed} too")
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -53,7 +53,7 @@ NAMING_CONVENTION = {
 }
 
 STATUSES = ("held", "queued", "processing", "done", "failed")  # held: its study is receiving
-CHANNELS = ("dicom", "key_image", "hl7", "fhir", "webhook")
+CHANNELS = ("dicom", "key_image", "dicomweb", "dicomweb_key", "hl7", "fhir", "webhook")
 # waiting: a key image whose saliency map is not stored yet (the reconciler has it rendered)
 DELIVERY_STATUSES = ("pending", "waiting", "delivered", "failed")
 ROLES = ("clinician", "operator", "admin")
@@ -100,6 +100,9 @@ class Study(Base):
     patient_issuer: Mapped[str | None] = mapped_column(String(64))  # IssuerOfPatientID
     patient_name: Mapped[str | None] = mapped_column(String(256))  # as received (never escaped)
     study_date: Mapped[str | None] = mapped_column(String(16))  # DICOM DA as received
+    # the patient and study modules of its first instance as received, DICOM JSON with their
+    # character set (imaging/patient_modules.py): copied into every object we send back
+    patient_modules: Mapped[str | None] = mapped_column(Text)
     priority: Mapped[str] = mapped_column(String(16), default=Priority.routine.value)
     status: Mapped[str] = mapped_column(String(16), default="receiving")
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -175,6 +178,9 @@ class Result(Base):
     classified_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+    # what the model saw, for drift without labels (imaging.statistics); None before 0008
+    mean_intensity: Mapped[float | None] = mapped_column(Float)
+    contrast: Mapped[float | None] = mapped_column(Float)
 
 
 class UrgentCase(Base):

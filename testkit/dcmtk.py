@@ -49,17 +49,27 @@ def storescu(
     )  # fmt: skip
 
 
+def tls_options(key: Path, cert: Path, trusted: Path | None = None) -> list[str]:
+    """dcmtk's TLS options: present `cert` (its unencrypted `key`) and, with `trusted` (a CA
+    file), require and verify the peer's certificate; without it, ignore the peer's."""
+    verify = ["+cf", str(trusted), "-rc"] if trusted is not None else ["-ic"]
+    return ["+tls", str(key), str(cert), "-pw", *verify]
+
+
 def listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((LOOPBACK, port)) == 0
 
 
 @contextlib.contextmanager
-def storescp(folder: Path, port: int, ae_title: str = "PACS") -> Iterator[subprocess.Popen]:
-    """storescp writing what it receives into `folder`, listening on `port` inside the block."""
+def storescp(
+    folder: Path, port: int, ae_title: str = "PACS", options: Sequence[str] = ()
+) -> Iterator[subprocess.Popen]:
+    """storescp writing what it receives into `folder`, listening on `port` inside the block;
+    `options` go before the rest (for TLS: `tls_options(...)`)."""
     folder.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        ["storescp", "--output-directory", str(folder), "-aet", ae_title, str(port)],
+        ["storescp", *options, "--output-directory", str(folder), "-aet", ae_title, str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dcmtk_env(),

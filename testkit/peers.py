@@ -10,10 +10,24 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 from testkit.dcmtk import storescp
 
 START, END = b"\x0b", b"\x1c\r"
+Server = TypeVar("Server", bound=socketserver.BaseServer)
+
+
+@contextlib.contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """`server` answering on a thread of its own until the block ends, then shut down and
+    closed (for peers the tests start: an MLLP listener, an HTTP server)."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Ris(socketserver.StreamRequestHandler):
@@ -67,15 +81,8 @@ def start_receivers(ports: dict[str, int], folder: Path) -> Iterator[None]:
     socketserver.ThreadingTCPServer.allow_reuse_address = True
     ris = socketserver.ThreadingTCPServer(("127.0.0.1", ports["ris"]), Ris)
     fhir = ThreadingHTTPServer(("127.0.0.1", ports["fhir"]), Fhir)
-    for server in (ris, fhir):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with storescp(folder, ports["pacs"]):
-            yield
-    finally:
-        for server in (ris, fhir):
-            server.shutdown()
-            server.server_close()
+    with serving(ris), serving(fhir), storescp(folder, ports["pacs"]):
+        yield
 
 
 def reset() -> None:

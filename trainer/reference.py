@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from imaging.statistics import input_statistics
 from schemas.model_card import URGENT_CLASS
 
 P_URGENT_BINS = 10
@@ -24,18 +25,18 @@ def _distribution(values: np.ndarray) -> dict:
 
 def reference_statistics(images: np.ndarray, out_of_fold: np.ndarray, threshold: float) -> dict:
     """P(urgent) histogram of the out-of-fold scans, per-scan mean intensity and contrast
-    (standard deviation of the grey levels, 0-255), and the share flagged urgent."""
+    (`imaging.statistics`, as the worker records them), and the share flagged urgent."""
     p2 = out_of_fold[:, URGENT_CLASS]
     counts, edges = np.histogram(p2, bins=P_URGENT_BINS, range=(0.0, 1.0))
-    pixels = images.reshape(len(images), -1).astype(np.float64)
+    mean_intensity, contrast = input_statistics(images)
     return {
         "scans": int(len(images)),
         "p_urgent_histogram": {
             "edges": [round(float(e), 2) for e in edges],
             "shares": [round(float(c) / max(len(p2), 1), 4) for c in counts],
         },
-        "mean_intensity": _distribution(pixels.mean(axis=1)),
-        "contrast": _distribution(pixels.std(axis=1)),
+        "mean_intensity": _distribution(mean_intensity),
+        "contrast": _distribution(contrast),
         "flagged_urgent_share": round(float((p2 >= threshold).mean()), 4),
         "basis": "out-of-fold predictions of the published candidate on its training scans",
     }

@@ -3,8 +3,10 @@
 phantoms -> the default recipe trained on them (every candidate + the ensemble, selected by
 out-of-fold macro F1, as `triage train`; two folds, no estimate) -> migrations -> routine + urgent workers (child processes) ->
 enqueue a held-out batch -> progress until every scan is classified -> worklist and summary ->
-workers stopped (also on Ctrl-C or an error). Everything lives under TRIAGE_DATA_DIR/demo;
-the ledger and the broker are the configured ones (embedded SQLite and Redis by default).
+workers stopped (also on Ctrl-C or an error) -> the web page on the demo's ledger with a
+one-time login (triage/demo_web.py) until Ctrl-C, unless `--no-web`. Everything lives under
+TRIAGE_DATA_DIR/demo; the ledger and the broker are the configured ones (embedded SQLite and
+Redis by default); an embedded Redis the demo started runs until the web page stops.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from schemas.model_card import (
 from schemas.settings import Settings
 from trainer.phantom_model import TRAIN_SCANS, publish_on_phantoms
 from triage.demo_report import DemoResult, show_results
+from triage.demo_web import WebNotServing, serve_demo_web
 from worker.processes import (
     WorkerExited,
     WorkerProcess,
@@ -62,22 +65,46 @@ class DemoOptions:
     seed: int = 0
     retrain: bool = False
     timeout: float = 300.0
+    web: bool = True  # serve the web page on the demo's ledger until Ctrl-C
+    web_port: int | None = None  # None: demo_web.PREFERRED_PORT when free, else any free port
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> DemoResult:
-    """Run the whole flow once; the worker processes are stopped however it ends."""
+    """Run the whole flow once, then serve the web page until Ctrl-C (with `options.web`);
+    the worker processes, the web page and an embedded Redis it started are stopped however
+    it ends."""
     if settings.environment == "production":
         raise DemoError(
             "triage demo writes synthetic scans into the ledger; it refuses "
             "TRIAGE_ENVIRONMENT=production"
         )
     home = settings.resolved_data_dir / "demo"
-    model_root = home / "models"
     console.rule("[bold]triage demo[/bold]: synthetic phantom scans, not patients")
-    model_dir = ensure_model(model_root, options, console)
+    model_dir = ensure_model(home / "models", options, console)
     prepare_ledger(settings, console)
     started_broker = start_embedded_broker(settings)
-    workers = start_workers(settings, home / "logs", model_root)
+    try:
+        result = classify_batch(settings, options, home, model_dir, console)
+        show_results(settings, result, console)
+        if options.web:
+            engine = engine_for(settings.resolved_database_url)
+            serve_demo_web(
+                settings, engine, home / "logs", options.web_port, options.timeout, console
+            )
+    except WebNotServing as error:
+        raise DemoError(str(error)) from None
+    finally:
+        if started_broker:
+            stop_embedded_redis(embedded_redis_dir(settings))
+    return result
+
+
+def classify_batch(
+    settings: Settings, options: DemoOptions, home: Path, model_dir: Path, console: Console
+) -> DemoResult:
+    """Start the workers, enqueue the held-out batch and wait until it is classified and
+    decided; the workers are stopped however it ends."""
+    workers = start_workers(settings, home / "logs", home / "models")
     try:
         console.print("starting workers (each loads TensorFlow and the model) ...")
         wait_ready(workers, broker_url(settings), options.timeout)
@@ -86,7 +113,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
         wait_for_results(settings, scan_ids, workers, options.timeout, console)
         elapsed = time.monotonic() - started
         threshold = read_card(model_dir).urgent_threshold
-        result = DemoResult(scan_ids, labels, model_dir.name, threshold, elapsed)
+        return DemoResult(scan_ids, labels, model_dir.name, threshold, elapsed)
     except WorkerExited as error:
         raise DemoError(f"{error}\nworker logs: {home / 'logs'}") from None
     finally:
@@ -94,10 +121,6 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> Demo
         if running:
             console.print(f"stopping workers: {', '.join(running)}")
         stop_workers(workers)
-        if started_broker:
-            stop_embedded_redis(embedded_redis_dir(settings))
-    show_results(settings, result, console)
-    return result
 
 
 def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Path:

@@ -42,10 +42,22 @@ def demo(
         bool, typer.Option("--retrain", help="Train again instead of reusing the demo model.")
     ] = False,
     timeout: Annotated[
-        float, typer.Option("--timeout", min=1, help="Seconds to wait for workers and results.")
+        float,
+        typer.Option("--timeout", min=1, help="Seconds to wait for workers, results, the web."),
     ] = 300.0,
+    no_web: Annotated[
+        bool,
+        typer.Option("--no-web", help="Exit after the summary instead of serving the web page."),
+    ] = False,
+    web_port: Annotated[
+        int | None,
+        typer.Option(
+            "--web-port", min=1, max=65535, help="The web page's port (default 8080 if free)."
+        ),
+    ] = None,
 ) -> None:
-    """The whole flow on SYNTHETIC phantoms: train, start workers, enqueue, show the worklist."""
+    """The whole flow on SYNTHETIC phantoms: train, start workers, enqueue, show the worklist,
+    then serve the web page with a one-time login until Ctrl-C (unless --no-web)."""
     import signal
 
     from schemas.settings import get_settings
@@ -55,7 +67,9 @@ def demo(
         raise SystemExit(128 + signum)  # unwinds through run_demo's cleanup
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    options = DemoOptions(scans, train_scans, epochs, seed, retrain, timeout)
+    options = DemoOptions(
+        scans, train_scans, epochs, seed, retrain, timeout, web=not no_web, web_port=web_port
+    )
     try:
         run_demo(get_settings(), options, Console())
     except DemoError as error:

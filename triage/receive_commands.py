@@ -35,8 +35,9 @@ def receive(
 ) -> None:
     """Receive studies over DICOM (C-STORE, C-ECHO) until SIGTERM or Ctrl-C. Each instance is
     acknowledged once it is in the ledger; a study is queued TRIAGE_STUDY_IDLE_SECONDS after
-    its last instance."""
+    its last instance. Over DICOM TLS when TRIAGE_DICOM_TLS_CERT is set."""
     from gateway.intake.receiver import StoreContext, start_receiver
+    from gateway.tls import TlsSettingsError
     from schemas.settings import get_settings
     from triage.pipeline_commands import _ledger
 
@@ -48,8 +49,13 @@ def receive(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     context = StoreContext(settings, priority)
-    receiver = start_receiver(settings, host=host, context=context)
-    typer.echo(f"receiving as {settings.dicom_ae_title} on port {receiver.port}", err=True)
+    try:
+        receiver = start_receiver(settings, host=host, context=context)
+    except TlsSettingsError as error:
+        typer.echo(f"receive: {error}", err=True)
+        raise typer.Exit(2) from None
+    over = " over TLS" if settings.dicom_tls_cert else ""
+    typer.echo(f"receiving as {settings.dicom_ae_title} on port {receiver.port}{over}", err=True)
     while not stop.wait(0.5):
         pass
     aborted = receiver.stop(grace)
@@ -66,10 +72,12 @@ def echo(
         typer.Option("--calling-aet", help="Our AE title; default the first allowed one."),
     ] = None,
 ) -> None:
-    """C-ECHO a DICOM receiver (a health check); exit 1 unless it answers success."""
+    """C-ECHO a DICOM receiver (a health check); exit 1 unless it answers success. With
+    TRIAGE_DICOM_TLS_CERT set, over TLS, presenting that certificate (see README)."""
     from pynetdicom import AE
 
     from gateway.intake.receiver import VERIFICATION, quiet_pynetdicom
+    from gateway.tls import health_check_tls
     from schemas.settings import get_settings
 
     settings = get_settings()
@@ -78,8 +86,12 @@ def echo(
     ae = AE(ae_title=calling)
     ae.add_requested_context(VERIFICATION)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    tls = health_check_tls(settings)
     association = ae.associate(
-        host, port or settings.dicom_port, ae_title=ae_title or settings.dicom_ae_title
+        host,
+        port or settings.dicom_port,
+        ae_title=ae_title or settings.dicom_ae_title,
+        tls_args=None if tls is None else (tls.context, host),
     )
     if not association.is_established:
         typer.echo("echo: association refused or no answer", err=True)

@@ -7,8 +7,10 @@ session's CSRF token in the X-CSRF-Token header for writes.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
@@ -23,6 +25,7 @@ from web.permissions import Action
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 PER_PAGE = 100
+MAX_PER_PAGE = 1000
 
 
 class FindingIn(BaseModel):
@@ -53,16 +56,27 @@ def _json(value: Any) -> Response:  # noqa: ANN401 - rows of plain values and ti
     return Response(text, media_type="application/json")
 
 
-@router.get("/worklist", response_model=list[dict[str, Any]])
+@router.get("/worklist", response_model=dict[str, Any])
 def get_worklist(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     acknowledged: bool = False,
-    limit: Annotated[int | None, Query(ge=1, description="Only the most urgent N.")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="Entries a page.")] = PER_PAGE,
 ) -> Response:
-    """Open urgent studies, most urgent first (or the acknowledged ones)."""
-    engine = request.app.state.engine
-    return _json(reads.worklist(engine, acknowledged_only=acknowledged, limit=limit))
+    """Open urgent studies (or the acknowledged ones), most urgent first, a page at a time:
+    `total` counts them all, `next` is the next page's path (null on the last one)."""
+    cases, total = reads.worklist_page(
+        request.app.state.engine, acknowledged_only=acknowledged, page=page, per_page=limit
+    )
+    following = None
+    if page * limit < total:
+        query = urlencode(
+            {"acknowledged": str(acknowledged).lower(), "page": page + 1, "limit": limit}
+        )
+        following = f"{request.url.path}?{query}"
+    body = {"page": page, "per_page": limit, "total": total, "next": following, "cases": cases}
+    return _json(body)
 
 
 @router.get("/studies", response_model=dict[str, Any])
@@ -159,3 +173,18 @@ def post_retry(
     ):
         raise HTTPException(status_code=404, detail="no such delivery waiting")
     return {"delivery_id": delivery_id, "status": "pending"}
+
+
+@router.get("/workers")
+def get_workers(
+    request: Request,
+    principal: Annotated[Principal, Depends(permitted(Action.view_operations))],
+) -> dict[str, Any]:
+    """The Celery workers answering on the broker and the queues each consumes, and those
+    seen before that answer no more (`alive` false); 503 when the broker does not answer."""
+    from web.operations import workers_or_reason
+
+    workers, reason = workers_or_reason(request.app.state.settings)
+    if workers is None:
+        raise HTTPException(status_code=503, detail=reason)
+    return {"workers": [asdict(worker) for worker in workers]}

@@ -8,8 +8,11 @@ redirect to /login, the API with 401.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -53,7 +56,8 @@ def templates() -> Jinja2Templates:
 
 def create_app(settings: Settings) -> FastAPI:
     """The app on the ledger `settings` name (its schema must be current)."""
-    from web import api, drift_metrics, events, oidc, pages
+    from gateway.intake.receiver import StoreContext
+    from web import api, dicomweb, drift_metrics, events, oidc, pages
 
     engine = engine_for(settings.resolved_database_url)
     require_schema(engine)
@@ -63,11 +67,13 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,  # served at /api/v1/openapi.json behind a login (api.py)
         docs_url=None,
         redoc_url=None,
+        lifespan=_close_idle_studies,
     )
     app.state.settings = settings
     app.state.engine = engine
     app.state.templates = templates()
     app.state.oidc = oidc.provider_client(settings)
+    app.state.store_context = StoreContext(settings)  # STOW-RS in, as `triage receive`
     app.state.throttle = LoginThrottle(
         settings.web_login_attempts, settings.web_login_window_seconds
     )
@@ -85,9 +91,24 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     app.include_router(drift_metrics.router)
     app.include_router(api.router)
+    app.include_router(dicomweb.router)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_api_route("/healthz", _healthz, methods=["GET"], include_in_schema=False)
     return app
+
+
+@contextlib.asynccontextmanager
+async def _close_idle_studies(app: FastAPI) -> AsyncIterator[None]:
+    """Studies received by STOW-RS close when idle, as the receiver's do (its StudyCloser)."""
+    from gateway.intake.study_closer import StudyCloser
+
+    stop = threading.Event()
+    thread = StudyCloser(app.state.settings).start(stop)
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 async def _healthz() -> dict[str, str]:
@@ -96,7 +117,7 @@ async def _healthz() -> dict[str, str]:
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
     """API: JSON; a page without a login: to /login; other page errors: a short page."""
-    if request.url.path.startswith(("/api/", "/events/", "/metrics")):
+    if request.url.path.startswith(("/api/", "/events/", "/metrics", "/dicom-web/")):
         return JSONResponse({"detail": error.detail}, status_code=error.status_code)
     if error.status_code == 401 and request.method == "GET":
         return RedirectResponse("/login", status_code=303)

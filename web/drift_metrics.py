@@ -1,6 +1,7 @@
 """The model's performance and drift for Prometheus, at /metrics (a token or session with the
 view_performance action): today's PPV and urgent share per model version, and the days in a
-row its PPV has been outside the card's band, with the drift alert."""
+row its PPV has been outside the card's band, with the drift alert; and without labels, the
+median input statistics of the latest judged day with the input drift alert, and the P(urgent) stability index against the card with the output drift alert."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from ledger import performance
+from ledger import output_drift, performance
 from web.identity import Principal, permitted
 from web.permissions import Action
 
@@ -53,7 +54,54 @@ def registry_of(engine) -> CollectorRegistry:  # noqa: ANN001 - Engine
     for version, days in performance.days_outside(marked).items():
         outside.labels(version).set(days)
         alert.labels(version).set(1 if days >= performance.DRIFT_DAYS else 0)
+    _input_gauges(engine, registry)
+    _output_gauges(engine, registry)
     return registry
+
+
+def _output_gauges(engine, registry: CollectorRegistry) -> None:  # noqa: ANN001 - Engine
+    """Per model version, its latest judged day's P(urgent) stability index against the
+    card's reference, and whether it was above the alert line."""
+    index = Gauge(
+        "triage_output_stability_index",
+        f"P(urgent) population stability index against the card's reference, on the latest day"
+        f" with {output_drift.MIN_SCANS_JUDGED} or more scans.",
+        ["model_version"], registry=registry,
+    )  # fmt: skip
+    alert = Gauge(
+        "triage_output_drift_alert",
+        f"1 when that index was above {output_drift.PSI_ALERT}.",
+        ["model_version"], registry=registry,
+    )  # fmt: skip
+    entries = output_drift.output_by_day(engine, output_drift.output_references(engine))
+    for version, day in output_drift.latest_judged(entries).items():
+        index.labels(version).set(day["psi"])
+        alert.labels(version).set(1 if day["outside"] else 0)
+
+
+def _input_gauges(engine, registry: CollectorRegistry) -> None:  # noqa: ANN001 - Engine
+    """Per model version and input statistic, its latest judged day's median and whether
+    that was outside the card's reference range."""
+    labels = ["model_version", "statistic"]
+    median = Gauge(
+        "triage_input_median",
+        f"Median per-scan input statistic on the latest day with {performance.MIN_SCANS_JUDGED}"
+        " or more scans.",
+        labels, registry=registry,
+    )  # fmt: skip
+    alert = Gauge(
+        "triage_input_drift_alert",
+        "1 when that median was outside the card's reference interquartile range.",
+        labels, registry=registry,
+    )  # fmt: skip
+    marked = performance.with_input_bands(
+        performance.input_distribution(engine), performance.input_bands(engine)
+    )
+    for version, day in performance.latest_judged(marked).items():
+        for name in performance.INPUT_STATISTICS:
+            if day[name]["band"] is not None:
+                median.labels(version, name).set(day[name]["quartiles"][1])
+                alert.labels(version, name).set(1 if day[name]["outside"] else 0)
 
 
 @router.get("/metrics")

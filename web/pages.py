@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ledger import audit, deliveries, performance, reads, worklist
+from ledger import audit, deliveries, output_drift, performance, reads, worklist
 from ledger.failures import failed_scans
 from ledger.findings import FindingError, NewFinding, add_finding
 from ledger.study_views import StudyFilter, studies_page, study_view
@@ -24,7 +24,7 @@ from web.permissions import Action, allowed
 
 router = APIRouter(include_in_schema=False)
 PER_PAGE = 50
-WORKLIST_ROWS = 200  # most urgent first; the rest are counted (the API lists them all)
+WORKLIST_ROWS = 100  # a page of the worklist, most urgent first
 FormText = Annotated[str | None, Form()]
 
 
@@ -70,8 +70,9 @@ def worklist_page(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    return render(request, "worklist.html", principal, **_worklist(request, tab))
+    return render(request, "worklist.html", principal, **_worklist(request, tab, page))
 
 
 @router.get("/worklist/rows", response_class=HTMLResponse)
@@ -79,21 +80,18 @@ def worklist_rows(
     request: Request,
     principal: Annotated[Principal, Depends(permitted(Action.view_worklist))],
     tab: str = "open",
+    page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    return render(request, "worklist_rows.html", principal, **_worklist(request, tab))
+    return render(request, "worklist_rows.html", principal, **_worklist(request, tab, page))
 
 
-def _worklist(request: Request, tab: str) -> dict[str, Any]:
-    """The first WORKLIST_ROWS entries of the tab, and how many there are in all."""
-    engine = request.app.state.engine
-    acknowledged = tab == "acknowledged"
-    cases = reads.worklist(engine, acknowledged_only=acknowledged, limit=WORKLIST_ROWS)
-    total = (
-        len(cases)
-        if len(cases) < WORKLIST_ROWS
-        else reads.worklist_size(engine, acknowledged_only=acknowledged)
+def _worklist(request: Request, tab: str, page: int) -> dict[str, Any]:
+    """One page of the tab's entries (most urgent first), how many there are, how many pages."""
+    cases, total = reads.worklist_page(
+        request.app.state.engine, tab == "acknowledged", page, WORKLIST_ROWS
     )
-    return {"cases": cases, "tab": tab, "total": total}
+    pages = max(1, -(-total // WORKLIST_ROWS))
+    return {"cases": cases, "tab": tab, "total": total, "page": page, "pages": pages}
 
 
 def _day(text: str | None) -> datetime | None:
@@ -207,14 +205,16 @@ def record_finding(
 def operations_page(
     request: Request, principal: Annotated[Principal, Depends(permitted(Action.view_operations))]
 ) -> Response:
-    from web.operations import snapshot_or_reason
+    from web.operations import snapshot_or_reason, workers_or_reason
 
     engine = request.app.state.engine
     snapshot, reason = snapshot_or_reason(request.app.state.settings)
+    workers, workers_reason = workers_or_reason(request.app.state.settings)
     outbox = [row for row in deliveries.list_deliveries(engine) if row["status"] != "delivered"]
     return render(
         request, "operations.html", principal, snapshot=snapshot, reason=reason,
-        outbox=outbox, failed=failed_scans(engine),
+        workers=workers, workers_reason=workers_reason, outbox=outbox,
+        failed=failed_scans(engine),
     )  # fmt: skip
 
 
@@ -243,9 +243,17 @@ def performance_page(
     )
     streaks = performance.days_outside(marked)
     alerts = {version: days for version, days in streaks.items() if days >= performance.DRIFT_DAYS}
+    inputs = performance.with_input_bands(
+        performance.input_distribution(engine), performance.input_bands(engine)
+    )
+    outputs = output_drift.output_by_day(engine, output_drift.output_references(engine))
     return render(
         request, "performance.html", principal, agreement=marked, alerts=alerts,
         drift=performance.output_distribution(engine), drift_days=performance.DRIFT_DAYS,
+        inputs=inputs, input_alerts=performance.latest_judged(inputs),
+        min_scans_judged=performance.MIN_SCANS_JUDGED,
+        outputs=outputs, output_alerts=output_drift.latest_judged(outputs),
+        psi_alert=output_drift.PSI_ALERT, min_output_scans=output_drift.MIN_SCANS_JUDGED,
     )  # fmt: skip
 
 

@@ -14,12 +14,15 @@ class Action(StrEnum):
     view_operations = "view_operations"
     retry_delivery = "retry_delivery"
     view_audit = "view_audit"
+    store_studies = "store_studies"  # STOW-RS in (a PACS's machine account)
 
 
 READ = {Action.view_worklist, Action.view_study, Action.view_performance}
 PERMISSIONS: dict[str, frozenset[Action]] = {
     "clinician": frozenset(READ | {Action.acknowledge, Action.record_finding}),
-    "operator": frozenset(READ | {Action.view_operations, Action.retry_delivery}),
+    "operator": frozenset(
+        READ | {Action.view_operations, Action.retry_delivery, Action.store_studies}
+    ),
     "admin": frozenset(Action),
 }
 

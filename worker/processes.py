@@ -1,8 +1,8 @@
 """Celery worker processes as children: started, waited for and always stopped.
 
 The one supervisor of `celery -A APP worker` subprocesses: `triage demo` starts its workers
-through it, and so does the test kit (testkit/workers.py adds what only tests and benchmarks
-need). Each worker runs in its own process group, so Ctrl-C in a terminal reaches only the
+(and its `triage web` page) through it, and so does the test kit (testkit/workers.py adds
+what only tests and benchmarks need). Each worker runs in its own process group, so Ctrl-C in a terminal reaches only the
 parent, and stopping it is: SIGTERM to the worker (Celery's warm shutdown finishes the running
 job), then SIGKILL to the whole group (pool children included) after a grace period.
 """

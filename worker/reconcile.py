@@ -15,7 +15,7 @@ from gateway.broker.publish import (
     publish_key_image_renders,
 )
 from gateway.broker.server import broker_url, queue_depths, redis_client
-from gateway.outbox.routing import routing
+from gateway.outbox.routing import routing, sends_key_images
 from ledger import deliveries, studies
 from ledger.database import engine_for
 from ledger.reconcile import SCANS_PER_RUN, Decide, ReconcileReport, reconcile
@@ -42,7 +42,7 @@ def run_reconcile(settings: Settings) -> ReconcileReport:
         decide=_decider(engine, settings),
         render=(
             (lambda study_ids: publish_key_image_renders(study_ids, settings))
-            if settings.dicom_destination
+            if sends_key_images(settings)
             else None
         ),
     )

@@ -29,8 +29,9 @@ from gateway.broker.publish import (
     publish_jobs,
     publish_key_image_renders,
 )
-from gateway.outbox.routing import routing
+from gateway.outbox.routing import routing, sends_key_images
 from imaging.canonical import SCAN_SIZE
+from imaging.statistics import input_statistics
 from ledger import deliveries, worklist
 from ledger import scans as ledger
 from ledger.database import engine_for
@@ -133,16 +134,22 @@ def _classify_claimed(
 
 
 def _score(good: dict[str, bytes], model: ServingModel) -> list[ledger.ScoredScan]:
-    """One forward pass over the scans' pixels: softmax, predicted class, urgent flag each."""
+    """One forward pass over the scans' pixels: softmax, predicted class, urgent flag each,
+    with each scan's mean intensity and contrast (the card's `reference` has the training's)."""
     ids = list(good)
     pixels = np.stack(
         [np.frombuffer(good[sid], np.uint8).reshape(SCAN_SIZE, SCAN_SIZE) for sid in ids]
     )
     probabilities = model.probabilities(pixels)
     predicted, urgent = model.predicted_classes(probabilities), model.is_urgent(probabilities)
+    means, contrasts = input_statistics(pixels)
     return [
-        ledger.ScoredScan(sid, tuple(float(p) for p in row), int(label), bool(flag))
-        for sid, row, label, flag in zip(ids, probabilities, predicted, urgent, strict=True)
+        ledger.ScoredScan(
+            sid, tuple(float(p) for p in row), int(label), bool(flag), float(mean), float(spread)
+        )
+        for sid, row, label, flag, mean, spread in zip(
+            ids, probabilities, predicted, urgent, means, contrasts, strict=True
+        )
     ]
 
 
@@ -201,7 +208,7 @@ def _publish_after_decisions(
     publish lost here is re-sent by the reconciler (escalations, due rows, waiting images)."""
     publish_escalations(escalations, settings)
     publish_deliveries(deliveries.pending_for_scans(engine, scan_ids), settings)
-    if settings.dicom_destination:
+    if sends_key_images(settings):
         urgent = sorted({e.study_id for e in escalations if e.study_id is not None})
         publish_key_image_renders(urgent, settings)
 

@@ -224,6 +224,7 @@ def new_scan(scan: IncomingScan, study: str | None) -> scan_ledger.NewScan:
             patient_issuer=identity.patient_issuer,
             patient_name=identity.patient_name,
             study_date=identity.study_date,
+            patient_modules=identity.modules,
         )
     elif study is not None:
         ref = StudyRef(own_study_uid(study), accession)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -191,6 +192,22 @@ class GuardedSocket:
             raise
         return data
 
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        """Wrap the connection in TLS, the handshake within the association's deadline (the
+        watchdog cuts one that overstays); ssl.SSLError or OSError when it fails."""
+        self._sock = context.wrap_socket(
+            self._sock, server_side=True, do_handshake_on_connect=False
+        )
+        self._sock.settimeout(max(self.deadline() - self._clock(), 0.001))
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLError as error:
+            self.refusal = f"TLS handshake failed ({error.reason or type(error).__name__})"
+            raise
+        except OSError as error:
+            self.refusal = f"TLS handshake failed ({type(error).__name__})"
+            raise
+
     def send(self, data: bytes) -> int:
         self._sock.settimeout(self._limits.read_seconds)  # a peer that never reads
         return self._sock.send(data)
@@ -254,6 +271,14 @@ class Guard:
             connection = Connection(self._numbers["connections"], address, guarded)
             self._connections.append(connection)
             return connection
+
+    def forget(self, connection: Connection) -> None:
+        """Close a connection that never made an association (a failed TLS handshake)."""
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        log.warning("connection-%d closed: %s", connection.number, connection.socket.refusal)
+        _close(connection.socket)
 
     def sweep(self) -> None:
         """Forget ended connections (removing a data set file a cut left) and cut those

@@ -1,10 +1,14 @@
 """The DICOM receiver: a PACS or scanner sends studies over C-STORE (`triage receive`).
 
-One pynetdicom application entity answers C-ECHO and C-STORE for CT, CR, DX, MR and Secondary
-Capture images, in the uncompressed and the common compressed transfer syntaxes (each offered
+One pynetdicom application entity answers C-ECHO and C-STORE for every storage SOP class
+pynetdicom knows, as a PACS forwarding a whole study sends them (dose reports, presentation
+states, other SRs, our own SR and key image). Only CT, CR, DX, MR and Secondary Capture images
+are triaged, in the uncompressed and the common compressed transfer syntaxes (each offered
 only if an installed pydicom plugin decodes it), taking for each proposed context the sender's
-first syntax we decode. Handlers are plain functions bound with
-their dependencies. A C-STORE is answered success (0x0000) only after its instance is
+first syntax we decode. Every other class is accepted in any transfer syntax pydicom knows and
+answered success unread: counted (`StoreContext.ignored`), never stored, never classified; so
+are our own objects coming back (Manufacturer "triage"). Handlers are plain functions bound
+with their dependencies. A C-STORE is answered success (0x0000) only after its instance is
 committed to the ledger, held in its study (`receiving`) until the study goes idle
 (`gateway.intake.study_closer`); a repeated SOPInstanceUID is success too. Failures map to statuses:
 
@@ -25,6 +29,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,7 @@ from gateway.intake.study_closer import StudyCloser
 from imaging.canonical import ScanError
 from imaging.dicom import can_decode, read_dicom
 from imaging.files import DECODED_BYTES_PER_FILE_BYTE
+from imaging.identity import OUR_MANUFACTURER
 from schemas.errors import describe
 from schemas.messages import Priority
 from schemas.settings import Settings
@@ -48,6 +54,7 @@ CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 INTERNAL_ERROR = 0xA701
 CONTRADICTS_STUDY = 0xC240
+NOT_TRIAGED, OUR_OWN = "not a class we triage", "our own object"
 ERROR_COMMENT_CHARS = 64  # Error Comment (0000,0902) is an LO
 
 CT, CR, MR, SC = (
@@ -57,7 +64,7 @@ CT, CR, MR, SC = (
     "1.2.840.10008.5.1.4.1.1.7",
 )
 DX_PRESENTATION, DX_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1.1"
-STORAGE_CLASSES = (CT, CR, DX_PRESENTATION, DX_PROCESSING, MR, SC)
+TRIAGED_CLASSES = frozenset((CT, CR, DX_PRESENTATION, DX_PROCESSING, MR, SC))
 VERIFICATION = "1.2.840.10008.1.1"
 MAX_PDU_BYTES = 1 << 20  # a sender may put this much in a PDU: fewer PDUs per 0.5 MB slice
 MAX_REQUEST_BYTES = 4 << 20  # any other PDU (an association request with many contexts)
@@ -118,7 +125,8 @@ def prefer_senders_order(event: Any) -> None:  # noqa: ANN401 - pynetdicom Event
 @dataclass
 class StoreContext:
     """What the C-STORE handler needs: settings, the priority of received studies, how long
-    to keep trying a busy or unreachable ledger (`sleep` injectable), our instance counter."""
+    to keep trying a busy or unreachable ledger (`sleep` injectable), our instance counter,
+    and how many instances were answered success unread, by reason."""
 
     settings: Settings
     priority: Priority = Priority.routine
@@ -126,6 +134,15 @@ class StoreContext:
     retry_wait: float = 0.5
     sleep: Callable[[float], None] = time.sleep
     numbers: Any = field(default_factory=lambda: itertools.count(1))
+    ignored: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ignore(self, source: str, reason: str, detail: str) -> int:
+        """Count an instance we do not triage and answer it success."""
+        with self.lock:
+            self.ignored[reason] += 1
+        log.info("%s ignored (%s: %s)", source, reason, detail)
+        return SUCCESS
 
 
 def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
@@ -133,10 +150,22 @@ def handle_echo(event: Any) -> int:  # noqa: ANN401, ARG001 - pynetdicom Event
 
 
 def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN401 - pynetdicom Event
-    """Decode the instance, record it in the ledger, answer; see the module's statuses."""
+    """The C-STORE handler: the instance as it arrived (written to a file), stored."""
     source = f"instance-{next(context.numbers)}"
+    sop_class = str(event.request.AffectedSOPClassUID)
+    return store_instance(Path(event.dataset_path), sop_class, source, context)
+
+
+def store_instance(path: Path, sop_class: str, source: str, context: StoreContext) -> int | Any:  # noqa: ANN401
+    """Answer success unread what we do not triage (another SOP class, an object of ours);
+    else decode the instance, record it in the ledger, answer; see the module's statuses.
+    The one path of every instance received (C-STORE here, STOW-RS in gateway.intake.stow)."""
+    if sop_class not in TRIAGED_CLASSES:
+        return context.ignore(source, NOT_TRIAGED, _class_name(sop_class))
     try:
-        intake = decode_instance(event, source, context.settings)
+        if is_our_own(path):
+            return context.ignore(source, OUR_OWN, _class_name(sop_class))
+        intake = decode_instance(path, source, context.settings)
     except ScanError as error:
         log.warning("%s refused: %s", source, error.reason)
         return CANNOT_UNDERSTAND
@@ -146,10 +175,28 @@ def handle_store(event: Any, context: StoreContext) -> int | Any:  # noqa: ANN40
     return record(intake, source, context)
 
 
-def decode_instance(event: Any, source: str, settings: Settings) -> Intake:  # noqa: ANN401
+def _class_name(sop_class: str) -> str:
+    """The SOP class's name (a class, not patient data), for the log."""
+    from pydicom.uid import UID
+
+    return UID(sop_class).name
+
+
+def is_our_own(path: Path) -> bool:
+    """An object we sent (an SR or key image, Manufacturer "triage") coming back with its
+    study; read up to the pixels only. An unreadable header is left to the decoder."""
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Manufacturer"])
+        return str(header.get("Manufacturer", "")).strip() == OUR_MANUFACTURER
+    except Exception:  # noqa: BLE001 - the decoder names what is wrong with the file
+        return False
+
+
+def decode_instance(path: Path, source: str, settings: Settings) -> Intake:
     """The received data set (written to a file as it arrived) -> an intake of its frames,
     with their DICOM identity."""
-    path = Path(event.dataset_path)
     size = path.stat().st_size
     if size > settings.max_file_bytes:
         raise ScanError(
@@ -201,9 +248,11 @@ def refusal(status: int, reason: str) -> Any:  # noqa: ANN401 - pydicom Dataset
 
 
 def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom AE
-    """Our AE: the storage and verification contexts, the allow-list, the association cap
+    """Our AE: every storage context (the triaged classes in the syntaxes we decode, the rest
+    in any), verification, the allow-list, the association cap
     (counting associations that sent their request: see `gateway.intake.guard` for the rest)."""
-    from pynetdicom import AE
+    from pydicom.uid import AllTransferSyntaxes
+    from pynetdicom import AE, AllStoragePresentationContexts
 
     class ReceiverAE(AE):
         @property
@@ -218,9 +267,11 @@ def application_entity(settings: Settings) -> Any:  # noqa: ANN401 - pynetdicom 
             ]
 
     ae = ReceiverAE(ae_title=settings.dicom_ae_title)
-    syntaxes = offered_syntaxes()
-    for sop_class in STORAGE_CLASSES:
-        ae.add_supported_context(sop_class, syntaxes)
+    decoded = offered_syntaxes()
+    unread = [*UNCOMPRESSED, *(uid for uid in AllTransferSyntaxes if uid not in UNCOMPRESSED)]
+    for context in AllStoragePresentationContexts:
+        sop_class = context.abstract_syntax
+        ae.add_supported_context(sop_class, decoded if sop_class in TRIAGED_CLASSES else unread)
     ae.add_supported_context(VERIFICATION, list(UNCOMPRESSED[:2]))
     ae.require_calling_aet = list(settings.dicom_allowed_aes)
     ae.maximum_associations = settings.dicom_max_associations
@@ -290,12 +341,16 @@ def start_receiver(
     closer: StudyCloser | None = None,
     context: StoreContext | None = None,
 ) -> Receiver:
-    """Listen for associations (in threads, behind the guard) and close idle studies in the
-    background. Received data sets are written to a file as they arrive."""
+    """Listen for associations (in threads, behind the guard; over TLS when the settings
+    give a certificate: gateway/tls.py) and close idle studies in the background. Received
+    data sets are written to a file as they arrive. TlsSettingsError, before listening, when
+    a TLS setting names a file that cannot serve."""
     from pynetdicom import _config, evt
 
     from gateway.intake.guarded_server import GuardedServer
+    from gateway.tls import receiver_context
 
+    tls = receiver_context(settings)
     quiet_pynetdicom()
     _config.STORE_RECV_CHUNKED_DATASET = True
     ae = application_entity(settings)
@@ -307,7 +362,7 @@ def start_receiver(
     ]
     guard = guard_for(settings)
     address = (host, settings.dicom_port if port is None else port)
-    server = GuardedServer.start(ae, address, handlers, guard)
+    server = GuardedServer.start(ae, address, handlers, guard, tls)
     stop_background = threading.Event()
     guard.watch(stop_background)
     closer_thread = (closer or StudyCloser(settings)).start(stop_background)

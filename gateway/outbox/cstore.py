@@ -11,6 +11,9 @@ limitation, a status we do not know). Not retryable: the peer refuses the conten
 data set does not match SOP class, 0xCxxx cannot understand, 0x0122 SOP class not
 supported, 0x0124 not authorised, 0x0117 invalid instance) or accepts no presentation
 context for it. Warnings (0xB000, 0xB006, 0xB007) count as stored.
+
+Over DICOM TLS (`tls`, from gateway/tls.py) the handshake is part of connecting: a PACS whose
+certificate our CA did not sign (or that names another host) gets no association, retryably.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from gateway.outbox.deadline import Deadline
 from gateway.outbox.report import DeliveryError
+from gateway.tls import ClientTls
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +61,14 @@ def is_success(status: int) -> bool:
 
 
 def send_cstore(
-    datasets: Iterable[Dataset], destination: str, calling_ae: str, timeout: float = 30.0
+    datasets: Iterable[Dataset],
+    destination: str,
+    calling_ae: str,
+    timeout: float = 30.0,
+    tls: ClientTls | None = None,
 ) -> None:
-    """Store every dataset at `destination` ('AET@host:port'); DeliveryError on any failure.
+    """Store every dataset at `destination` ('AET@host:port'), over TLS when `tls` is given;
+    DeliveryError on any failure.
 
     `timeout` bounds the whole exchange (association, every PDU, every response): at the
     deadline the association's socket is shut down, whatever the peer is sending."""
@@ -84,7 +93,7 @@ def send_cstore(
     with Deadline(timeout) as deadline:
         deadline.on_cut(lambda: _cut_associations(ae, made))
         try:
-            _store_all(ae, items, called_ae, host, port, made)
+            _store_all(ae, items, (called_ae, host, port, tls), made)
         except DeliveryError as error:
             if deadline.passed:
                 raise DeliveryError(
@@ -108,19 +117,27 @@ def _cut_associations(ae: object, made: list[object]) -> None:
 
 
 def _store_all(
-    ae: object, items: list[Dataset], called_ae: str, host: str, port: int, made: list[object]
+    ae: object,
+    items: list[Dataset],
+    peer: tuple[str, str, int, ClientTls | None],
+    made: list[object],
 ) -> None:
-    """One association, every dataset on it in order; DeliveryError at the first failure."""
+    """One association to `peer` (AE title, host, port, TLS), every dataset on it in order;
+    DeliveryError at the first failure."""
     from pynetdicom import evt
 
+    called_ae, host, port, tls = peer
+    tls_args = None if tls is None else (tls.context, tls.server_hostname or host)
     opened = [(evt.EVT_CONN_OPEN, lambda event: made.append(event.assoc))]  # before the answer
     try:
-        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=opened)
+        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=opened, tls_args=tls_args)
     except OSError as error:  # resolution failures and the like
         raise DeliveryError(f"cannot connect: {type(error).__name__}", retryable=True) from None
     if not assoc.is_established:
         if assoc.is_rejected:
             reason = "association rejected"
+        elif not made and tls is not None:  # connecting includes the handshake
+            reason = "no connection (peer down, or the TLS handshake failed)"
         elif assoc.is_aborted:
             reason = "association aborted"
         else:

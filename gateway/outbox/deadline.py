@@ -14,10 +14,13 @@ import http.client
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from gateway.outbox.report import DeliveryError
 
 
 class Deadline:
@@ -83,6 +86,39 @@ def http_opener(deadline: Deadline, *handlers: Any) -> urllib.request.OpenerDire
     return urllib.request.build_opener(
         urllib.request.ProxyHandler({}), *http_handlers(deadline), *handlers
     )
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        return None  # urllib then raises HTTPError with the 3xx
+
+
+def http_exchange(
+    request: urllib.request.Request, timeout: float, peer: str, max_answer: int
+) -> tuple[int, bytes]:
+    """(HTTP status, answer body up to `max_answer` bytes) of one request under one deadline
+    of `timeout` for the whole exchange; redirects are not followed (a 3xx is its status).
+    A peer that cannot be reached, or does not answer whole in time, raises a retryable
+    DeliveryError that names `peer`."""
+    with Deadline(timeout) as deadline:
+        try:
+            with http_opener(deadline, _NoRedirect()).open(request, timeout=timeout) as answer:
+                status, body = answer.status, answer.read(max_answer)
+        except urllib.error.HTTPError as error:
+            with error:
+                status, body = error.code, error.read(max_answer)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            if deadline.passed:
+                raise DeliveryError(
+                    f"no whole answer within {timeout:g} s", retryable=True
+                ) from None
+            cause = getattr(error, "reason", error)
+            raise DeliveryError(
+                f"{peer} unreachable: {type(cause).__name__}", retryable=True
+            ) from None
+    if deadline.passed:
+        raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True)
+    return status, body
 
 
 def _watched(connection_class: type, deadline: Deadline) -> Callable[..., Any]:

@@ -20,6 +20,9 @@ caller names it (an urgent study's key image is its own delivery, sent once its 
 is stored: the SR names it by its derived SOPInstanceUID and does not wait for it); with neither (a calm study from non-DICOM input)
 the SR refers to no instance and has no evidence sequence (type 1C).
 
+Patient and study: the modules the study came with, copied exactly with their character set
+(`gateway.outbox.patient`).
+
 UIDs: the series is one per study (ours), the instance one per decision, both derived from
 our study id (and decision) by `report.derived_uid` (2.25.<name-based UUID>; pydicom 3's
 `generate_uid(prefix=None, entropy_srcs=...)` ignores the sources and is random), so a
@@ -36,12 +39,15 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import ComprehensiveSRStorage
 
+from gateway.outbox.patient import patient_and_study
 from gateway.outbox.report import (
     KeyImageReference,
     StudyReport,
     derived_uid,
     dicom_study_uid,
 )
+from imaging.identity import OUR_MANUFACTURER
+from imaging.patient_modules import copy_modules
 from schemas.model_card import CLASS_NAMES
 
 if TYPE_CHECKING:
@@ -53,7 +59,7 @@ if TYPE_CHECKING:
 
 SCHEME = "99TRIAGE"
 SERIES_NUMBER = 9901
-MANUFACTURER = "triage"
+MANUFACTURER = OUR_MANUFACTURER  # marks the SR as ours when it comes back with its study
 TRIAGE_CLASS = Code("TRIAGE-CLASS", SCHEME, "AI triage class")
 URGENT_FLAG = Code("URGENT", SCHEME, "Urgent")
 P_URGENT = Code("P-URGENT", SCHEME, "Probability of urgent class")
@@ -79,7 +85,7 @@ def _evidence(
     report: StudyReport, key_image: KeyImageReference | None
 ) -> tuple[list[Dataset], bool]:
     """Stub datasets naming the instances the SR refers to, with the patient and study
-    attributes highdicom copies from the first one; and whether any of them is real (when
+    modules as received (highdicom copies them, and their character set, from the first); and whether any of them is real (when
     none is, the one stub names the SR itself and the evidence sequence is dropped)."""
     identities = []
     if report.has_dicom_top_slice:
@@ -92,19 +98,11 @@ def _evidence(
     evidence = []
     for series_uid, sop_uid, sop_class_uid in identities:
         item = Dataset()
+        copy_modules(patient_and_study(report), item)
         item.StudyInstanceUID = dicom_study_uid(report)
         item.SeriesInstanceUID = series_uid
         item.SOPInstanceUID = sop_uid
         item.SOPClassUID = sop_class_uid
-        item.PatientID = report.patient_id or ""
-        item.PatientName = ""
-        item.PatientBirthDate = ""
-        item.PatientSex = ""
-        item.AccessionNumber = report.accession or ""
-        item.StudyID = ""
-        item.StudyDate = ""
-        item.StudyTime = ""
-        item.ReferringPhysicianName = ""
         evidence.append(item)
     return evidence, real
 
@@ -222,4 +220,5 @@ def build_sr(
     if not real_evidence:  # type 1C: no content item refers to an instance
         del document.CurrentRequestedProcedureEvidenceSequence
     _stamp(document, report, our_ae_title)
+    copy_modules(patient_and_study(report), document)  # all of them, exactly as received
     return document

@@ -12,7 +12,8 @@
 Both carry `identifier` = our system URI + `<study_id>/<decision>` (the Observation with a
 `/observation` suffix), and each entry's `request.ifNoneExist` is `identifier=system|value`,
 so a resend creates nothing new. The accession is a second identifier of type ACSN; the
-patient is referred to by identifier (the id as received; we hold no assigning authority).
+patient is referred to by identifier (the id as received; we hold no assigning authority),
+with the name the study came with as its display (`gateway.outbox.patient`).
 Full URLs are urn:uuid UUIDs derived from the decision, so the bundle is the same on resend.
 
 `post_fhir` POSTs it with urllib: 2xx delivered; 5xx, 408, 429, a time-out or a refused
@@ -23,15 +24,14 @@ Environment proxies are not used: the FHIR server is on the hospital network.
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from typing import Any
 
-from gateway.outbox.deadline import Deadline, http_opener
+from gateway.outbox.deadline import http_exchange
+from gateway.outbox.patient import patient_display
 from gateway.outbox.report import (
     DISCLAIMER,
     DeliveryError,
@@ -77,10 +77,14 @@ def conclusion(report: StudyReport) -> str:
 
 
 def _subject(report: StudyReport) -> dict[str, Any] | None:
-    """The patient reference by identifier (the id as received), or None without one."""
+    """The patient reference by identifier (the id as received), with the patient's name as
+    its display where the study came with one; None without an id."""
     if not report.patient_id:
         return None
-    return {"type": "Patient", "identifier": {"value": report.patient_id}}
+    subject: dict[str, Any] = {"type": "Patient", "identifier": {"value": report.patient_id}}
+    if display := patient_display(report):
+        subject["display"] = display
+    return subject
 
 
 def _p_urgent_component(report: StudyReport) -> dict[str, Any]:
@@ -199,33 +203,6 @@ def build_fhir(report: StudyReport, identifier_system: str = IDENTIFIER_SYSTEM) 
     return json.loads(bundle.model_dump_json())
 
 
-def _post(request: urllib.request.Request, deadline: Deadline, timeout: float) -> int:
-    """The HTTP status of the answer, its body read (up to MAX_BODY)."""
-    try:
-        with _opener(deadline).open(request, timeout=timeout) as response:
-            response.read(MAX_BODY)
-            return response.status
-    except urllib.error.HTTPError as error:
-        error.close()
-        return error.code
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        if deadline.passed:
-            raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True) from None
-        cause = getattr(error, "reason", error)
-        raise DeliveryError(
-            f"FHIR server unreachable: {type(cause).__name__}", retryable=True
-        ) from None
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
-        return None  # urllib then raises HTTPError with the 3xx
-
-
-def _opener(deadline: Deadline) -> urllib.request.OpenerDirector:
-    return http_opener(deadline, _NoRedirect())
-
-
 def post_fhir(url: str, payload: dict[str, Any], timeout: float = 30.0) -> None:
     """POST the bundle to the FHIR server's base URL; DeliveryError unless it answers 2xx
     within `timeout` for the whole exchange (a dripped answer is cut, never counted)."""
@@ -238,10 +215,7 @@ def post_fhir(url: str, payload: dict[str, Any], timeout: float = 30.0) -> None:
         method="POST",
         headers={"Content-Type": FHIR_JSON, "Accept": FHIR_JSON},
     )
-    with Deadline(timeout) as deadline:
-        status = _post(request, deadline, timeout)
-    if deadline.passed:
-        raise DeliveryError(f"no whole answer within {timeout:g} s", retryable=True)
+    status, _answer = http_exchange(request, timeout, "FHIR server", MAX_BODY)
     if 200 <= status < 300:
         return
     if 300 <= status < 400:

@@ -4,10 +4,11 @@ Segments and the fields we fill:
 
     MSH  MSH-3/5 sending / receiving application, MSH-7 = the decision time (so a resend is
          the same message), MSH-9 ORU^R01^ORU_R01, MSH-10 = `message_id` (our idempotency key,
-         echoed by the receiver in MSA-2), MSH-11 P, MSH-12 2.5
+         echoed by the receiver in MSA-2), MSH-11 P, MSH-12 2.5, MSH-18 UNICODE UTF-8 (the
+         encoding the MLLP sender writes: a patient name may need it)
     PID  PID-3 the patient id as the study carried it (no assigning authority: we were not
-         given one); PID-5 (required in 2.5) is left empty: the ledger holds no patient name,
-         and it is the one finding of hl7apy's strict validation
+         given one); PID-5 the patient name, PID-7 birth date and PID-8 sex as the study
+         came with them (its patient module, `gateway.outbox.patient`; empty when none)
     ORC  ORC-1 RE (observations to follow), ORC-2 placer and ORC-3 filler order number as
          the RIS's order gave them (`triage orders`; without an order: no placer, filler =
          accession), ORC-5 CM
@@ -22,19 +23,23 @@ Segments and the fields we fill:
     OBX4 TX   DISCLAIMER^Disclaimer^99TRIAGE = "... not a diagnosis"
     NTE       the same sentence as a note on the order, for receivers that show notes only
 
-Values from the study (patient id, accession, model version) are escaped for ER7 (\\F\\,
+Values from the study (patient id and name, accession, model version) are escaped for ER7 (\\F\\,
 \\S\\, \\T\\, \\R\\, \\E\\) before hl7apy places them, so a delimiter in an id cannot shift fields.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from hl7apy.core import Group, Message
 
+from gateway.outbox import patient as patient_module
 from gateway.outbox.report import DISCLAIMER, StudyReport
 
 SCHEME = "99TRIAGE"
 VERSION = "2.5"
 ABNORMAL_FLAGS = {0: "N", 1: "A", 2: "AA"}
+CHARACTER_SET = "UNICODE UTF-8"  # HL7 table 0211; gateway/outbox/mllp.py encodes UTF-8
 
 
 def escape(value: str) -> str:
@@ -63,6 +68,7 @@ def _fill_msh(
     message.msh.msh_10 = escape(message_id)
     message.msh.msh_11 = "P"
     message.msh.msh_12 = VERSION
+    message.msh.msh_18 = CHARACTER_SET
 
 
 def _add_order(result: Group, report: StudyReport, when: str) -> Group:
@@ -142,6 +148,17 @@ def _add_observations(order: Group, report: StudyReport, when: str) -> None:
         obx.obx_17 = method
 
 
+def _fill_patient(pid: Any, report: StudyReport) -> None:  # noqa: ANN401 - hl7apy segment
+    """PID-5 name (XPN components), PID-7 birth date, PID-8 sex, where the study had them."""
+    name = patient_module.hl7_name_components(report)
+    if any(name):
+        pid.pid_5 = "^".join(escape(part) for part in name).rstrip("^")
+    if born := escape(patient_module.birth_date(report)):
+        pid.pid_7 = born
+    if sex := escape(patient_module.sex(report)):
+        pid.pid_8 = sex
+
+
 def build_oru(
     report: StudyReport, message_id: str, sending_app: str = "TRIAGE", receiving_app: str = "RIS"
 ) -> str:
@@ -155,6 +172,7 @@ def build_oru(
     patient = result.add_group("ORU_R01_PATIENT")
     patient.pid.pid_1 = "1"
     patient.pid.pid_3 = escape(report.patient_id or "")
+    _fill_patient(patient.pid, report)
     order = _add_order(result, report, when)
     _add_observations(order, report, when)
     return message.to_er7()

@@ -5,7 +5,10 @@ A DICOM Secondary Capture (highdicom `SCImage`, RGB, 8 bit) in the study of the 
 series of our own (one series per study, one instance per decision), with UIDs derived from
 our study id and decision, so a resend is the same instance. BurnedInAnnotation is YES: the
 banner is part of the pixels, so it shows on any viewer. PatientOrientation is left empty
-(type 2): a 64x64 canonical slice has lost its orientation.
+(type 2): a 64x64 canonical slice has lost its orientation. The patient and study modules
+are the study's as received, copied exactly with their character set
+(`gateway.outbox.patient`); Manufacturer "triage" marks the image as ours, so the receiver
+never takes it for a slice when a PACS forwards the study again.
 """
 
 from __future__ import annotations
@@ -15,27 +18,20 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
+from gateway.outbox.patient import patient_and_study
 from gateway.outbox.report import (
     KeyImageReference,
     StudyReport,
     derived_uid,
     dicom_study_uid,
 )
+from imaging.identity import OUR_MANUFACTURER
+from imaging.patient_modules import copy_modules
 
 SIZE = 256
 BANNER = 30  # pixel rows of the banner at the top
 SERIES_NUMBER = 9902
-MANUFACTURER = "triage"
-TYPE_2_EMPTY = (
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "ReferringPhysicianName",
-    "AccessionNumber",
-)
+MANUFACTURER = OUR_MANUFACTURER  # marks the image as ours: never a slice when it comes back
 ALPHA = 0.6  # opacity of the overlay where saliency is 1
 
 
@@ -115,9 +111,7 @@ def build_key_image(report: StudyReport, our_ae_title: str) -> Dataset:
         patient_orientation=("L", "P"),  # required by highdicom for PATIENT; emptied below
     )
     image.PatientOrientation = ""  # type 2: unknown for a canonical 64x64 slice
-    for keyword in TYPE_2_EMPTY:  # present, empty when highdicom was given nothing
-        if keyword not in image:
-            setattr(image, keyword, "")
+    copy_modules(patient_and_study(report), image)  # exactly as received, character set too
     image.SOPClassUID = SecondaryCaptureImageStorage
     image.BurnedInAnnotation = "YES"
     image.ImageType = ["DERIVED", "SECONDARY"]

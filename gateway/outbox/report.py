@@ -76,6 +76,9 @@ class StudyReport:
     saliency      64x64 float in [0, 1] over that slice (None: no overlay)
     placer_order_number, filler_order_number
                   the RIS's order for the accession, as received (None: no order seen)
+    patient_modules
+                  the study's patient and study modules as received, DICOM JSON
+                  (imaging/patient_modules.py; None: the ledger kept none)
     """
 
     study_id: str
@@ -96,6 +99,7 @@ class StudyReport:
     saliency: np.ndarray | None = field(default=None, repr=False, compare=False)
     placer_order_number: str | None = None
     filler_order_number: str | None = None
+    patient_modules: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.study_id:

@@ -2,7 +2,7 @@
 
 The `deliver` task (worker/delivering.py) claims a row in the ledger and calls `send`; the
 payload builders and senders are this package's channel modules (the DICOM SR, and the key
-image as a row of its own, by C-STORE; HL7 ORU over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
+image as a row of its own, by C-STORE, and both by STOW-RS for a DICOMweb PACS; HL7 ORU over MLLP, FHIR over HTTP, the webhook). Every receiver is idempotent on our ids: the SR and key image
 SOPInstanceUIDs, the HL7 MSH-10 and the FHIR identifier are derived from our study id and
 decision number, so a resend is the same message and a re-decided study a new one.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from pydicom import Dataset
 from sqlalchemy.engine import Engine
 
 from gateway.outbox.report import (
@@ -21,6 +22,7 @@ from gateway.outbox.report import (
     StudyReport,
     hl7_message_id,
 )
+from gateway.tls import ClientTls
 from imaging.canonical import SCAN_SIZE
 from ledger.deliveries import report_facts
 from schemas.settings import Settings
@@ -45,6 +47,10 @@ def send(engine: Engine, delivery: dict[str, Any], settings: Settings) -> None:
         _send_sr(report, settings)
     elif channel == "key_image":
         _send_key_image(report, settings)
+    elif channel == "dicomweb":
+        _stow(_sr(report, settings), settings)
+    elif channel == "dicomweb_key":
+        _stow(_key_image(report, settings), settings)
     elif channel == "hl7":
         _send_hl7(report, settings)
     elif channel == "fhir":
@@ -87,18 +93,34 @@ def study_report(facts: dict[str, Any], delivery: dict[str, Any]) -> StudyReport
         ),
         placer_order_number=facts.get("placer_order_number"),
         filler_order_number=facts.get("filler_order_number"),
+        patient_modules=facts.get("patient_modules"),
     )
 
 
-def _send_sr(report: StudyReport, settings: Settings) -> None:
+def _sr(report: StudyReport, settings: Settings) -> Dataset:
     """The SR of every decided study, sent at once: it never waits for the key image. An
     urgent study's SR names its key image (sent as its own delivery) by that image's derived
     SOPInstanceUID."""
-    from gateway.outbox.cstore import send_cstore
     from gateway.outbox.dicom_sr import build_sr
 
-    sr = build_sr(report, settings.dicom_ae_title, key_image=_key_image_reference(report))
-    send_cstore([sr], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+    return build_sr(report, settings.dicom_ae_title, key_image=_key_image_reference(report))
+
+
+def _send_sr(report: StudyReport, settings: Settings) -> None:
+    from gateway.outbox.cstore import send_cstore
+
+    send_cstore(
+        [_sr(report, settings)], settings.dicom_destination, settings.dicom_ae_title,
+        SEND_TIMEOUT_S, _pacs_tls(settings),
+    )  # fmt: skip
+
+
+def _stow(dataset: Dataset, settings: Settings) -> None:
+    """STOW-RS one dataset to the DICOMweb PACS, with its token or user and password."""
+    from gateway.outbox.dicomweb import StowAuth, post_stow
+
+    auth = StowAuth(settings.dicomweb_token, settings.dicomweb_username, settings.dicomweb_password)
+    post_stow(settings.dicomweb_destination, [dataset], auth, SEND_TIMEOUT_S)
 
 
 def _key_image_reference(report: StudyReport) -> KeyImageReference | None:
@@ -108,18 +130,36 @@ def _key_image_reference(report: StudyReport) -> KeyImageReference | None:
     return key_image_reference(report) if report.urgent and report.key_image is not None else None
 
 
-def _send_key_image(report: StudyReport, settings: Settings) -> None:
+def _key_image(report: StudyReport, settings: Settings) -> Dataset:
     """An urgent study's key image with its saliency overlay; NotReady until a model worker
     has stored the saliency map (the row then waits, see ledger/deliveries.py)."""
-    from gateway.outbox.cstore import send_cstore
     from gateway.outbox.key_image import build_key_image
 
     if report.key_image is None:
         raise DeliveryError("the most suspicious slice has no usable pixels", retryable=False)
     if report.saliency is None:
         raise NotReady("the key image's saliency map is not stored yet")
-    image = build_key_image(report, settings.dicom_ae_title)
-    send_cstore([image], settings.dicom_destination, settings.dicom_ae_title, SEND_TIMEOUT_S)
+    return build_key_image(report, settings.dicom_ae_title)
+
+
+def _send_key_image(report: StudyReport, settings: Settings) -> None:
+    from gateway.outbox.cstore import send_cstore
+
+    send_cstore(
+        [_key_image(report, settings)], settings.dicom_destination, settings.dicom_ae_title,
+        SEND_TIMEOUT_S, _pacs_tls(settings),
+    )  # fmt: skip
+
+
+def _pacs_tls(settings: Settings) -> ClientTls | None:
+    """The PACS's TLS, read for each delivery (renewed files are used without a restart); a
+    file that cannot serve is a retryable failure naming its setting (an operator fixes it)."""
+    from gateway.tls import TlsSettingsError, destination_tls
+
+    try:
+        return destination_tls(settings)
+    except TlsSettingsError as error:
+        raise DeliveryError(str(error), retryable=True) from None
 
 
 def _send_hl7(report: StudyReport, settings: Settings) -> None:

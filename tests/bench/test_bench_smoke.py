@@ -106,3 +106,34 @@ def test_bench_quick_run_writes_every_key_with_sane_values(tmp_path: Path) -> No
         assert run["escalations"] > 0 and run["stat_scans"] > 0, (backend, run)
     assert results["worker_peak_rss_mib"] < 64 * 1024  # MiB, not bytes or KiB
     assert results["machine"]["cpus"] >= 1 and results["versions"]["celery"]
+    check_web(results["web"])
+
+
+def check_web(web: dict) -> None:
+    """The web stage on both databases: every measurement timed, every stream told."""
+    assert set(web) == {"sqlite", "postgresql"}, web
+    for backend, run in web.items():
+        busy = run["with_50_streams_and_workers"]
+        for phase in (run["no_streams"], busy):
+            for key in ("worklist_page_ms", "api_worklist_ms", "study_page_ms"):
+                values = [phase[key][name] for name in PERCENTILES]
+                assert all(positive(value) for value in values), (backend, key, phase[key])
+        assert busy["streams_open"] == busy["streams_told_of_the_ack"] == 50, (backend, busy)
+        assert run["workers"]["scans_classified"] > 0, (backend, run["workers"])
+
+
+def test_bench_web_only_updates_the_web_key_and_keeps_the_others(tmp_path: Path) -> None:
+    model_root = tmp_path / "models"
+    publish_brightness_model(model_root, version="bench-web", threshold=0.001)
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"receive": {"kept": True}}))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TRIAGE_")}
+    command = [sys.executable, "-m", "bench", "--web-only", "--quick", "--out", str(out)]
+    command += ["--model-dir", str(model_root)]
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=580
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["receive"] == {"kept": True}
+    check_web(results["web"])

@@ -6,10 +6,12 @@ model; the workers and the CLI see them through TRIAGE_ environment variables on
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import redis
 
 from ledger.database import engine_for, upgrade_schema
 from schemas.settings import get_settings
-from testkit.services import redis_url_with_database, wait_until
+from testkit.services import free_port, redis_url_with_database, wait_until
 from worker.processes import QUIET_FLAGS, WorkerProcess, celery_worker, stop_workers, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -135,3 +137,26 @@ def pipeline_factory(
 
 def wait_for(check, what: str, timeout: float = 120.0) -> None:  # noqa: ANN001
     wait_until(check, what=what, timeout=timeout, interval=0.25)
+
+
+@contextlib.contextmanager
+def web_process(pipeline: Pipeline, log_path: Path) -> Iterator[str]:
+    """A real `triage web` process on this pipeline's ledger, on a free port, logging to
+    `log_path`; yields its URL once /healthz answers, stops it afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "triage", "web", "--port", str(port)],
+            env=pipeline.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200,
+                "triage web",
+                timeout=60,
+            )
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=20)

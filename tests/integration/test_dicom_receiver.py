@@ -54,6 +54,10 @@ class ReceiverProcess:
         )  # fmt: skip
         wait_for(lambda: self.alive() and echo(port, calling), "receiver", 60)
 
+    def log_text(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text()
+
     def alive(self) -> bool:
         if self.process.poll() is not None:
             raise AssertionError(f"receiver exited with {self.process.returncode}")

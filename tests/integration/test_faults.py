@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +27,7 @@ from gateway.intake.client import submit_images
 from ledger.database import engine_for
 from schemas.settings import get_settings
 from schemas.tables import Result, Scan, UrgentCase
+from testkit.peers import serving
 from testkit.services import (
     PostgresServer,
     RedisServer,
@@ -208,12 +208,8 @@ def paged_ids() -> set[str]:
 @pytest.fixture
 def webhook() -> Iterator[str]:
     SlowWebhook.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowWebhook)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/page"
-    server.shutdown()
-    server.server_close()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), SlowWebhook)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}/page"
 
 
 def test_urgent_worker_killed_while_escalations_are_pending(

@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from selenium.common.exceptions import (
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from testkit.services import free_port, wait_until
 from tests.conftest import REQUIRE_SERVICES
 from tests.gateway.intake.test_receiver import ct_instance
-from tests.integration.conftest import REPO_ROOT, Pipeline
+from tests.integration.conftest import REPO_ROOT, Pipeline, web_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -66,24 +64,8 @@ def web(pipeline_factory, database_url: str, tmp_path: Path) -> Iterator[tuple[P
     cli(
         pipeline, "users", "add", "alice", "--role", "clinician", "--password-stdin", stdin=PASSWORD
     )
-    port = free_port()
-    log = (tmp_path / "web.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "triage", "web", "--port", str(port)],
-        env=pipeline.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"{url}/healthz", timeout=2).status == 200,
-            "triage web",
-            timeout=60,
-        )
+    with web_process(pipeline, tmp_path / "web.log") as url:
         yield pipeline, url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
-        log.close()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from schemas.tables import utcnow
 
 CARD = ModelCard(version="v1", created_at="2026-12-01T00:00:00Z", urgent_threshold=0.5)
 ROUTING = Routing(every=("hl7",))
+PATIENT_MODULES = '{"00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^JANE"}]}}'
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def instances(study_uid: str, count: int) -> list[ledger.NewScan]:
             instance_number=number,
             slice_position=float(number),
         )
-        ref = StudyRef(study_uid, identity.accession, identity.patient_id)
+        ref = StudyRef(
+            study_uid, identity.accession, identity.patient_id, patient_modules=PATIENT_MODULES
+        )
         made.append(
             ledger.NewScan(
                 str(uuid.uuid4()), bytes([number % 256]) * 4096, identity.accession, "f", ref,

@@ -124,6 +124,19 @@ def test_a_key_image_waits_for_its_saliency_map_and_is_due_once_it_is_stored(eng
     assert rows["key_image"]["id"] in deliveries.due(engine, utcnow(), 10)
 
 
+def test_the_stow_rs_key_image_waits_for_the_saliency_map_too(engine) -> None:  # noqa: ANN001
+    routing = Routing(every=("dicom", "dicomweb"), urgent_only=("key_image", "dicomweb_key"))
+    (scan_id,) = decided(engine, [0.9], routing)
+    study_id = reads_study(engine, scan_id)
+    rows = {row["channel"]: row for row in deliveries.list_deliveries(engine)}
+    assert rows["dicomweb"]["status"] == "pending"
+    assert rows["dicomweb_key"]["status"] == "waiting"
+    assert studies.store_saliency(engine, study_id, scan_id, bytes(4096))
+    assert deliveries.key_images_due(engine, study_id) == sorted(
+        [rows["key_image"]["id"], rows["dicomweb_key"]["id"]]
+    )
+
+
 def test_a_key_image_still_waiting_when_its_study_is_decided_again_is_superseded(engine) -> None:  # noqa: ANN001
     (first,) = decided(engine, [0.9], KEY_IMAGE_ROUTING)
     uid = studies.study_row(engine, reads_study(engine, first))["study_uid"]

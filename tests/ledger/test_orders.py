@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from imaging.identity import DicomIdentity
 from ledger import deliveries, orders, reads, studies, worklist
 from ledger import scans as ledger
+from ledger.backlog import ledger_backlog
 from ledger.deliveries import Routing
 from ledger.orders import ReceivedOrder, lane_of
 from ledger.statements import scans as scans_table
@@ -155,10 +156,14 @@ def test_a_cancelled_decided_study_sends_nothing_and_leaves_the_worklist(engine)
     escalations = finish(engine, kept + gone, 0.9, ROUTING)
     worklist.add_urgent_cases(engine, escalations)
     assert len(reads.worklist(engine)) == 2
+    assert ledger_backlog(engine, utcnow()).open_urgent_cases == 2
+    listed = reads.worklist_version(engine)
     orders.record_message(engine, "M6", "OMI^O23", [order("GONE", control="OC")])
     applied = orders.apply_to_studies(engine, ["GONE"])
     assert applied.cancelled_deliveries == 1 and applied.cancelled_scans == []
     assert [case["accession"] for case in reads.worklist(engine)] == ["KEEP"]
+    assert ledger_backlog(engine, utcnow()).open_urgent_cases == 1  # `triage stats`, metrics
+    assert reads.worklist_version(engine) != listed  # the live page re-reads its list
     by_study = {row["study_uid"]: row for row in deliveries.list_deliveries(engine)}
     states = sorted((row["status"], row["last_error"]) for row in by_study.values())
     assert states == [("failed", "order cancelled"), ("pending", None)]
@@ -173,6 +178,19 @@ def test_a_decision_after_the_cancel_writes_no_deliveries(engine) -> None:  # no
     ledger.record_results(engine, scored, "v1", "/m", 0.5, {})
     studies.decide_ready(engine, admitted, CARD, "v1", ROUTING)
     assert deliveries.list_deliveries(engine) == []
+
+
+def test_a_delivery_written_as_its_cancel_was_applied_is_never_sent(engine) -> None:  # noqa: ANN001
+    """PostgreSQL, read committed: the decision checked for a cancel before the CA was
+    committed, the cancel's update did not see the decision's uncommitted rows. The end state
+    of that race, made in order here: the sender's claim must stop the row."""
+    decided = ledger.add_scans(engine, instances("RACE", 1), "routine").new
+    finish(engine, decided, 0.9, ROUTING)  # a pending HL7 delivery
+    orders.record_message(engine, "M10", "ORM^O01", [order("RACE", control="CA")])
+    (row,) = deliveries.list_deliveries(engine)
+    assert deliveries.claim(engine, row["id"]) is None
+    (row,) = deliveries.list_deliveries(engine)
+    assert (row["status"], row["last_error"]) == ("failed", "order cancelled")
 
 
 def test_the_worklist_puts_stat_studies_ahead_of_routine_urgent_ones(engine) -> None:  # noqa: ANN001

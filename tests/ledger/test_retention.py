@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from ledger import retention
-from tests.ledger.retention_cases import make_cases, scans_of, snapshot
+from tests.ledger.retention_cases import PATIENT_MODULES, make_cases, scans_of, snapshot
 
 KEEP = 30
 
@@ -99,6 +99,11 @@ def test_keep_results_days_removes_old_studies_whole_but_not_what_is_kept(engine
     assert {row["id"] for row in after["studies"]} == {
         row["id"] for row in before["studies"]
     } - gone_studies
+    # the patient and study modules stay with the studies kept, and go with the others
+    assert all(row["patient_modules"] == PATIENT_MODULES for row in before["studies"])
+    assert {row["id"] for row in after["studies"] if row["patient_modules"]} == {
+        row["id"] for row in after["studies"]
+    }
     assert {row["id"] for row in after["scans"]} == {
         row["id"] for row in before["scans"]
     } - gone_scans

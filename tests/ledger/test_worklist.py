@@ -40,6 +40,30 @@ def test_the_worklist_is_most_urgent_first_and_ack_closes_a_case(engine) -> None
     assert reads.history(engine, ids[1])["acknowledged_at"] == acknowledged
 
 
+def test_the_worklist_pages_reach_every_case_in_order_with_the_count_of_all(engine) -> None:  # noqa: ANN001
+    ids = add(engine, 5)
+    when = ledger.utcnow()
+    for scan_id, p2 in zip(ids, [0.6, 0.9, 0.7, 0.95, 0.8], strict=True):
+        study_id = reads.history(engine, scan_id)["study_id"]
+        escalation = Escalation(
+            scan_id=scan_id, study_id=study_id, p2=p2, model_version="m", classified_at=when
+        )
+        worklist.add_urgent_cases(engine, [escalation])
+    pages = [reads.worklist_page(engine, page=page, per_page=2) for page in (1, 2, 3, 4)]
+    assert [[case["scan_id"] for case in cases] for cases, _ in pages] == [
+        [ids[3], ids[1]], [ids[4], ids[2]], [ids[0]], []
+    ]  # fmt: skip
+    assert [total for _, total in pages] == [5, 5, 5, 5]
+    assert [case["scan_id"] for case in reads.worklist(engine, limit=2)] == [ids[3], ids[1]]
+    assert [case["scan_id"] for case in reads.worklist(engine, limit=2, offset=3)] == [
+        ids[2],
+        ids[0],
+    ]
+    worklist.acknowledge(engine, ids[3], "tester")
+    assert reads.worklist_page(engine, acknowledged_only=True, per_page=2)[1] == 1
+    assert reads.worklist_page(engine, per_page=10)[1] == 4 == reads.worklist_size(engine)
+
+
 def test_ack_by_study_uid_accession_or_scan_id(engine) -> None:  # noqa: ANN001
     ids = ledger.add_scans(engine, [instance("1.2.3.1234", n) for n in range(2)], "routine").new
     (escalation,) = finish(engine, ids, [0.9, 0.8])

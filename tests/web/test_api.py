@@ -17,7 +17,7 @@ def bearer(engine, name: str, role: str) -> dict[str, str]:  # noqa: ANN001
 def test_a_token_reads_acknowledges_and_records_a_finding(client, engine) -> None:  # noqa: ANN001
     decided_study(engine, "1.2.3.6001", [0.2, 0.9])
     headers = bearer(engine, "reader-app", "clinician")
-    (case,) = client.get("/api/v1/worklist", headers=headers).json()
+    (case,) = client.get("/api/v1/worklist", headers=headers).json()["cases"]
     assert case["study_uid"] == "1.2.3.6001" and case["p2"] == 0.9
     listing = client.get("/api/v1/studies?status=classified&page=1", headers=headers).json()
     assert listing["total"] == 1 and listing["studies"][0]["study_uid"] == "1.2.3.6001"
@@ -36,19 +36,24 @@ def test_a_token_reads_acknowledges_and_records_a_finding(client, engine) -> Non
     assert [s["p2"] for s in study["slices"]] == [0.2, 0.9]
     assert study["worklist"]["acknowledged_by"] == "token:reader-app"
     assert study["findings"][0]["comment"] == "confirmed" and study["patient_name"] == "DOE^JANE"
-    assert client.get("/api/v1/worklist?acknowledged=true", headers=headers).json()[0][
-        "acknowledged"
-    ]
+    acknowledged = client.get("/api/v1/worklist?acknowledged=true", headers=headers).json()
+    assert acknowledged["cases"][0]["acknowledged"] and acknowledged["total"] == 1
 
 
-def test_the_worklist_api_takes_a_limit_and_times_in_iso(client, engine) -> None:  # noqa: ANN001
+def test_the_worklist_api_pages_to_every_open_study_with_times_in_iso(client, engine) -> None:  # noqa: ANN001
     for number, p2 in enumerate((0.7, 0.9, 0.8)):
         decided_study(engine, f"1.2.3.610{number}", [p2])
     headers = bearer(engine, "reader-app", "clinician")
-    top = client.get("/api/v1/worklist?limit=2", headers=headers).json()
-    assert [case["p2"] for case in top] == [0.9, 0.8]
-    assert top[0]["classified_at"].startswith("20") and "T" in top[0]["classified_at"]
+    first = client.get("/api/v1/worklist?limit=2", headers=headers).json()
+    assert [case["p2"] for case in first["cases"]] == [0.9, 0.8]
+    assert first["total"] == 3 and first["page"] == 1 and first["per_page"] == 2
+    assert first["cases"][0]["classified_at"].startswith("20")
+    assert "T" in first["cases"][0]["classified_at"]
+    last = client.get(first["next"], headers=headers).json()
+    assert [case["p2"] for case in last["cases"]] == [0.7] and last["next"] is None
+    assert client.get("/api/v1/worklist?page=3&limit=2", headers=headers).json()["cases"] == []
     assert client.get("/api/v1/worklist?limit=0", headers=headers).status_code == 422
+    assert client.get("/api/v1/worklist?page=0", headers=headers).status_code == 422
 
 
 def test_audit_is_for_admins_and_holds_every_view(client, engine) -> None:  # noqa: ANN001

@@ -20,7 +20,7 @@ def test_the_worklist_shows_open_urgent_studies_most_urgent_first(client, engine
     assert "1.2.3.1002" in client.get("/worklist/rows").text
 
 
-def test_a_long_worklist_shows_the_most_urgent_and_counts_the_rest(
+def test_a_long_worklist_pages_most_urgent_first_to_every_study(
     client, engine, monkeypatch
 ) -> None:  # noqa: ANN001
     from web import pages
@@ -31,7 +31,12 @@ def test_a_long_worklist_shows_the_most_urgent_and_counts_the_rest(
     log_in(client, "alice")
     rows = client.get("/worklist/rows").text
     assert "1.2.3.1101" in rows and "1.2.3.1102" in rows and "1.2.3.1100" not in rows
-    assert "and 1 more" in rows
+    assert "3 open urgent studies" in rows and "page 1 of 2" in rows
+    assert 'href="/?tab=open&amp;page=2"' in rows
+    second = client.get("/?tab=open&page=2").text
+    assert "1.2.3.1100" in second and "1.2.3.1101" not in second
+    assert 'data-rows="/worklist/rows?tab=open&amp;page=2"' in second
+    assert client.get("/?page=0").status_code == 422
 
 
 def test_ack_and_findings_are_stored_with_the_user_and_their_history_is_kept(

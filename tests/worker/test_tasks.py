@@ -49,6 +49,12 @@ def test_a_batch_gets_one_result_each_and_urgent_ones_are_escalated(
     assert [rows[i]["urgent"] for i in ids] == [False, True, False, True]
     assert [rows[i]["predicted"] for i in ids] == [0, 2, 0, 2]
     assert reads.status_counts(engine) == {"done": 4}
+    # what the model saw, for drift: each scan's mean grey level and its spread (noise of
+    # +-8 grey levels: a standard deviation of about 4.9)
+    pixels = brightness_scans([30, 220, 60, 240], seed=4).reshape(4, -1)
+    assert [rows[i]["mean_intensity"] for i in ids] == pytest.approx(pixels.mean(axis=1))
+    assert [rows[i]["mean_intensity"] for i in ids] == pytest.approx([30, 220, 60, 240], abs=1)
+    assert [rows[i]["contrast"] for i in ids] == pytest.approx([4.9] * 4, abs=0.3)
 
     # delivered again: nothing new, and no escalation re-sent while none is missing
     for escalation in sent:

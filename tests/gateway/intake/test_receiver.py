@@ -286,3 +286,67 @@ def test_an_instance_of_another_patient_is_refused_with_the_reason(
     (study,) = _rows(settings, studies)
     assert study.patient_id == "PAT-A" and study.contradicting == 2
     assert [row.patient_id for row in _rows(settings, scans)] == ["PAT-A"]
+
+
+def other_instance(sop_class: str, study_uid: str, modality: str) -> object:
+    """A non-image object of a study (a dose report, a presentation state): header only."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+    meta.TransferSyntaxUID = EXPLICIT_LE
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = study_uid, generate_uid()
+    dataset.Modality, dataset.PatientID = modality, "PAT-TEST"
+    return dataset
+
+
+def test_a_whole_study_as_a_pacs_forwards_it_is_accepted_and_only_its_images_triaged(
+    settings: Settings,
+) -> None:
+    """A CT slice with a dose SR, a presentation state, another SR, and our own SR and key
+    image coming back: every one answered success; one slice in the ledger, the rest
+    counted as ignored."""
+    from pydicom.uid import (
+        ComprehensiveSRStorage,
+        GrayscaleSoftcopyPresentationStateStorage,
+        XRayRadiationDoseSRStorage,
+    )
+    from pynetdicom import AE
+
+    from gateway.outbox.dicom_sr import build_sr
+    from gateway.outbox.key_image import build_key_image, key_image_reference
+    from tests.gateway.outbox.conftest import make_report
+
+    study_uid = "1.2.826.0.1.77.30"
+    report = make_report(study_uid=study_uid, patient_id="PAT-TEST", accession=None)
+    ours = [build_sr(report, "TRIAGE", key_image_reference(report))]
+    ours.append(build_key_image(report, "TRIAGE"))
+    others = [
+        other_instance(XRayRadiationDoseSRStorage, study_uid, "SR"),
+        other_instance(GrayscaleSoftcopyPresentationStateStorage, study_uid, "PR"),
+        other_instance(ComprehensiveSRStorage, study_uid, "SR"),
+    ]
+    datasets = [ct_instance(study_uid, 1, 200, size=64), *others, *ours]
+    context = StoreContext(settings)
+    running = start_receiver(
+        settings, host="127.0.0.1", port=0, closer=StudyCloser(settings, interval=3600),
+        context=context,
+    )  # fmt: skip
+    try:
+        ae = AE(ae_title="SENDER")
+        for sop_class in sorted({str(dataset.SOPClassUID) for dataset in datasets}):
+            ae.add_requested_context(sop_class, [EXPLICIT_LE])
+        association = ae.associate("127.0.0.1", running.port, ae_title="TRIAGE")
+        assert len(association.accepted_contexts) == len(ae.requested_contexts)
+        statuses = [int(association.send_c_store(dataset).Status) for dataset in datasets]
+        association.release()
+    finally:
+        running.stop(grace=5)
+    assert statuses == [SUCCESS] * len(datasets)
+    (scan,) = _rows(settings, scans)
+    assert scan.modality == "CT"
+    assert context.ignored == {"not a class we triage": 4, "our own object": 1}

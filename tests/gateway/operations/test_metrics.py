@@ -206,7 +206,10 @@ def test_scrape_reports_queues_ledger_and_results_per_model_version(
     assert samples[("triage_scans_failed", ())] == 1
     assert samples[("triage_urgent_cases_open", ())] == 1
     pending = by_label(samples, "triage_deliveries_pending", "channel")
-    assert pending == {"dicom": 0, "key_image": 0, "hl7": 1, "fhir": 1, "webhook": 0}
+    assert pending == {
+        "dicom": 0, "key_image": 0, "dicomweb": 0, "dicomweb_key": 0,
+        "hl7": 1, "fhir": 1, "webhook": 0,
+    }  # every channel, those with nothing waiting at 0  # fmt: skip
     assert by_label(samples, "triage_results_total", "model_version") == {"v1": 2, "v2": 1}
     assert samples[("triage_instances_contradicting_total", ())] == 2
 

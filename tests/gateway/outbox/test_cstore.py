@@ -21,8 +21,11 @@ from gateway.outbox.cstore import parse_destination, send_cstore, status_retryab
 from gateway.outbox.dicom_sr import build_sr
 from gateway.outbox.key_image import build_key_image, key_image_reference, render_key_image
 from gateway.outbox.report import DeliveryError, StudyReport
-from testkit.dcmtk import storescp
+from gateway.tls import ClientTls, destination_tls
+from schemas.settings import Settings
+from testkit.dcmtk import storescp, tls_options
 from testkit.services import free_port
+from tests.gateway.conftest import Certificates
 
 pytestmark = pytest.mark.timeout(120)
 needs_dcmtk = pytest.mark.skipif(
@@ -99,6 +102,71 @@ def test_a_resend_is_the_same_instance(pacs: tuple[str, Path], report: StudyRepo
     redecided = build_sr(replace(report, decision=2), "TRIAGE")
     assert redecided.SOPInstanceUID != first[0].SOPInstanceUID
     assert redecided.SeriesInstanceUID == first[0].SeriesInstanceUID
+
+
+@pytest.fixture
+def pacs_tls(certificates: Certificates) -> ClientTls:
+    """Our TLS towards a PACS whose certificate the hospital's CA signed, naming 127.0.0.1."""
+    tls = destination_tls(Settings(dicom_destination_tls_ca=certificates.server.ca))
+    assert tls is not None
+    return tls
+
+
+@needs_dcmtk
+def test_sr_reaches_a_pacs_over_tls(
+    tmp_path: Path, report: StudyReport, certificates: Certificates, pacs_tls: ClientTls
+) -> None:
+    folder, port, server = tmp_path / "pacs", free_port(), certificates.server
+    with storescp(folder, port, options=tls_options(server.key, server.cert)):
+        sr = build_sr(report, "TRIAGE")
+        send_cstore([sr], f"PACS@127.0.0.1:{port}", "TRIAGE", timeout=10, tls=pacs_tls)
+    assert set(stored(folder)) == {sr.SOPInstanceUID}
+
+
+@needs_dcmtk
+def test_a_pacs_certificate_our_ca_did_not_sign_is_refused(
+    tmp_path: Path, report: StudyReport, certificates: Certificates, pacs_tls: ClientTls
+) -> None:
+    folder, port, impostor = tmp_path / "pacs", free_port(), certificates.impostor
+    sr, destination = build_sr(report, "TRIAGE"), f"PACS@127.0.0.1:{port}"
+    with (
+        storescp(folder, port, options=tls_options(impostor.key, impostor.cert)),
+        pytest.raises(DeliveryError) as caught,
+    ):
+        send_cstore([sr], destination, "TRIAGE", timeout=10, tls=pacs_tls)
+    assert caught.value.retryable and "TLS" in caught.value.reason
+    assert list(folder.iterdir()) == []
+
+
+@needs_dcmtk
+def test_mutual_tls_and_the_host_name_check(
+    tmp_path: Path, report: StudyReport, certificates: Certificates
+) -> None:
+    """A PACS that requires our client certificate gets it; a certificate that does not name
+    the host we expect is refused unless the host name check is off."""
+    folder, port = tmp_path / "pacs", free_port()
+    server, client = certificates.server, certificates.client
+    destination = f"PACS@127.0.0.1:{port}"
+    ours = {
+        "dicom_destination_tls_ca": server.ca,
+        "dicom_destination_tls_cert": client.cert,
+        "dicom_destination_tls_key": client.key,
+    }
+    anonymous = destination_tls(Settings(dicom_destination_tls_ca=server.ca))
+    elsewhere = {**ours, "dicom_destination_tls_hostname": "pacs.elsewhere.example"}
+    unchecked = {**elsewhere, "dicom_destination_tls_check_hostname": False}
+    sr = build_sr(report, "TRIAGE")
+    with storescp(folder, port, options=tls_options(server.key, server.cert, client.ca)):
+        for refused in (anonymous, destination_tls(Settings(**elsewhere))):
+            with pytest.raises(DeliveryError):
+                send_cstore([sr], destination, "TRIAGE", timeout=10, tls=refused)
+        assert list(folder.iterdir()) == []
+        send_cstore([sr], destination, "TRIAGE", timeout=10, tls=destination_tls(Settings(**ours)))
+        assert set(stored(folder)) == {sr.SOPInstanceUID}
+        key_image = build_key_image(report, "TRIAGE")
+        unchecked_tls = destination_tls(Settings(**unchecked))
+        send_cstore([key_image], destination, "TRIAGE", timeout=10, tls=unchecked_tls)
+        assert set(stored(folder)) == {sr.SOPInstanceUID, key_image.SOPInstanceUID}
 
 
 def test_destination_down_is_retryable(report: StudyReport) -> None:

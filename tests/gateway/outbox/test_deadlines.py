@@ -15,6 +15,7 @@ import pytest
 from gateway.outbox.cstore import send_cstore
 from gateway.outbox.dicom_sr import build_sr
 from gateway.outbox.fhir import build_fhir, post_fhir
+from gateway.outbox.mllp import frame, send_mllp
 from gateway.outbox.report import DeliveryError, StudyReport
 from gateway.outbox.sending import SEND_TIMEOUT_S
 from gateway.outbox.webhook import notify
@@ -23,6 +24,8 @@ from schemas.queues import CELERY_CONFIG, DELIVER_TASK, DELIVER_TIME_LIMIT_S
 from tests.gateway.outbox.conftest import wait_until
 
 HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 2\r\n\r\n{}"
+ORU = "MSH|^~\\&|TRIAGE|HOSP|RIS|HOSP|20261202120000||ORU^R01|CTRL-1|P|2.5\rPID|1||P1"
+ACK = frame("MSH|^~\\&|RIS|HOSP|TRIAGE|HOSP|20261202120001||ACK|A-1|P|2.5\rMSA|AA|CTRL-1")
 ASSOCIATE_AC = struct.pack(">BBL", 2, 0, 4000) + bytes(4000)  # a long answer to drip
 
 
@@ -111,6 +114,24 @@ def test_a_fhir_answer_dripped_past_the_deadline_is_not_delivered(
     assert failed.value.retryable
     wait_until(peer.done.is_set, timeout=60)
     assert peer.cut_early
+
+
+def test_a_ris_dripping_its_ack_is_cut_at_the_deadline(peers: list[DripPeer]) -> None:
+    peer = DripPeer(ACK, interval=0.2)  # an AA for our message, complete after about 20 s
+    peers.append(peer)
+    with pytest.raises(DeliveryError) as failed:  # the ORU is not counted as delivered
+        send_mllp(ORU, "127.0.0.1", peer.port, timeout=1.5)
+    assert failed.value.retryable
+    wait_until(peer.done.is_set, timeout=60)
+    assert peer.cut_early
+    assert peer.dripped < 20, f"the sender read {peer.dripped} bytes (4 s worth) before the cut"
+
+
+def test_the_ris_ack_the_drip_test_sends_is_accepted_when_whole(peers: list[DripPeer]) -> None:
+    peer = DripPeer(ACK, interval=0.0)  # the same answer at once: the cut above is the deadline's
+    peers.append(peer)
+    send_mllp(ORU, "127.0.0.1", peer.port, timeout=5)
+    wait_until(peer.done.is_set, timeout=60)
 
 
 def test_a_webhook_dripping_its_answer_leaves_no_request_behind(peers: list[DripPeer]) -> None:

@@ -3,9 +3,9 @@ server that answers as told."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,6 +13,7 @@ from fhir.resources.bundle import Bundle
 
 from gateway.outbox.fhir import IDENTIFIER_SYSTEM, build_fhir, post_fhir
 from gateway.outbox.report import DeliveryError, StudyReport
+from testkit.peers import serving
 from testkit.services import free_port
 from tests.gateway.outbox.conftest import make_report
 
@@ -57,18 +58,12 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fhir_factory() -> Iterator:
-    servers: list[FhirServer] = []
+    with ExitStack() as stack:
 
-    def start(status: int, **options: object) -> FhirServer:
-        server = FhirServer(status, **options)  # type: ignore[arg-type]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
+        def start(status: int, **options: object) -> FhirServer:
+            return stack.enter_context(serving(FhirServer(status, **options)))  # type: ignore[arg-type]
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def test_the_bundle(report: StudyReport) -> None:

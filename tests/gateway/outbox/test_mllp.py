@@ -7,12 +7,14 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from gateway.outbox.hl7 import build_oru
 from gateway.outbox.mllp import END, START, control_id, send_mllp, send_mllp_many
 from gateway.outbox.report import DeliveryError, StudyReport, hl7_message_id
+from testkit.peers import serving
 from testkit.services import free_port
 from tests.gateway.outbox.conftest import make_report
 
@@ -80,18 +82,12 @@ class RisHandler(socketserver.BaseRequestHandler):
 
 @pytest.fixture
 def ris_factory() -> Iterator:
-    servers: list[Ris] = []
+    with ExitStack() as stack:
 
-    def start(*answers: str) -> Ris:
-        server = Ris(list(answers))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
+        def start(*answers: str) -> Ris:
+            return stack.enter_context(serving(Ris(list(answers))))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def port_of(server: Ris) -> int:

@@ -33,3 +33,22 @@ def test_hl7_for_every_study_when_asked() -> None:
 def test_the_webhook_only_for_urgent_studies() -> None:
     plan = routing(Settings(notify_url="https://hooks.example/urgent"))
     assert plan.channels(urgent=False) == () and plan.channels(urgent=True) == ("webhook",)
+
+
+def test_stow_rs_sends_the_sr_always_and_the_key_image_for_urgent_studies() -> None:
+    plan = routing(Settings(dicomweb_destination="https://pacs.example/dicom-web/"))
+    assert plan.channels(urgent=False) == ("dicomweb",)
+    assert plan.channels(urgent=True) == ("dicomweb", "dicomweb_key")
+
+
+def test_stow_rs_settings_are_checked() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    assert Settings(dicomweb_destination="http://pacs/dw/").dicomweb_destination == "http://pacs/dw"
+    with pytest.raises(ValidationError, match="TRIAGE_DICOMWEB_DESTINATION"):
+        Settings(dicomweb_destination="file:///etc/passwd")
+    with pytest.raises(ValidationError, match="set one only"):
+        Settings(dicomweb_token="t", dicomweb_username="u", dicomweb_password="p")
+    with pytest.raises(ValidationError, match="go together"):
+        Settings(dicomweb_username="u")

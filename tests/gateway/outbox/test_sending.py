@@ -1,14 +1,21 @@
 """Sending one outbox row: the webhook channel, routed for urgent studies only, posts our ids;
-an endpoint that fails or never answers is a retryable DeliveryError."""
+an endpoint that fails or never answers is a retryable DeliveryError. The DICOM channel over
+TLS, configured by the settings, to dcmtk's storescp."""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pytest
 
 from gateway.outbox import sending as outbox
-from gateway.outbox.report import DeliveryError
+from gateway.outbox.report import DeliveryError, StudyReport
 from gateway.outbox.routing import routing
-from schemas.settings import get_settings
+from schemas.settings import Settings, get_settings
+from testkit.dcmtk import storescp, tls_options
+from testkit.services import free_port
+from tests.gateway.conftest import Certificates
 from tests.gateway.outbox.webhook_peers import Handler
 
 
@@ -29,3 +36,23 @@ def test_the_outbox_posts_our_ids_and_a_stuck_endpoint_is_a_retry(
         with pytest.raises(DeliveryError) as error:
             outbox._send_webhook(facts, get_settings())
         assert error.value.retryable
+
+
+@pytest.mark.skipif(shutil.which("storescp") is None, reason="dcmtk is not installed")
+def test_the_sr_goes_to_the_pacs_over_tls_from_the_settings(
+    tmp_path: Path, report: StudyReport, certificates: Certificates
+) -> None:
+    """The DICOM channel reads the PACS's TLS from the settings at each delivery; a CA file
+    that is not there is a retryable failure naming its setting."""
+    folder, port, server = tmp_path / "pacs", free_port(), certificates.server
+    settings = Settings(
+        dicom_destination=f"PACS@127.0.0.1:{port}", dicom_destination_tls_ca=server.ca
+    )
+    with storescp(folder, port, options=tls_options(server.key, server.cert)):
+        outbox._send_sr(report, settings)
+        assert len(list(folder.iterdir())) == 1
+        missing = settings.model_copy(update={"dicom_destination_tls_ca": tmp_path / "gone.pem"})
+        with pytest.raises(DeliveryError) as error:
+            outbox._send_sr(report, missing)
+    assert error.value.retryable
+    assert error.value.reason.startswith("TRIAGE_DICOM_DESTINATION_TLS_CA: no such file")

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from testkit.peers import serving
+
 
 class Handler(BaseHTTPRequestHandler):
     """/ok 204, /error 500, /redirect 307 to /ok, anything else 404; `hits` lists the paths
@@ -41,12 +43,8 @@ def http_endpoint() -> Iterator[str]:
     server.daemon_threads = True
     server.block_on_close = False
     Handler.hits, Handler.bodies = [], []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(server):
         yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
