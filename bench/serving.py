@@ -1,8 +1,9 @@
 """Serving cost of a published model against `baseline_2conv` published alone.
 
-python -m bench.serving MODEL_DIR [--scans 20480] [--work /tmp/serving_bench]
+python -m bench.serving [MODEL_DIR] [--scans 20480] [--work /tmp/serving_bench]
 
-Publishes `baseline_2conv` (`--candidates baseline_2conv --folds 0`, 1 epoch on phantoms:
+Without MODEL_DIR, the default recipe trained on phantoms (trainer.phantom_model, what the
+demo and `make bench` serve without real scans) is published under WORK and measured. Publishes `baseline_2conv` (`--candidates baseline_2conv --folds 0`, 1 epoch on phantoms:
 speed does not depend on training), writes SCANS phantom scans to a .npy, then for each model
 times `triage predict` end to end (a fresh process: load, predict, write the CSV; best of 3)
 with its peak resident memory, and the forward ceiling (bench/ceiling.py, the worker's
@@ -57,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.serving", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, nargs="?", default=None)
     parser.add_argument("--scans", type=int, default=20480)
     parser.add_argument("--work", type=Path, default=Path("/tmp/serving_bench"))
     args = parser.parse_args()
@@ -76,6 +77,12 @@ def main() -> None:
         run_training(
             (images, labels), baseline_root, epochs=1, candidates=("baseline_2conv",), folds=0
         )
+    if args.model is None:
+        args.model = args.work / "default_recipe"
+        if not (args.model / "CURRENT").is_file():
+            from trainer.phantom_model import publish_on_phantoms
+
+            publish_on_phantoms(args.model)
     models = {
         "model": resolve_model_dir(args.model),
         "baseline_2conv": resolve_model_dir(baseline_root),

@@ -1,6 +1,7 @@
 """`triage demo`: the whole system in one command, on synthetic phantoms and embedded defaults.
 
-phantoms -> quick training -> migrations -> routine + urgent workers (child processes) ->
+phantoms -> the default recipe trained on them (every candidate + the ensemble, selected by
+out-of-fold macro F1, as `triage train`; two folds, no estimate) -> migrations -> routine + urgent workers (child processes) ->
 enqueue a held-out batch -> progress until every scan is classified -> worklist and summary ->
 workers stopped (also on Ctrl-C or an error) -> the web page on the demo's ledger with a
 one-time login (triage/demo_web.py) until Ctrl-C, unless `--no-web`. Everything lives under
@@ -34,6 +35,7 @@ from schemas.model_card import (
     resolve_model_dir,
 )
 from schemas.settings import Settings
+from trainer.phantom_model import TRAIN_SCANS, publish_on_phantoms
 from triage.demo_report import DemoResult, show_results
 from triage.demo_web import WebNotServing, serve_demo_web
 from worker.processes import (
@@ -44,9 +46,7 @@ from worker.processes import (
     wait_ready,
 )
 
-TRAIN_MIX = (0.34, 0.33, 0.33)  # many distinct urgent phantoms: a quick model learns them best
 BATCH_MIX = (0.79, 0.18, 0.03)  # the original problem's class mix
-DEMO_CANDIDATES = ("baseline_2conv",)
 POLL_SECONDS = 0.25
 SLICES_PER_EXAM = 4  # the demo's exams: a few slices each, decided as one study
 
@@ -57,11 +57,11 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """Sizes of one demo run; the defaults train in one to two minutes on two cores."""
+    """Sizes of one demo run; `epochs` None: each candidate's own, as `triage train`."""
 
     scans: int = 200
-    train_scans: int = 3000
-    epochs: int = 16
+    train_scans: int = TRAIN_SCANS
+    epochs: int | None = None
     seed: int = 0
     retrain: bool = False
     timeout: float = 300.0
@@ -133,22 +133,13 @@ def ensure_model(model_root: Path, options: DemoOptions, console: Console) -> Pa
         else:
             console.print(f"reusing the demo model {model_dir.name} (--retrain trains again)")
             return model_dir
-    from trainer.synth import make_phantoms
-    from trainer.train import run_training
-
+    epochs = "each candidate's own epochs" if options.epochs is None else f"{options.epochs} epochs"
     console.print(
-        f"training on {options.train_scans} synthetic phantoms, {options.epochs} epochs "
-        f"(candidate {', '.join(DEMO_CANDIDATES)}) ..."
+        f"training the default recipe on {options.train_scans} synthetic phantoms ({epochs}, "
+        "two folds, no estimate) ..."
     )
-    images, labels = make_phantoms(options.train_scans, TRAIN_MIX, seed=options.seed)
-    return run_training(
-        (images, labels),
-        out=model_root,
-        epochs=options.epochs,
-        seed=options.seed,
-        candidates=DEMO_CANDIDATES,
-        folds=0,  # the demo shows the flow; `triage train` cross-fits the published model
-        console=console,
+    return publish_on_phantoms(
+        model_root, options.train_scans, options.seed, options.epochs, console
     )
 
 

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trainer.phantom_model import TRAIN_SCANS
+
 if TYPE_CHECKING:
     from schemas.settings import Settings
 
@@ -30,8 +32,11 @@ def demo(
     ] = 200,
     train_scans: Annotated[
         int, typer.Option("--train-scans", min=30, help="Phantoms to train on.")
-    ] = 3000,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 16,
+    ] = TRAIN_SCANS,
+    epochs: Annotated[
+        int | None,
+        typer.Option("--epochs", min=1, help="Epochs per network (default: each candidate's own)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Train again instead of reusing the demo model.")
